@@ -1,0 +1,184 @@
+"""Command line: argument parsing only; each subcommand calls one stage function.
+
+Stage modules are imported inside their handlers so that commands which need no
+TensorFlow (data, prepare, baselines, compare) never pay for importing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from benchmark import ARCHS, TASKS
+from benchmark.errors import DataVersionMismatch, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors and exit code 2."""
+
+    def error(self, message: str) -> None:  # pragma: no cover - exercised via CLI tests
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _config(args):
+    from benchmark.config import load_config
+
+    return load_config(args.params)
+
+
+def _cmd_bootstrap(args) -> int:
+    from benchmark.data.commands import bootstrap
+
+    return bootstrap(_config(args))
+
+
+def _cmd_import(args) -> int:
+    from benchmark.data.commands import import_matrix
+
+    return import_matrix(_config(args), Path(args.path), fmt=args.format, transpose=args.transpose)
+
+
+def _cmd_validate(args) -> int:
+    from benchmark.data.commands import validate_matrix
+
+    return validate_matrix(_config(args), Path(args.path), fmt=args.format, transpose=args.transpose)
+
+
+def _cmd_synth(args) -> int:
+    from benchmark.data.synthetic import synth
+
+    return synth(Path(args.out), samples=args.samples, genes=args.genes, seed=args.seed, rank=args.rank, noise=args.noise)
+
+
+def _cmd_prepare(args) -> int:
+    from benchmark.data.prepare import prepare
+
+    out = prepare(_config(args))
+    print(f"prepared {out}")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from benchmark.tuning import tune
+
+    tune(_config(args), args.task, args.arch, trials=args.trials, workers=args.workers,
+         storage=args.storage, timeout=args.timeout)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from benchmark.evaluation import evaluate
+
+    evaluate(_config(args), args.task, args.arch)
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from benchmark.report import compare
+
+    compare(_config(args))
+    return 0
+
+
+def _cmd_promote(args) -> int:
+    from benchmark.registry import promote
+
+    return promote(_config(args), task=args.task, candidate=args.candidate, force=args.force, rollback=args.rollback)
+
+
+def _cmd_ui(args) -> int:
+    config = _config(args)
+    mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    argv = [mlflow_bin, "ui", "--backend-store-uri", config.tracking_uri,
+            "--host", "127.0.0.1", "--port", str(args.port)]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} over {config.tracking_uri}", flush=True)
+    os.execv(argv[0], argv)
+    return 1  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default=None, metavar="FILE", help="params file (default: <project root>/params.yaml)")
+
+    parser = _Parser(prog="genebench", description="Benchmark deep architectures for gene-expression prediction.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="bring a dataset into data/")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    p = data_sub.add_parser("bootstrap", parents=[common], help="write the bundled pbmc68k_reduced dataset into data/")
+    p.set_defaults(func=_cmd_bootstrap)
+    for name, func, text in (("import", _cmd_import, "validate a matrix, write data/ and run `dvc add data`"),
+                             ("validate", _cmd_validate, "validate a matrix, write nothing")):
+        p = data_sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("path")
+        p.add_argument("--format", choices=["csv", "tsv", "parquet", "h5ad", "gct"], default=None,
+                       help="file format (default: from the extension)")
+        p.add_argument("--transpose", action="store_true", help="the file has genes as rows and samples as columns")
+        p.set_defaults(func=func)
+    p = data_sub.add_parser("synth", help="write a synthetic matrix with known low-rank gene-gene structure")
+    p.add_argument("out", help="output file; its extension picks the format (.csv, .tsv, .parquet, .h5ad, .gct)")
+    p.add_argument("--samples", type=int, required=True)
+    p.add_argument("--genes", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rank", type=int, default=5, help="rank of the gene-gene structure")
+    p.add_argument("--noise", type=float, default=0.1, help="noise standard deviation relative to signal")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("prepare", parents=[common], help="stage: held-out split, CV folds, task genes")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("tune", parents=[common], help="stage: Optuna study for one architecture")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--arch", choices=ARCHS, required=True)
+    p.add_argument("--trials", type=int, default=None, help="completed trials wanted (default: tuning.n_trials)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: tuning.storage)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("evaluate", parents=[common], help="stage: CV and held-out evaluation, model logged to MLflow")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--arch", choices=ARCHS, required=True)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", parents=[common], help="stage: comparison tables, statistics, plots")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("promote", parents=[common], help="stage: register and gate the champion model")
+    p.add_argument("--task", choices=TASKS, default=None, help="default: both tasks")
+    p.add_argument("--candidate", choices=(*ARCHS, "best"), default=None, help="default: promotion.candidate")
+    p.add_argument("--force", action="store_true", help="move champion without the gate")
+    p.add_argument("--rollback", action="store_true", help="restore the previous champion")
+    p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("ui", parents=[common], help="MLflow UI on 127.0.0.1 over the project's tracking store")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=_cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for flag in ("trials", "workers", "samples", "genes"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            print(f"genebench: error: --{flag} must be at least 1, got {value}", file=sys.stderr)
+            return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"genebench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except DataVersionMismatch as exc:
+        print(f"genebench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("genebench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

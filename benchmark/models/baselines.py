@@ -1,0 +1,126 @@
+"""Baselines every architecture is compared against: mean, ridge, k-nearest neighbours.
+
+scikit-learn estimators behind the same `fit(X, Y) -> self` / `predict(X)` interface as
+the deep models, with no TensorFlow. Their fitted state exports as plain arrays and
+scalars (`get_state()` / `from_state(state)`), so a saved model holds no pickle.
+
+X is (n_samples, n_features) and Y (n_samples, n_targets), both already preprocessed by
+the caller (`benchmark.models.preprocessing.FoldPreprocessor`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import Ridge
+from sklearn.neighbors import KNeighborsRegressor
+
+
+class MeanBaseline:
+    """Predicts the per-target training mean for every sample (R^2 0 on training data)."""
+
+    name = "mean"
+
+    def __init__(self):
+        self.mean_: np.ndarray | None = None
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "MeanBaseline":
+        self.mean_ = np.asarray(Y, dtype=np.float64).mean(axis=0)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.tile(self.mean_, (len(X), 1))
+
+    def get_state(self) -> dict[str, Any]:
+        return {"mean": self.mean_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "MeanBaseline":
+        model = cls()
+        model.mean_ = np.asarray(state["mean"], dtype=np.float64)
+        return model
+
+
+class RidgeBaseline:
+    """Linear regression with an L2 penalty `alpha` (the D-GEX comparison point)."""
+
+    name = "ridge"
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = float(alpha)
+        self.coef_: np.ndarray | None = None  # (n_targets, n_features)
+        self.intercept_: np.ndarray | None = None  # (n_targets,)
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "RidgeBaseline":
+        ridge = Ridge(alpha=self.alpha).fit(X, np.asarray(Y, dtype=np.float64))
+        self.coef_ = np.atleast_2d(ridge.coef_)
+        self.intercept_ = np.atleast_1d(ridge.intercept_)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        # Ridge.predict is exactly X @ coef.T + intercept; from loaded state we have no
+        # estimator, so both paths use the same expression.
+        return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+
+    def get_state(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "coef": self.coef_, "intercept": self.intercept_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "RidgeBaseline":
+        model = cls(alpha=float(state["alpha"]))
+        model.coef_ = np.asarray(state["coef"], dtype=np.float64)
+        model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
+        return model
+
+
+class KnnBaseline:
+    """Mean of the `k` nearest training samples (Euclidean, uniform weights).
+
+    `k` is clipped to the number of training samples. The fitted state is the training
+    set itself; loading refits the (cheap, deterministic) neighbour index on it.
+    """
+
+    name = "knn"
+
+    def __init__(self, k: int = 5):
+        if int(k) < 1:
+            raise ValueError(f"k: expected a positive number of neighbours, got {k}")
+        self.k = int(k)
+        self.X_: np.ndarray | None = None
+        self.Y_: np.ndarray | None = None
+        self._knn: KNeighborsRegressor | None = None
+
+    @property
+    def k_used(self) -> int:
+        return min(self.k, len(self.X_))
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "KnnBaseline":
+        self.X_ = np.asarray(X, dtype=np.float64)
+        self.Y_ = np.asarray(Y, dtype=np.float64)
+        self._knn = KNeighborsRegressor(n_neighbors=self.k_used).fit(self.X_, self.Y_)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self._knn.predict(np.asarray(X, dtype=np.float64))).reshape(len(X), -1)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"k": self.k, "X": self.X_, "Y": self.Y_}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "KnnBaseline":
+        return cls(k=int(state["k"])).fit(state["X"], state["Y"])
+
+
+BASELINES = {"mean": MeanBaseline, "ridge": RidgeBaseline, "knn": KnnBaseline}
+
+
+def make_baseline(arch: str, hp: dict[str, Any]):
+    """The baseline `arch` with its hyperparameters from `hp` (alpha for ridge, k for knn)."""
+    if arch == "mean":
+        return MeanBaseline()
+    if arch == "ridge":
+        return RidgeBaseline(alpha=hp["alpha"])
+    if arch == "knn":
+        return KnnBaseline(k=hp["k"])
+    raise ValueError(f"unknown baseline {arch!r}; expected one of {', '.join(BASELINES)}")

@@ -1,0 +1,76 @@
+"""Metric definitions, checked on numbers small enough to work out by hand."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmark.metrics import METRICS, fold_summary, regression_metrics
+
+
+def test_hand_checked_two_gene_case():
+    y_true = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 3.0]])
+    y_pred = np.array([[1.0, 1.0], [2.0, 1.0], [4.0, 1.0]])
+    m = regression_metrics(y_true, y_pred, y_min=[0.0, 0.0], y_max=[2.0, 4.0])
+    # errors: gene 0 = [0, 0, 1], gene 1 = [1, 1, -2]
+    # MSE = (0 + 0 + 1 + 1 + 1 + 4) / 6 = 7/6; RMSE = sqrt(7/6); MAE = (1 + 1 + 1 + 2) / 6 = 5/6
+    assert m["mse"] == pytest.approx(7 / 6)
+    assert m["rmse"] == pytest.approx(math.sqrt(7 / 6))
+    assert m["mae"] == pytest.approx(5 / 6)
+    # per-gene RMSE: sqrt(1/3), sqrt(6/3)
+    assert m["per_gene"]["rmse"] == pytest.approx([math.sqrt(1 / 3), math.sqrt(2)])
+    # gene 0: SS_res = 1, SS_tot = 2 -> R^2 = 0.5; gene 1: SS_res = 6, SS_tot = 6 -> 0
+    assert m["per_gene"]["r2"] == pytest.approx([0.5, 0.0])
+    assert m["r2"] == pytest.approx(0.25)
+    # gene 1's prediction [1, 1, 1] is constant: Pearson undefined, left out of the mean;
+    # gene 0: r([1,2,3], [1,2,4]) = 3 / sqrt(2 * 14/3) = 0.981981
+    assert m["pearson"] == pytest.approx(3 / math.sqrt(2 * 14 / 3))
+    # scaled by training ranges [0, 2] and [0, 4]: errors / 2 and errors / 4
+    # squared: [0, 0, 1/4] and [1/16, 1/16, 4/16] -> sum = 0.625, MSE = 0.625 / 6
+    assert m["rmse_scaled"] == pytest.approx(math.sqrt(0.625 / 6))
+    # absolute: [0, 0, 1/2] and [1/4, 1/4, 1/2] -> sum = 1.5, MAE = 0.25
+    assert m["mae_scaled"] == pytest.approx(0.25)
+    assert set(METRICS) <= set(m)
+
+
+def test_pearson_is_none_for_constant_predictions_and_json_null():
+    y_true = np.array([[1.0], [2.0], [3.0]])
+    m = regression_metrics(y_true, np.full((3, 1), 2.0), y_min=[1.0], y_max=[3.0])
+    assert m["pearson"] is None
+    assert '"pearson": null' in json.dumps(m)
+    assert "NaN" not in json.dumps(m)
+
+
+def test_scaled_metrics_use_the_training_range_not_the_scored_rows():
+    y_true = np.array([[10.0], [20.0]])
+    y_pred = np.array([[12.0], [18.0]])
+    wide = regression_metrics(y_true, y_pred, y_min=[0.0], y_max=[100.0])
+    narrow = regression_metrics(y_true, y_pred, y_min=[0.0], y_max=[10.0])
+    assert wide["rmse_scaled"] == pytest.approx(0.02)  # errors of 2 over a range of 100
+    assert narrow["rmse_scaled"] == pytest.approx(0.2)
+    assert wide["rmse"] == narrow["rmse"] == pytest.approx(2.0)
+
+
+def test_zero_training_range_divides_by_one():
+    m = regression_metrics([[1.0], [2.0]], [[1.5], [2.5]], y_min=[5.0], y_max=[5.0])
+    assert m["mae_scaled"] == pytest.approx(0.5)
+
+
+def test_shape_mismatch_names_the_argument():
+    with pytest.raises(ValueError, match="y_pred"):
+        regression_metrics(np.zeros((3, 2)), np.zeros((3, 1)), [0, 0], [1, 1])
+
+
+def test_fold_summary_mean_sample_std_and_none():
+    folds = [
+        {"rmse": 1.0, "pearson": None, "per_gene": {"r2": [0.1]}},
+        {"rmse": 3.0, "pearson": None, "per_gene": {"r2": [0.2]}},
+        {"rmse": 2.0, "pearson": 0.5},
+    ]
+    summary = fold_summary(folds)
+    assert summary["rmse"]["mean"] == pytest.approx(2.0)
+    assert summary["rmse"]["std"] == pytest.approx(1.0)  # ddof=1: sqrt((1 + 1 + 0) / 2)
+    assert summary["pearson"] == {"mean": 0.5, "std": None}  # one defined fold
+    assert "per_gene" not in summary
+    assert fold_summary([{"pearson": None}, {"pearson": None}]) == {"pearson": None}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark import ARCHS, DEEP_ARCHS
 from benchmark.errors import UserError
@@ -115,11 +115,12 @@ class PromotionParams(_Section):
     candidate: str = "attention_lstm"
     min_improvement: float = Field(0.0, ge=0, lt=1)
 
-    @model_validator(mode="after")
-    def _check(self) -> "PromotionParams":
-        if self.candidate != "best" and self.candidate not in ARCHS:
-            raise ValueError(f"expected 'best' or one of {', '.join(ARCHS)}, got {self.candidate!r}")
-        return self
+    @field_validator("candidate")
+    @classmethod
+    def _known(cls, candidate: str) -> str:
+        if candidate != "best" and candidate not in ARCHS:
+            raise ValueError(f"expected 'best' or one of {', '.join(ARCHS)}, got {candidate!r}")
+        return candidate
 
 
 class Params(_Section):

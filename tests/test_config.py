@@ -1,0 +1,114 @@
+"""params.yaml validation: every bad value is one line naming the file and key, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.config import load_config, resolve_url
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _params(tmp_path: Path, edit) -> Path:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _set(section: str, key: str, value):
+    def edit(raw):
+        raw[section][key] = value
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (_set("split", "test_size", 1.5), "split.test_size"),
+        (_set("split", "test_size", 0), "split.test_size"),
+        (_set("split", "folds", 1), "split.folds"),
+        (_set("task", "top_k", 0), "task.top_k"),
+        (_set("task", "top_k", "fifty"), "task.top_k"),
+        (_set("training", "max_epochs", 0), "training.max_epochs"),
+        (_set("tuning", "pruner", "random"), "tuning.pruner"),
+        (_set("data", "transform", "log2"), "data.transform"),
+        (_set("split", "sed", 3), "split.sed"),
+        (lambda raw: raw.update(extra={"a": 1}), "extra"),
+        (lambda raw: raw["models"].update(transformer={}), "transformer"),
+        (lambda raw: raw["models"]["gru"]["search_space"].update(units={"type": "int", "low": 64, "high": 8}),
+         "models.gru.search_space.units"),
+        (lambda raw: raw["models"]["dnn"]["search_space"].update(dropout={"type": "float", "low": 0.1}),
+         "models.dnn.search_space.dropout"),
+        (lambda raw: raw["models"]["ridge"]["search_space"].update(alpha={"type": "float", "low": 0, "high": 1, "log": True}),
+         "models.ridge.search_space.alpha"),
+        (lambda raw: raw["models"]["lstm"]["search_space"].update(steps={"type": "categorical", "choices": []}),
+         "models.lstm.search_space.steps"),
+        (_set("promotion", "candidate", "transformer"), "promotion.candidate"),
+        (_set("tuning", "folds", 9), "tuning.folds"),
+    ],
+)
+def test_bad_params_exit_2_with_one_line_naming_the_key(tmp_path, edit, expected):
+    path = _params(tmp_path, edit)
+    result = _run(tmp_path, "prepare", "--params", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "params.yaml" in lines[0] and expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("split:\n  folds: [1, 2\n")
+    result = _run(tmp_path, "prepare", "--params", str(path))
+    assert result.returncode == 2
+    assert "params.yaml" in result.stderr and "line" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_params_file_is_exit_2(tmp_path):
+    result = _run(tmp_path, "prepare", "--params", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr
+
+
+def test_committed_params_are_valid_and_cover_every_arch():
+    config = load_config(REPO / "params.yaml", root=REPO)
+    from benchmark import ARCHS
+
+    assert set(config.params.models) == set(ARCHS)
+    assert config.model("mean").search_space == {}
+    for arch in ("dnn", "lstm", "gru", "attention_lstm", "attention_gru", "ridge", "knn"):
+        assert config.model(arch).search_space, arch
+
+
+def test_stores_resolve_to_the_project_root_whatever_the_cwd(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text("{}\n")
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    monkeypatch.delenv("GENEBENCH_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = load_config()
+    assert config.root == tmp_path.resolve()
+    assert config.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert config.storage_url == f"sqlite:///{tmp_path.resolve()}/optuna.db"
+    assert resolve_url("postgresql://u:p@h/db", tmp_path) == "postgresql://u:p@h/db"
+
+
+def test_mlflow_tracking_uri_env_overrides_params(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text("{}\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://team@db.example/mlflow")
+    assert load_config(tmp_path / "params.yaml", root=tmp_path).tracking_uri == "postgresql://team@db.example/mlflow"

@@ -89,8 +89,8 @@ class SearchParam(_Section):
             raise ValueError(f"an {self.type} parameter needs both 'low' and 'high'")
         if self.choices is not None:
             raise ValueError(f"an {self.type} parameter takes 'low'/'high', not 'choices'")
-        if not self.low < self.high:
-            raise ValueError(f"'low' ({self.low:g}) must be below 'high' ({self.high:g})")
+        if self.low > self.high:
+            raise ValueError(f"'low' ({self.low:g}) must not exceed 'high' ({self.high:g})")
         if self.log and self.low <= 0:
             raise ValueError("a log-scaled parameter needs 'low' > 0")
         if self.log and self.step is not None:

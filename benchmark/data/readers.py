@@ -1,0 +1,379 @@
+"""Readers: an expression file in, a samples x genes `Dataset` out.
+
+`read_matrix(path, fmt=None, transpose=False) -> (Dataset, note)` reads
+
+- csv / tsv (also `.txt`, and any of them gzipped): the first column holds row ids, the
+  header holds column ids (with or without a corner cell). Samples are rows unless
+  `transpose` is given or the file clearly has genes as rows (see `_orientation`);
+- parquet: sample ids from the index when it is not a plain range, else from the first
+  string column; every other column is a gene;
+- h5ad: `adata.raw.X` with `raw.var_names` when `raw` is present (scanpy keeps the full
+  log-normalised matrix there, while `X` is often scaled or subset), else `adata.X`;
+  dense or sparse. obs are samples, var are genes;
+- gct: GenePattern/CMap GCT v1.2 and v1.3; genes are rows by definition, so the matrix
+  is transposed to samples x genes and `transpose` does not apply.
+
+`note` says which orientation (or h5ad matrix) was assumed, for the user to check.
+
+Parse-level problems (missing, empty or corrupt file, unknown format, non-numeric cell,
+malformed GCT header) raise `UserError` with one line naming the file and the row or
+column. Matrix-level checks (NaN, duplicates, sizes) belong to `validation`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.data.canonical import Dataset
+from benchmark.errors import UserError
+
+FORMATS = ("csv", "tsv", "parquet", "h5ad", "gct")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv", ".parquet": "parquet",
+               ".pq": "parquet", ".h5ad": "h5ad", ".gct": "gct"}
+_SEPARATORS = {"csv": ",", "tsv": "\t", "gct": "\t"}
+
+# Cells read as missing (then rejected as NaN by validation, with their position).
+NA_TOKENS = ["", "NA", "N/A", "NaN", "nan", "NAN", "null", "NULL", "None", "#N/A", "na"]
+
+# Corner cells (first header cell) that say what the rows are.
+_GENE_CORNERS = {"gene", "genes", "gene_id", "gene_ids", "geneid", "gene_symbol", "genesymbol",
+                 "symbol", "gene_name", "ensembl", "ensembl_id", "ensembl_gene_id", "id_ref", "probe", "probe_id"}
+_SAMPLE_CORNERS = {"sample", "samples", "sample_id", "sampleid", "cell", "cells", "cell_id", "barcode",
+                   "barcodes", "obs", "obs_names"}
+_ENSEMBL_GENE = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+
+SAMPLES_AS_ROWS = "samples as rows, genes as columns"
+GENES_AS_ROWS = "genes as rows, samples as columns"
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    fmt = _EXTENSIONS.get(Path(name).suffix)
+    if fmt is None:
+        raise UserError(
+            f"{path}: unknown file extension {Path(name).suffix or '(none)'!r}; expected one of "
+            f"{', '.join(sorted(_EXTENSIONS))} or pass --format {{{','.join(FORMATS)}}}"
+        )
+    return fmt
+
+
+def read_matrix(path: str | Path, fmt: str | None = None, transpose: bool = False) -> tuple[Dataset, str]:
+    """Read `path` into a float32 samples x genes Dataset; also return the orientation note."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a matrix file")
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise UserError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty")
+    reader = {"csv": _read_delimited, "tsv": _read_delimited, "parquet": _read_parquet,
+              "h5ad": _read_h5ad, "gct": _read_gct}[fmt]
+    return reader(path, fmt, transpose)
+
+
+# --- numeric conversion shared by the text formats ------------------------------------
+
+
+def _to_float32(frame, path: Path, row_kind: str, col_kind: str, line_offset: int | None = None) -> np.ndarray:
+    """Float32 values of `frame` (index = row ids, columns = column ids).
+
+    A cell that is neither a number nor an NA token raises UserError naming its row and
+    column ids (and its line when `line_offset`, the file line of the first data row, is known).
+    """
+    import pandas as pd
+
+    for pos, column in enumerate(frame.columns):
+        series = frame.iloc[:, pos]
+        if series.dtype.kind in "fiub":
+            continue
+        numeric = pd.to_numeric(series, errors="coerce")
+        bad = numeric.isna() & series.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            where = f" (line {line_offset + row})" if line_offset is not None else ""
+            raise UserError(
+                f"{path}: non-numeric value {str(series.iloc[row])!r} at {row_kind} {str(frame.index[row])!r}, "
+                f"{col_kind} {str(column)!r}{where}"
+            )
+    try:
+        return frame.to_numpy(dtype=np.float64).astype(np.float32)
+    except (TypeError, ValueError):  # a column pandas kept as object but every cell is numeric text
+        return frame.apply(pd.to_numeric).to_numpy(dtype=np.float64).astype(np.float32)
+
+
+def _open_text(path: Path):
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _first_rows(path: Path, sep: str, n: int) -> list[list[str]]:
+    """The first `n` non-blank rows, split on `sep` (csv quoting rules)."""
+    rows: list[list[str]] = []
+    try:
+        with _open_text(path) as fh:
+            for row in csv.reader(fh, delimiter=sep):
+                if row and any(cell.strip() for cell in row):
+                    rows.append(row)
+                    if len(rows) == n:
+                        break
+    except (UnicodeDecodeError, OSError, csv.Error) as exc:
+        raise UserError(f"{path}: cannot read as {'tab' if sep == chr(9) else 'comma'}-separated text ({exc})") from None
+    return rows
+
+
+def _read_table(path: Path, sep: str, skiprows: int, n_fields: int):
+    """Rows after `skiprows` lines: column 0 kept as text ids, the rest parsed as numbers."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(
+            path, sep=sep, header=None, skiprows=skiprows, index_col=0, dtype={0: str},
+            keep_default_na=False, na_values={i: NA_TOKENS for i in range(1, n_fields)},
+            skip_blank_lines=True, low_memory=False, engine="c",
+        )
+    except pd.errors.ParserError as exc:
+        message = " ".join(str(exc).split())
+        raise UserError(f"{path}: rows have different numbers of fields ({message})") from None
+    except (UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as exc:
+        raise UserError(f"{path}: cannot read ({' '.join(str(exc).split())})") from None
+
+
+def _orientation(corner: str, row_ids: list[str], col_ids: list[str]) -> tuple[bool, str]:
+    """(genes_are_rows, reason) for a delimited file without --transpose.
+
+    The rule, in order: a corner cell naming genes ('gene_id', 'symbol', ...) or samples
+    ('sample', 'cell', 'barcode', ...) decides; else Ensembl gene ids (ENSG...) on one
+    axis only decide; else samples are rows (the tidy convention `data synth` writes).
+    Matrix shape is deliberately not used: expression data have more genes than samples as
+    often as the reverse.
+    """
+    key = corner.strip().lower().replace(" ", "_")
+    if key in _GENE_CORNERS:
+        return True, f"first header cell {corner!r} names genes"
+    if key in _SAMPLE_CORNERS:
+        return False, f"first header cell {corner!r} names samples"
+
+    def ensembl_share(ids: list[str]) -> float:
+        sample = ids[:200]
+        return sum(bool(_ENSEMBL_GENE.match(i)) for i in sample) / max(len(sample), 1)
+
+    rows, cols = ensembl_share(row_ids), ensembl_share(col_ids)
+    if rows > 0.5 and cols < 0.5:
+        return True, "row ids are Ensembl gene ids"
+    if cols > 0.5 and rows < 0.5:
+        return False, "column ids are Ensembl gene ids"
+    return False, "default"
+
+
+def _read_delimited(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
+    sep = _SEPARATORS[fmt]
+    head = _first_rows(path, sep, 2)
+    if not head:
+        raise UserError(f"{path}: the file is empty")
+    if len(head) < 2:
+        raise UserError(f"{path}: the file has a header but no data rows")
+    header, first = head
+    n_fields = len(first)
+    if n_fields < 2:
+        raise UserError(
+            f"{path}: the first data row has a single field; is this a {'comma' if sep == ',' else 'tab'}-separated "
+            f"file? (pass --format {'tsv' if sep == ',' else 'csv'} otherwise)"
+        )
+    if len(header) == n_fields:
+        corner, col_ids = header[0], header[1:]
+    elif len(header) == n_fields - 1:  # R's write.table: no corner cell
+        corner, col_ids = "", header
+    else:
+        raise UserError(
+            f"{path}: the header has {len(header)} fields but the first data row has {n_fields}; "
+            "expected one id column followed by one column per gene or sample"
+        )
+    frame = _read_table(path, sep, _header_lines(path, sep), n_fields)
+    if frame.shape[1] != len(col_ids):
+        raise UserError(f"{path}: the header names {len(col_ids)} columns but the rows have {frame.shape[1]} values")
+    frame.columns = col_ids
+    row_ids = [str(i) for i in frame.index]
+
+    if transpose:
+        genes_rows, reason = True, "--transpose"
+    else:
+        genes_rows, reason = _orientation(corner, row_ids, col_ids)
+    row_kind, col_kind = ("gene", "sample") if genes_rows else ("sample", "gene")
+    values = _to_float32(frame, path, row_kind, col_kind, line_offset=_header_lines(path, sep) + 1)
+    if genes_rows:
+        X, genes, samples = values.T, row_ids, list(col_ids)
+    else:
+        X, genes, samples = values, list(col_ids), row_ids
+    orientation = GENES_AS_ROWS if genes_rows else SAMPLES_AS_ROWS
+    hint = "" if transpose else ("; pass --transpose if genes are rows" if not genes_rows else "")
+    note = f"assumed {orientation} ({reason}{hint})"
+    provenance = {"format": fmt, "orientation": orientation,
+                  "values": "as stored in the file; genebench applies only data.transform"}
+    return Dataset(X=np.ascontiguousarray(X, dtype=np.float32), genes=genes, samples=samples, provenance=provenance), note
+
+
+def _header_lines(path: Path, sep: str) -> int:
+    """File lines up to and including the header (blank lines before it count)."""
+    with _open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.strip():
+                return number
+    return 0
+
+
+# --- parquet --------------------------------------------------------------------------
+
+
+def _read_parquet(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
+        raise UserError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise UserError(f"{path}: the Parquet table is empty")
+    if isinstance(frame.index, pd.RangeIndex):
+        text = [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
+        if not text:
+            raise UserError(
+                f"{path}: no row ids: expected a non-range index or a text column of "
+                f"{'gene' if transpose else 'sample'} ids"
+            )
+        id_column = text[0]
+        frame = frame.set_index(id_column)
+        id_source = f"column {id_column!r}"
+    else:
+        id_source = "the index"
+    row_ids = [str(i) for i in frame.index]
+    frame.index = row_ids
+    col_ids = [str(c) for c in frame.columns]
+    frame.columns = col_ids
+    row_kind, col_kind = ("gene", "sample") if transpose else ("sample", "gene")
+    values = _to_float32(frame, path, row_kind, col_kind)
+    orientation = GENES_AS_ROWS if transpose else SAMPLES_AS_ROWS
+    if transpose:
+        X, genes, samples = values.T, row_ids, col_ids
+    else:
+        X, genes, samples = values, col_ids, row_ids
+    note = f"assumed {orientation} ({'--transpose' if transpose else 'default; pass --transpose if genes are rows'}); row ids from {id_source}"
+    provenance = {"format": fmt, "orientation": orientation,
+                  "values": "as stored in the file; genebench applies only data.transform"}
+    return Dataset(X=np.ascontiguousarray(X, dtype=np.float32), genes=genes, samples=samples, provenance=provenance), note
+
+
+# --- h5ad -----------------------------------------------------------------------------
+
+
+def h5ad_matrix(adata) -> tuple[object, list[str], str]:
+    """(matrix, gene ids, which) of an AnnData: `raw.X` when raw is present, else `X`."""
+    if adata.raw is not None and adata.raw.X is not None:
+        return adata.raw.X, [str(g) for g in adata.raw.var_names], "raw.X"
+    return adata.X, [str(g) for g in adata.var_names], "X"
+
+
+def dense_float32(matrix) -> np.ndarray:
+    """A dense C-order float32 copy of a numpy, scipy.sparse or h5py-backed matrix."""
+    import scipy.sparse
+
+    if scipy.sparse.issparse(matrix):
+        matrix = matrix.toarray()
+    return np.ascontiguousarray(np.asarray(matrix), dtype=np.float32)
+
+
+def _read_h5ad(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
+    import anndata
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # old-layout files: anndata moves elements and warns
+            adata = anndata.read_h5ad(path)
+        matrix, genes, which = h5ad_matrix(adata)
+        if matrix is None:
+            raise UserError(f"{path}: the AnnData object has no X matrix")
+        X = dense_float32(matrix)
+    except UserError:
+        raise
+    except Exception as exc:  # h5py/anndata raise OSError, KeyError, ... for a damaged file
+        raise UserError(f"{path}: not a readable h5ad file ({_one_line(exc)})") from None
+    if X.dtype.kind not in "fiu" and not np.issubdtype(X.dtype, np.number):
+        raise UserError(f"{path}: {which} is not numeric")
+    samples = [str(s) for s in adata.obs_names]
+    orientation = SAMPLES_AS_ROWS
+    if transpose:
+        X, genes, samples = np.ascontiguousarray(X.T), samples, genes
+        orientation = GENES_AS_ROWS
+    note = f"used {which} ({'raw is present' if which == 'raw.X' else 'no raw'}); obs as {'genes (--transpose)' if transpose else 'samples'}"
+    provenance = {"format": fmt, "matrix": which, "orientation": orientation,
+                  "values": "as stored in the file; genebench applies only data.transform"}
+    return Dataset(X=X, genes=genes, samples=samples, provenance=provenance), note
+
+
+# --- GCT ------------------------------------------------------------------------------
+
+
+def _read_gct(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
+    """GCT v1.2 (`Name`, `Description`, samples...) and v1.3 (row and column metadata).
+
+    v1.3 layout: line 2 is `rows cols row_meta col_meta`; the header is `id`, the
+    `row_meta` metadata names, then sample ids; then `col_meta` lines of column metadata
+    (name, `row_meta` filler cells, one value per sample); then the data rows.
+    """
+    if transpose:
+        raise UserError(f"{path}: --transpose does not apply to GCT (genes are rows by definition)")
+    head = _first_rows(path, "\t", 3)
+    version = head[0][0].strip() if head and head[0] else ""
+    if version not in ("#1.2", "#1.3"):
+        raise UserError(f"{path}: line 1 is {version!r}; a GCT file starts with '#1.2' or '#1.3'")
+    if len(head) < 3:
+        raise UserError(f"{path}: a GCT file needs a dimensions line and a header line")
+    try:
+        dims = [int(cell) for cell in head[1] if cell.strip()]
+    except ValueError:
+        raise UserError(f"{path}: line 2 must hold integer dimensions, got {chr(9).join(head[1])!r}") from None
+    expected_dims = 2 if version == "#1.2" else 4
+    if len(dims) != expected_dims:
+        raise UserError(f"{path}: line 2 of a GCT {version[1:]} file must hold {expected_dims} integers, got {len(dims)}")
+    n_rows, n_cols = dims[0], dims[1]
+    n_row_meta, n_col_meta = (1, 0) if version == "#1.2" else (dims[2], dims[3])
+    header = head[2]
+    if len(header) != 1 + n_row_meta + n_cols:
+        raise UserError(
+            f"{path}: line 3 has {len(header)} fields; line 2 declares {n_cols} samples and "
+            f"{n_row_meta} row-metadata column(s), so {1 + n_row_meta + n_cols} were expected"
+        )
+    samples = header[1 + n_row_meta:]
+    skip = 3 + n_col_meta
+    n_fields = len(header)
+    frame = _read_table(path, "\t", skip, n_fields)
+    if frame.shape[0] != n_rows:
+        raise UserError(f"{path}: line 2 declares {n_rows} genes but the file has {frame.shape[0]} data rows")
+    if frame.shape[1] != n_fields - 1:
+        raise UserError(f"{path}: data rows have {frame.shape[1] + 1} fields, expected {n_fields}")
+    frame = frame.iloc[:, n_row_meta:]
+    frame.columns = samples
+    genes = [str(i) for i in frame.index]
+    values = _to_float32(frame, path, "gene", "sample", line_offset=skip + 1)
+    provenance = {"format": f"gct {version[1:]}", "orientation": GENES_AS_ROWS,
+                  "values": "as stored in the file; genebench applies only data.transform"}
+    note = f"GCT {version[1:]}: genes as rows (by definition), {n_rows} genes x {n_cols} samples"
+    return Dataset(X=np.ascontiguousarray(values.T, dtype=np.float32), genes=genes, samples=list(samples),
+                   provenance=provenance), note
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

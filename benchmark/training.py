@@ -1,0 +1,321 @@
+"""Fitting one model on one training part: preprocessing, fit loop, seeds, saving.
+
+`make_regressor(arch, hp, config)` gives a `Regressor` for any architecture, deep or
+baseline, behind one interface:
+
+    regressor = make_regressor("attention_lstm", hp, config).fit(X_train, Y_train)
+    Y_pred = regressor.predict(X_val)        # (n, n_targets), original target units
+    weights = regressor.attention(X_val)     # (n, steps), or None without attention
+    regressor.save(directory); load_regressor(directory)
+
+`fit` fits the in-fold preprocessing (`FoldPreprocessor`) on the rows it is given and
+nothing else. Deep models then carve their early-stopping set out of those rows
+(`training.validation_fraction`, permuted with `training.seed`), train with tf.data
+batches, Adam and MSE on standardised targets for at most `training.max_epochs`, stop
+after `training.patience` epochs without a lower early-stopping loss and restore the
+best weights. `epoch_callback(epoch, val_loss)` (epoch counted from 0, val_loss the
+early-stopping MSE in standardised units) runs after every epoch; whatever it raises
+(e.g. `optuna.TrialPruned`) propagates out of `fit` unchanged.
+
+Baselines never import TensorFlow; deep architectures import it on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from benchmark import BASELINE_ARCHS, DEEP_ARCHS
+from benchmark.models.baselines import BASELINES, make_baseline
+from benchmark.models.preprocessing import FoldPreprocessor, sequence_layout
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+STATE_FILE = "state.json"
+ARRAYS_FILE = "arrays.npz"
+MODEL_FILE = "model.keras"
+FORMAT_VERSION = 1
+
+EpochCallback = Callable[[int, float], None]
+
+
+def _import_keras():
+    """Import TensorFlow and Keras quietly (only deep architectures get here)."""
+    import tensorflow as tf
+    import keras
+
+    # Every new model traces new tf.functions; across a study that warning is noise.
+    tf.get_logger().setLevel("ERROR")
+    return tf, keras
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow and make TensorFlow ops deterministic.
+
+    Safe to call repeatedly. With op determinism on, the same parameters on the same
+    machine (and TensorFlow build) give bit-identical weights and predictions.
+    """
+    tf, keras = _import_keras()
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars (e.g. from Optuna or a loaded npz) as JSON-friendly Python values."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _as_targets(Y: np.ndarray) -> np.ndarray:
+    Y = np.asarray(Y)
+    return Y[:, None] if Y.ndim == 1 else Y
+
+
+def _check_xy(X: np.ndarray, Y: Optional[np.ndarray] = None, n_features: Optional[int] = None):
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X: expected a (n_samples, n_features) array, got shape {X.shape}")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"X: the model was fitted on {n_features} features, got {X.shape[1]}")
+    if Y is not None and len(Y) != len(X):
+        raise ValueError(f"Y: expected {len(X)} rows like X, got {len(Y)}")
+    return X
+
+
+class _EpochHook:
+    """Adapts `epoch_callback(epoch, val_loss)` to a Keras callback (built lazily)."""
+
+    @staticmethod
+    def make(keras, callback: EpochCallback):
+        class EpochHook(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                callback(int(epoch), float((logs or {})["val_loss"]))
+
+        return EpochHook()
+
+
+class Regressor:
+    """One architecture with its hyperparameters and in-fold preprocessing.
+
+    `hp`: the complete hyperparameters (`models.<arch>.defaults` overlaid with tuned
+    values); `batch_size` and `learning_rate` fall back to `training.*`. `training`:
+    the `training` section as a dict. After `fit`: `preprocessor`, `model` (a Keras
+    model or a baseline), `n_features`, `n_targets`, `epochs_trained` (0 for baselines).
+    """
+
+    def __init__(self, arch: str, hp: dict, training: dict, pca_components: Optional[int] = None):
+        if arch not in DEEP_ARCHS + BASELINE_ARCHS:
+            raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(DEEP_ARCHS + BASELINE_ARCHS)}")
+        self.arch = arch
+        self.hp = {key: _plain(value) for key, value in hp.items()}
+        self.training = dict(training)
+        self.pca_components = pca_components
+        self.preprocessor = FoldPreprocessor(pca_components)
+        self.model = None
+        self.n_features: Optional[int] = None
+        self.n_targets: Optional[int] = None
+        self.epochs_trained = 0
+        self._attention_model = None
+
+    @property
+    def is_deep(self) -> bool:
+        return self.arch in DEEP_ARCHS
+
+    @property
+    def has_attention(self) -> bool:
+        return self.arch.startswith("attention_")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.hp.get("batch_size", self.training["batch_size"]))
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.hp.get("learning_rate", self.training["learning_rate"]))
+
+    @property
+    def tokens(self) -> Optional[list[np.ndarray]]:
+        """For sequence models, the model-input columns each token reads, one array per
+        token (the feature genes' positions, or PCA components with PCA on); else None."""
+        if "steps" not in self.hp or self.arch == "dnn" or not self.is_deep:
+            return None
+        n_in = self.preprocessor.n_features_out
+        steps, width = sequence_layout(n_in, self.hp["steps"])
+        return [np.arange(t * width, min((t + 1) * width, n_in)) for t in range(steps)]
+
+    # -- fitting ---------------------------------------------------------------------
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, epoch_callback: Optional[EpochCallback] = None) -> "Regressor":
+        """Fit preprocessing and model on these rows only. X (n, n_features), Y (n, n_targets)."""
+        Y = _as_targets(Y)
+        X = _check_xy(X, Y)
+        self.n_features, self.n_targets = X.shape[1], Y.shape[1]
+        self.preprocessor = FoldPreprocessor(self.pca_components).fit(X, Y)
+        Xs, Ys = self.preprocessor.transform_X(X), self.preprocessor.transform_Y(Y)
+        self._attention_model = None
+        if self.is_deep:
+            self._fit_deep(Xs, Ys, epoch_callback)
+        else:
+            self.model = make_baseline(self.arch, self.hp).fit(Xs, Ys)
+            self.epochs_trained = 0
+        return self
+
+    def _fit_deep(self, Xs: np.ndarray, Ys: np.ndarray, epoch_callback: Optional[EpochCallback]) -> None:
+        tf, keras = _import_keras()
+        from benchmark.models.architectures import build_model
+
+        seed = int(self.training["seed"])
+        n = len(Xs)
+        if n < 2:
+            raise ValueError(f"{self.arch}: need at least 2 training samples to carve an early-stopping set, got {n}")
+        # The early-stopping rows come from the training part passed to fit, never from
+        # the rows being scored.
+        n_stop = min(max(int(round(self.training["validation_fraction"] * n)), 1), n - 1)
+        order = np.random.default_rng(seed).permutation(n)
+        stop, fit = np.sort(order[:n_stop]), np.sort(order[n_stop:])
+
+        seed_everything(seed)
+        batch_size = self.batch_size
+        train_data = (
+            tf.data.Dataset.from_tensor_slices((Xs[fit], Ys[fit]))
+            .shuffle(len(fit), seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size)
+        )
+        stop_data = tf.data.Dataset.from_tensor_slices((Xs[stop], Ys[stop])).batch(batch_size)
+
+        hp = {**self.hp, "learning_rate": self.learning_rate}
+        self.model = build_model(self.arch, hp, Xs.shape[1], Ys.shape[1])
+        callbacks = [
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=int(self.training["patience"]), restore_best_weights=True
+            )
+        ]
+        if epoch_callback is not None:
+            callbacks.append(_EpochHook.make(keras, epoch_callback))
+        history = self.model.fit(
+            train_data,
+            validation_data=stop_data,
+            epochs=int(self.training["max_epochs"]),
+            callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=0,
+        )
+        self.epochs_trained = len(history.history["loss"])
+
+    # -- prediction ------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if self.model is None:
+            raise RuntimeError(f"{self.arch}: call fit (or load_regressor) before predicting")
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions (n, n_targets) in the original target units (float64)."""
+        self._check_fitted()
+        Xs = self.preprocessor.transform_X(_check_xy(X, n_features=self.n_features))
+        if self.is_deep:
+            Ys = self.model.predict(Xs, batch_size=max(self.batch_size, 256), verbose=0)
+        else:
+            Ys = self.model.predict(Xs)
+        return self.preprocessor.inverse_Y(Ys)
+
+    def attention(self, X: np.ndarray) -> Optional[np.ndarray]:
+        """Attention weights (n, steps), each row summing to 1; None without attention.
+
+        Token t covers the model-input columns `self.tokens[t]`."""
+        self._check_fitted()
+        if not self.has_attention:
+            return None
+        from benchmark.models.architectures import attention_model
+
+        if self._attention_model is None:
+            self._attention_model = attention_model(self.model)
+        Xs = self.preprocessor.transform_X(_check_xy(X, n_features=self.n_features))
+        return np.asarray(self._attention_model.predict(Xs, batch_size=max(self.batch_size, 256), verbose=0))
+
+    # -- saving ----------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write `state.json`, `arrays.npz` (no pickle) and, for deep models, `model.keras`."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {f"preprocessing/{k}": np.asarray(v) for k, v in self.preprocessor.get_state().items()}
+        if not self.is_deep:
+            arrays.update({f"baseline/{k}": np.asarray(v) for k, v in self.model.get_state().items()})
+        np.savez(directory / ARRAYS_FILE, allow_pickle=False, **arrays)
+        if self.is_deep:
+            self.model.save(directory / MODEL_FILE)
+        state = {
+            "format": FORMAT_VERSION,
+            "arch": self.arch,
+            "hp": self.hp,
+            "training": self.training,
+            "pca_components": self.pca_components,
+            "n_features": self.n_features,
+            "n_targets": self.n_targets,
+            "epochs_trained": self.epochs_trained,
+        }
+        (directory / STATE_FILE).write_text(json.dumps(state, sort_keys=True, indent=2) + "\n")
+        return directory
+
+
+def load_regressor(directory: str | os.PathLike) -> Regressor:
+    """A fitted `Regressor` from a directory written by `Regressor.save`."""
+    directory = Path(directory)
+    state = json.loads((directory / STATE_FILE).read_text())
+    if state.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{directory / STATE_FILE}: unsupported format {state.get('format')!r}")
+    regressor = Regressor(state["arch"], state["hp"], state["training"], state["pca_components"])
+    regressor.n_features, regressor.n_targets = state["n_features"], state["n_targets"]
+    regressor.epochs_trained = state["epochs_trained"]
+    with np.load(directory / ARRAYS_FILE, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    part = lambda prefix: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + "/")}  # noqa: E731
+    regressor.preprocessor = FoldPreprocessor.from_state(part("preprocessing"), state["pca_components"])
+    if regressor.is_deep:
+        _, keras = _import_keras()
+        import benchmark.models.attention  # noqa: F401  (registers genebench>AdditiveAttention)
+
+        # Inference only: the optimizer state is not needed (compile=False).
+        regressor.model = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
+    else:
+        regressor.model = BASELINES[regressor.arch].from_state(part("baseline"))
+    return regressor
+
+
+def make_regressor(arch: str, hp: Optional[dict], config) -> Regressor:
+    """A `Regressor` for `arch` with `hp` overlaid on `models.<arch>.defaults`.
+
+    `config`: a `benchmark.config.Config` (or its `Params`); reads `training.*` and
+    `features.pca_components`.
+    """
+    params = getattr(config, "params", config)
+    full_hp = {**params.model(arch).defaults, **(hp or {})}
+    return Regressor(arch, full_hp, params.training.model_dump(), params.features.pca_components)
+
+
+def fit_fold(
+    arch: str,
+    hp: Optional[dict],
+    config,
+    X: np.ndarray,
+    Y: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    epoch_callback: Optional[EpochCallback] = None,
+) -> tuple[Regressor, np.ndarray]:
+    """Fit on rows `train` of X, Y and predict rows `val`: `(regressor, Y_pred_val)`.
+
+    Nothing is fitted on `val` rows: preprocessing and the early-stopping set both come
+    from `train`.
+    """
+    Y = _as_targets(Y)
+    train, val = np.asarray(train), np.asarray(val)
+    overlap = np.intersect1d(train, val)
+    if overlap.size:
+        raise ValueError(f"fold: {overlap.size} rows are in both the training and the validation part")
+    regressor = make_regressor(arch, hp, config).fit(X[train], Y[train], epoch_callback)
+    return regressor, regressor.predict(X[val])

@@ -1,0 +1,156 @@
+"""The fit loop: leakage-free preprocessing, baselines vs deep models, determinism, saving."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from benchmark.config import parse_params
+from benchmark.metrics import regression_metrics
+from benchmark.training import fit_fold, load_regressor, make_regressor
+
+DEEP_HP = {"layers": 1, "units": 16, "dropout": 0.0, "learning_rate": 0.01, "batch_size": 16,
+           "steps": 4, "attention_units": 4}
+
+
+def config(pca_components=None, **training):
+    deep = ("dnn", "lstm", "gru", "attention_lstm", "attention_gru")
+    return parse_params({
+        "training": {"max_epochs": 3, "patience": 3, "batch_size": 16, "seed": 0, **training},
+        "features": {"pca_components": pca_components},
+        "models": {"ridge": {"defaults": {"alpha": 1.0}}, "knn": {"defaults": {"k": 5}},
+                   **{arch: {"defaults": dict(DEEP_HP)} for arch in deep}},
+    })
+
+
+def linear_data(n=240, n_features=30, n_targets=4, rank=4, noise=0.05, seed=0):
+    """Features and targets both linear in a few latent factors, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    Z = rng.normal(size=(n, rank))
+    X = Z @ rng.normal(size=(rank, n_features)) + noise * rng.normal(size=(n, n_features))
+    Y = 5.0 + Z @ rng.normal(size=(rank, n_targets)) + noise * rng.normal(size=(n, n_targets))
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+def split(n, n_val, seed=0):
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def r2_on_fold(arch, X, Y, train, val, cfg, hp=None):
+    _, pred = fit_fold(arch, hp, cfg, X, Y, train, val)
+    return regression_metrics(Y[val], pred, Y[train].min(0), Y[train].max(0))["r2"]
+
+
+def test_baselines_do_not_import_tensorflow():
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import benchmark.training as training
+        from benchmark.config import parse_params
+        X = np.random.default_rng(0).normal(size=(20, 4)); Y = X[:, :2]
+        for arch, hp in (("mean", {}), ("ridge", {"alpha": 1.0}), ("knn", {"k": 3})):
+            training.make_regressor(arch, hp, parse_params({})).fit(X, Y).predict(X)
+        import benchmark.metrics, benchmark.models
+        print("tensorflow" in sys.modules, "keras" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_linear_structure_ridge_strong_mean_flat_deep_beats_mean():
+    X, Y = linear_data()
+    train, val = split(len(X), 60)
+    cfg = config(max_epochs=15, patience=5)
+    ridge = r2_on_fold("ridge", X, Y, train, val, cfg)
+    mean = r2_on_fold("mean", X, Y, train, val, cfg)
+    dnn = r2_on_fold("dnn", X, Y, train, val, cfg)
+    assert ridge > 0.9
+    assert mean <= 0.01
+    assert dnn > mean + 0.3
+
+
+@pytest.mark.parametrize("arch", ["mean", "ridge", "knn", "dnn"])
+def test_nothing_is_fitted_on_rows_outside_the_training_part(arch):
+    X, Y = linear_data(n=80)
+    train, val = split(len(X), 20)
+    # Two versions of the data that differ only in the validation rows, one with huge
+    # outliers there: anything fitted on them would change.
+    X_out, Y_out = X.copy(), Y.copy()
+    X_out[val] = 1e4 + 1e3 * np.arange(len(val))[:, None]
+    Y_out[val] = -1e4
+    probe = np.random.default_rng(5).normal(size=(6, X.shape[1])).astype(np.float32)
+
+    runs = []
+    for X_, Y_ in ((X, Y), (X_out, Y_out)):
+        losses = []
+        regressor, _ = fit_fold(arch, None, config(), X_, Y_, train, val,
+                                epoch_callback=lambda epoch, loss: losses.append(loss))
+        runs.append((regressor, losses))
+        pre = regressor.preprocessor
+        np.testing.assert_allclose(pre.x_mean_, X[train].astype(np.float64).mean(0), rtol=1e-6)
+        np.testing.assert_allclose(pre.y_mean_, Y[train].astype(np.float64).mean(0), rtol=1e-6)
+        np.testing.assert_allclose(pre.y_scale_, Y[train].astype(np.float64).std(0), rtol=1e-6)
+
+    (first, losses_a), (second, losses_b) = runs
+    np.testing.assert_array_equal(first.predict(probe), second.predict(probe))
+    # The early-stopping set is carved from the training rows: its losses are unchanged.
+    assert losses_a == losses_b
+    if arch == "dnn":
+        assert len(losses_a) == 3
+
+
+def test_fold_with_overlapping_rows_is_refused():
+    X, Y = linear_data(n=20)
+    with pytest.raises(ValueError, match="both the training and the validation"):
+        fit_fold("ridge", None, config(), X, Y, np.arange(12), np.arange(10, 20))
+
+
+def test_same_parameters_give_identical_predictions_on_rerun():
+    X, Y = linear_data(n=60, n_features=10, n_targets=2)
+    cfg = config(max_epochs=2)
+    hp = {"dropout": 0.2}  # dropout draws random numbers too
+    first = make_regressor("attention_gru", hp, cfg).fit(X, Y).predict(X)
+    second = make_regressor("attention_gru", hp, cfg).fit(X, Y).predict(X)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_epoch_callback_exception_propagates_unchanged():
+    optuna = pytest.importorskip("optuna")
+    X, Y = linear_data(n=40, n_features=8, n_targets=2)
+
+    def prune_at_second_epoch(epoch, val_loss):
+        if epoch == 1:
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1"):
+        make_regressor("dnn", None, config()).fit(X, Y, epoch_callback=prune_at_second_epoch)
+
+
+@pytest.mark.parametrize("arch", ["mean", "ridge", "knn"])
+def test_baseline_save_load_round_trip_without_pickle(arch, tmp_path):
+    X, Y = linear_data(n=50)
+    regressor = make_regressor(arch, None, config(pca_components=3)).fit(X, Y)
+    regressor.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "state.json"]
+    with np.load(tmp_path / "arrays.npz", allow_pickle=False) as arrays:
+        assert "preprocessing/pca_components" in arrays.files
+    loaded = load_regressor(tmp_path)
+    np.testing.assert_allclose(loaded.predict(X), regressor.predict(X), rtol=1e-12)
+    assert loaded.attention(X) is None
+
+
+def test_pca_components_clipped_to_training_rows_and_knn_k_to_training_size():
+    X, Y = linear_data(n=12, n_features=30)
+    regressor = make_regressor("knn", {"k": 50}, config(pca_components=40)).fit(X, Y)
+    assert regressor.preprocessor.n_features_out == 12
+    assert regressor.model.k_used == 12
+    np.testing.assert_allclose(regressor.predict(X[:3]), np.tile(Y.astype(np.float64).mean(0), (3, 1)), rtol=1e-5)
+
+
+def test_tuned_params_overlay_defaults():
+    regressor = make_regressor("ridge", {"alpha": np.float64(3.5)}, config())
+    assert regressor.hp == {"alpha": 3.5} and type(regressor.hp["alpha"]) is float
+    assert make_regressor("dnn", {"units": 4}, config()).hp == {**DEEP_HP, "units": 4}

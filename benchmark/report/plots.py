@@ -1,0 +1,140 @@
+"""Comparison figures (PNG, matplotlib's Agg canvas) and the tables behind them.
+
+Each function returns the figure and the data it draws, so the same numbers can be
+written as CSV for `dvc plots show`. Figures use `matplotlib.figure.Figure` directly
+(no pyplot state, no GUI backend); PNGs are saved without the software-version metadata
+so that the bytes depend only on the data and the matplotlib build.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from benchmark import ARCHS, DEEP_ARCHS
+from benchmark.report.results import TaskResults
+
+TOP_TOKENS = 20
+_DEEP_COLOUR, _BASELINE_COLOUR = "#3b6ea5", "#9a9a9a"
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _colours(archs: list[str]) -> list[str]:
+    return [_DEEP_COLOUR if a in DEEP_ARCHS else _BASELINE_COLOUR for a in archs]
+
+
+def cv_rmse(results: TaskResults) -> tuple[Figure, pd.DataFrame]:
+    """Bars of CV RMSE mean with ± one standard deviation across folds, per architecture."""
+    rows = []
+    for arch in ARCHS:
+        if arch in results.archs:
+            mean, std = results.archs[arch].cv("rmse")
+            rows.append({"arch": arch, "rmse_mean": mean, "rmse_std": std})
+    data = pd.DataFrame(rows, columns=["arch", "rmse_mean", "rmse_std"])
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    ax.bar(data["arch"], data["rmse_mean"], yerr=data["rmse_std"].fillna(0.0), capsize=4,
+           color=_colours(list(data["arch"])))
+    ax.set_ylabel(f"RMSE (CV mean ± std over {len(results.folds)} folds)")
+    ax.set_title(f"{results.task}: cross-validated RMSE (blue: deep, grey: baselines)")
+    ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    return fig, data
+
+
+def predicted_vs_observed(data: pd.DataFrame, task: str, arch: str, rmse: Optional[float] = None) -> Figure:
+    """Held-out predictions against observed values, every (sample, target gene) one point.
+
+    `data`: columns sample, gene, observed, predicted (expression units of the task).
+    """
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    ax.scatter(data["observed"], data["predicted"], s=6, alpha=0.4, color=_DEEP_COLOUR, linewidths=0)
+    both = np.concatenate([data["observed"].to_numpy(), data["predicted"].to_numpy()])
+    low, high = float(np.min(both)), float(np.max(both))
+    ax.plot([low, high], [low, high], color="black", linewidth=0.8, label="y = x")
+    ax.set_xlabel("observed expression")
+    ax.set_ylabel("predicted expression")
+    genes = data["gene"].nunique()
+    score = f", RMSE {rmse:.4f}" if rmse is not None else ""
+    ax.set_title(f"{task}: {arch} on the held-out split\n"
+                 f"({data['sample'].nunique()} samples x {genes} gene{'s' * (genes != 1)}{score})")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def per_gene_r2(results: TaskResults) -> tuple[Figure, pd.DataFrame]:
+    """Distribution over target genes of the held-out R^2, one box per architecture."""
+    rows = []
+    for arch in ARCHS:
+        if arch in results.archs:
+            r2 = results.archs[arch].per_gene["r2"]
+            rows += [{"arch": arch, "gene": gene, "r2": float(v)} for gene, v in r2.items() if pd.notna(v)]
+    data = pd.DataFrame(rows, columns=["arch", "gene", "r2"])
+    archs = [a for a in ARCHS if a in set(data["arch"])]
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    values = [data.loc[data["arch"] == a, "r2"].to_numpy() for a in archs]
+    if archs:
+        ax.boxplot(values, tick_labels=archs, showfliers=False)
+        for i, v in enumerate(values, start=1):
+            # Deterministic horizontal spread so single-gene tasks still show their point.
+            offsets = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else np.zeros(1)
+            ax.scatter(i + offsets, v, s=8, alpha=0.5, color=_colours([archs[i - 1]])[0], linewidths=0)
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_ylabel("held-out R² per target gene")
+    ax.set_title(f"{results.task}: per-gene R² ({len(results.genes)} target gene{'s' * (len(results.genes) != 1)})")
+    ax.tick_params(axis="x", labelrotation=30)
+    fig.tight_layout()
+    return fig, data
+
+
+def attention_table(path: Path, top: int = TOP_TOKENS) -> tuple[pd.DataFrame, bool]:
+    """Top tokens by mean attention weight, and whether the tokens are genes.
+
+    `attention.csv` has `token`, `weight` and, when tokens are single genes, `gene`.
+    Several rows per token (e.g. per sample) are averaged.
+    """
+    raw = pd.read_csv(path, dtype={"token": str, "gene": str})
+    by_gene = "gene" in raw.columns and raw["gene"].notna().all()
+    key = "gene" if by_gene else "token"
+    table = raw.groupby(key, sort=True)["weight"].mean().reset_index()
+    table = table.sort_values(["weight", key], ascending=[False, True], kind="stable").head(top)
+    table = table.rename(columns={key: "label"}).reset_index(drop=True)
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table, by_gene
+
+
+def attention_top(results: TaskResults, top: int = TOP_TOKENS) -> tuple[Optional[Figure], pd.DataFrame]:
+    """Horizontal bars of the most attended tokens (genes where tokens are genes) per attention model."""
+    tables = {}
+    for arch in ("attention_lstm", "attention_gru"):
+        result = results.archs.get(arch)
+        if result is not None and result.attention is not None:
+            tables[arch] = attention_table(result.attention, top)
+    rows = [dict(arch=arch, kind="gene" if by_gene else "token", **row)
+            for arch, (table, by_gene) in tables.items() for row in table.to_dict("records")]
+    data = pd.DataFrame(rows, columns=["arch", "kind", "rank", "label", "weight"])
+    if not tables:
+        return None, data
+    fig = Figure(figsize=(5 * len(tables), 0.25 * top + 1.5))
+    for i, (arch, (table, by_gene)) in enumerate(tables.items(), start=1):
+        ax = fig.add_subplot(1, len(tables), i)
+        labels = table["label"] if by_gene else "token " + table["label"].astype(str)
+        ax.barh(labels[::-1], table["weight"][::-1], color=_DEEP_COLOUR)
+        ax.set_xlabel("mean attention weight")
+        ax.set_title(f"{results.task}: {arch}, top {len(table)} {'genes' if by_gene else 'tokens'}")
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return fig, data

@@ -1,0 +1,215 @@
+"""The evaluate stage's outputs, read back for the comparison (files only, no TensorFlow).
+
+For each task and architecture: `metrics/<task>/<arch>.json` (the DESIGN.md schema, with
+`cv` also carrying `rmse_scaled`/`mae_scaled`) and `artifacts/evaluation/<task>/<arch>/`
+(`folds.csv`, `test_per_gene.csv`, `test_predictions.csv`, `attention.csv` for the
+attention models). Inputs are checked once here; a malformed or inconsistent file raises
+`UserError` naming the file and the offending key or column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from benchmark import ARCHS, BASELINE_ARCHS
+from benchmark.config import Config
+from benchmark.errors import UserError
+from benchmark.paths import evaluation_dir, metrics_file
+
+METRICS = ("rmse", "mae", "mse", "r2", "pearson")
+SCALED = ("rmse_scaled", "mae_scaled")
+FOLD_COLUMNS = ("fold",) + METRICS + SCALED
+PER_GENE_COLUMNS = ("gene", "r2", "rmse")
+# Files every architecture's evaluation must leave; attention.csv is optional (attention archs only).
+REQUIRED = ("folds.csv", "test_per_gene.csv", "test_predictions.csv")
+
+
+def relative(config: Config, path: Path) -> str:
+    """`path` relative to the project root when it lies under it (shorter, stable messages)."""
+    try:
+        return str(path.relative_to(config.root))
+    except ValueError:
+        return str(path)
+
+
+@dataclass(frozen=True)
+class ArchResult:
+    """One architecture's evaluation on one task.
+
+    `folds`: one row per CV fold, indexed by fold number, metric columns.
+    `per_gene`: held-out per-gene `r2` and `rmse`, indexed by gene id.
+    """
+
+    arch: str
+    metrics: dict
+    folds: pd.DataFrame
+    per_gene: pd.DataFrame
+    predictions: Path
+    attention: Optional[Path]
+
+    def cv(self, metric: str) -> tuple[Optional[float], Optional[float]]:
+        """(mean, std) across folds; None where undefined (e.g. Pearson of a constant prediction)."""
+        entry = self.metrics["cv"].get(metric)
+        if entry is None:
+            return None, None
+        return entry.get("mean"), entry.get("std")
+
+    def test(self, metric: str) -> Optional[float]:
+        return self.metrics["test"].get(metric)
+
+
+@dataclass(frozen=True)
+class TaskResults:
+    task: str
+    archs: dict[str, ArchResult]
+    missing: dict[str, str] = field(default_factory=dict)  # arch -> the first missing file
+
+    @property
+    def n_dev(self) -> int:
+        return next(iter(self.archs.values())).metrics["n_dev"]
+
+    @property
+    def n_test(self) -> int:
+        return next(iter(self.archs.values())).metrics["n_test"]
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted(next(iter(self.archs.values())).folds.index)
+
+    @property
+    def genes(self) -> list[str]:
+        return list(next(iter(self.archs.values())).per_gene.index)
+
+    def best(self, among: tuple[str, ...] = ARCHS) -> Optional[str]:
+        """The architecture with the lowest CV RMSE mean (ties: the earlier in `among`)."""
+        present = [a for a in among if a in self.archs and self.archs[a].cv("rmse")[0] is not None]
+        return min(present, key=lambda a: (self.archs[a].cv("rmse")[0], among.index(a)), default=None)
+
+    @property
+    def best_baseline(self) -> Optional[str]:
+        return self.best(BASELINE_ARCHS)
+
+
+def _number(source: str, value, key: str, nullable: bool) -> Optional[float]:
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{source}: {key}: expected a number{' or null' if nullable else ''}, got {value!r}")
+    return float(value)
+
+
+def _check_metrics(source: str, data, task: str, arch: str) -> dict:
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a JSON object")
+    for key in ("task", "arch", "n_dev", "n_test", "cv", "test"):
+        if key not in data:
+            raise UserError(f"{source}: missing key {key!r}")
+    if data["task"] != task or data["arch"] != arch:
+        raise UserError(f"{source}: holds task {data['task']!r} / arch {data['arch']!r}, expected {task!r} / {arch!r}")
+    for key in ("n_dev", "n_test"):
+        if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 1:
+            raise UserError(f"{source}: {key}: expected a positive integer, got {data[key]!r}")
+    for section in ("cv", "test"):
+        if not isinstance(data[section], dict):
+            raise UserError(f"{source}: {section}: expected an object")
+    for metric in METRICS + SCALED:
+        # Pearson r is undefined for a constant prediction (the mean baseline): JSON null.
+        nullable = metric == "pearson"
+        entry = data["cv"].get(metric)
+        if entry is None and not nullable:
+            raise UserError(f"{source}: missing key 'cv.{metric}'")
+        if entry is not None:
+            if not isinstance(entry, dict) or "mean" not in entry:
+                raise UserError(f"{source}: cv.{metric}: expected {{\"mean\": ..., \"std\": ...}}")
+            _number(source, entry["mean"], f"cv.{metric}.mean", nullable)
+            _number(source, entry.get("std"), f"cv.{metric}.std", nullable=True)
+        if metric not in data["test"] and not nullable:
+            raise UserError(f"{source}: missing key 'test.{metric}'")
+        _number(source, data["test"].get(metric), f"test.{metric}", nullable)
+    return data
+
+
+def _read_csv(config: Config, path: Path, columns: tuple[str, ...], index: str) -> pd.DataFrame:
+    source = relative(config, path)
+    try:
+        frame = pd.read_csv(path, dtype={index: str} if index == "gene" else None, float_precision="round_trip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{source}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        raise UserError(f"{source}: missing column {absent[0]!r}")
+    if frame.empty:
+        raise UserError(f"{source}: no rows")
+    if frame[index].duplicated().any():
+        raise UserError(f"{source}: {index} {frame[index][frame[index].duplicated()].iloc[0]!r} appears twice")
+    return frame.set_index(index)[list(columns[1:])]
+
+
+def load_arch(config: Config, task: str, arch: str) -> ArchResult | str:
+    """The architecture's results, or the path of the first file that is missing."""
+    mfile = metrics_file(config, task, arch)
+    edir = evaluation_dir(config, task, arch)
+    for path in (mfile, *(edir / name for name in REQUIRED)):
+        if not path.exists():
+            return relative(config, path)
+    source = relative(config, mfile)
+    try:
+        data = json.loads(mfile.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{source}: not valid JSON") from None
+    metrics = _check_metrics(source, data, task, arch)
+    folds = _read_csv(config, edir / "folds.csv", FOLD_COLUMNS, "fold")
+    if not pd.api.types.is_numeric_dtype(folds["rmse"]) or folds["rmse"].isna().any():
+        raise UserError(f"{relative(config, edir / 'folds.csv')}: column 'rmse': expected a number in every row")
+    per_gene = _read_csv(config, edir / "test_per_gene.csv", PER_GENE_COLUMNS, "gene")
+    if not pd.api.types.is_numeric_dtype(per_gene["rmse"]) or per_gene["rmse"].isna().any():
+        raise UserError(f"{relative(config, edir / 'test_per_gene.csv')}: column 'rmse': expected a number in every row")
+    attention = edir / "attention.csv"
+    return ArchResult(arch=arch, metrics=metrics, folds=folds, per_gene=per_gene,
+                      predictions=edir / "test_predictions.csv",
+                      attention=attention if attention.exists() else None)
+
+
+def _check_consistent(config: Config, task: str, archs: dict[str, ArchResult]) -> None:
+    """Every architecture must come from the same split, folds and targets: else the comparison is void."""
+    first_arch, first = next(iter(archs.items()))
+    for arch, result in archs.items():
+        for key in ("n_dev", "n_test"):
+            if result.metrics[key] != first.metrics[key]:
+                raise UserError(
+                    f"{relative(config, metrics_file(config, task, arch))}: {key} is {result.metrics[key]} but "
+                    f"{first.metrics[key]} for {first_arch}; results come from different splits, rerun "
+                    f"`genebench evaluate` for task {task}")
+        if sorted(result.folds.index) != sorted(first.folds.index):
+            raise UserError(
+                f"{relative(config, evaluation_dir(config, task, arch) / 'folds.csv')}: folds "
+                f"{sorted(result.folds.index)} differ from {first_arch}'s {sorted(first.folds.index)}")
+        if set(result.per_gene.index) != set(first.per_gene.index):
+            odd = sorted(set(result.per_gene.index) ^ set(first.per_gene.index))[0]
+            raise UserError(
+                f"{relative(config, evaluation_dir(config, task, arch) / 'test_per_gene.csv')}: gene {odd!r} "
+                f"is not a target of both {arch} and {first_arch}; rerun `genebench evaluate` for task {task}")
+
+
+def load_task_results(config: Config, task: str) -> TaskResults:
+    """All architectures present for `task`; raises UserError when none is."""
+    archs: dict[str, ArchResult] = {}
+    missing: dict[str, str] = {}
+    for arch in ARCHS:
+        result = load_arch(config, task, arch)
+        if isinstance(result, str):
+            missing[arch] = result
+        else:
+            archs[arch] = result
+    if not archs:
+        first = missing[ARCHS[0]]
+        raise UserError(f"{first}: not found, and no architecture has results for task {task!r}; "
+                        f"run `genebench evaluate --task {task} --arch ARCH` (or `dvc repro`) first")
+    _check_consistent(config, task, archs)
+    return TaskResults(task=task, archs=archs, missing=missing)

@@ -1,0 +1,124 @@
+"""Shared fixtures: a throwaway genebench project and a way to run the CLI in it.
+
+`project` is a fresh directory with `git init`, `dvc init`, and a copy of the repository's
+params.yaml; `project.set_params({...})` deep-merges overrides into it. The git/DVC
+skeleton is built once per session and copied for each test (`dvc init` costs seconds).
+`run_cli(cwd, *args)` runs `python -m benchmark ARGS` as a subprocess, with the venv's
+`bin/` on PATH (DVC stage commands and `uvicorn` are found there) and no
+GENEBENCH_ROOT / MLFLOW_TRACKING_URI leaking in from the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+    for var in ("GENEBENCH_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME"):
+        env.pop(var, None)
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class CliResult:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def run_cli(cwd: Path, *args: str, timeout: float = 300) -> CliResult:
+    """`python -m benchmark ARGS` in `cwd`."""
+    result = subprocess.run([sys.executable, "-m", "benchmark", *map(str, args)], cwd=cwd, env=cli_env(),
+                            capture_output=True, text=True, timeout=timeout)
+    return CliResult(result.returncode, result.stdout, result.stderr)
+
+
+def run_tool(cwd: Path, *cmd: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run an external command (git, dvc, genebench) in `cwd` with the CLI environment."""
+    result = subprocess.run(list(map(str, cmd)), cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """md5 of every file under `path` by relative path ({} when it does not exist)."""
+    if not path.exists():
+        return {}
+    return {str(p.relative_to(path)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+@dataclass(frozen=True)
+class Project:
+    """A temporary project root: git + DVC initialised, params.yaml from the repository."""
+
+    root: Path
+
+    @property
+    def params_path(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def set_params(self, overrides: dict[str, Any]) -> "Project":
+        raw = yaml.safe_load(self.params_path.read_text())
+        self.params_path.write_text(yaml.safe_dump(_merge(raw, overrides), sort_keys=False))
+        return self
+
+    def config(self):
+        from benchmark.config import load_config
+
+        return load_config(self.params_path, root=self.root)
+
+    def run(self, *args: str, timeout: float = 300) -> CliResult:
+        return run_cli(self.root, *args, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def _project_template(tmp_path_factory) -> Path:
+    template = tmp_path_factory.mktemp("project-template") / "project"
+    template.mkdir()
+    run_tool(template, "git", "init", "-q")
+    run_tool(template, sys.executable, "-m", "dvc", "init", "-q")
+    run_tool(template, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
+    shutil.copy(REPO / "params.yaml", template / "params.yaml")
+    (template / ".gitignore").write_text("/data/\n/artifacts/\n")
+    return template
+
+
+@pytest.fixture
+def project(_project_template, tmp_path) -> Project:
+    root = tmp_path / "project"
+    shutil.copytree(_project_template, root, symlinks=True)
+    return Project(root)

@@ -89,6 +89,14 @@ def test_transposed_csv_detected_from_corner_cell(tmp_path, expected):
     assert "genes as rows" in note and "gene_id" in note
 
 
+def test_byte_order_mark_does_not_hide_the_corner_cell(tmp_path, expected):
+    path = tmp_path / "m.csv"
+    path.write_text("\ufeff" + _delimited(expected, ",", genes_as_rows=True, corner="gene_id"), encoding="utf-8")
+    ds, note = read_matrix(path)
+    assert_same_canonical(ds, expected)
+    assert "genes as rows" in note
+
+
 def test_transposed_tsv_detected_from_ensembl_ids(tmp_path, expected):
     ensembl = Dataset(X=expected.X, genes=[f"ENSG{i:011d}" for i in range(len(GENES))], samples=SAMPLES)
     path = tmp_path / "m.tsv"

@@ -33,7 +33,7 @@ from benchmark.paths import PREPARED as PREPARED_DIR
 
 def data_version(config: Config) -> str:
     """The md5 DVC records for data/ in data.dvc; else a hash of the canonical files."""
-    pointer = config.root / "data.dvc"
+    pointer = config.data_dir.with_name(config.data_dir.name + ".dvc")  # what `dvc add <data.dir>` writes
     if pointer.exists():
         outs = (yaml.safe_load(pointer.read_text()) or {}).get("outs") or []
         if outs and outs[0].get("md5"):

@@ -115,8 +115,8 @@ def _to_float32(frame, path: Path, row_kind: str, col_kind: str, line_offset: in
 
 def _open_text(path: Path):
     if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")  # -sig: drop a byte-order mark before the corner cell
 
 
 def _first_rows(path: Path, sep: str, n: int) -> list[list[str]]:

@@ -47,7 +47,7 @@ def check_values(ds: Dataset, source: str) -> None:
     bad = ~np.isfinite(X)
     if bad.any():
         row, col = map(int, np.argwhere(bad)[0])
-        what = "NaN" if np.isnan(X[row, col]) else "an infinite value"
+        what = "a missing value (NaN, NA or empty cell)" if np.isnan(X[row, col]) else "an infinite value"
         raise UserError(
             f"{source}: {what} at sample {ds.samples[row]!r}, gene {ds.genes[col]!r} "
             f"(row {row + 1}, column {col + 1}); impute or drop it before importing"

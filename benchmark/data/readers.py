@@ -201,7 +201,8 @@ def _read_delimited(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str
             f"{path}: the header has {len(header)} fields but the first data row has {n_fields}; "
             "expected one id column followed by one column per gene or sample"
         )
-    frame = _read_table(path, sep, _header_lines(path, sep), n_fields)
+    header_lines = _header_lines(path)
+    frame = _read_table(path, sep, header_lines, n_fields)
     if frame.shape[1] != len(col_ids):
         raise UserError(f"{path}: the header names {len(col_ids)} columns but the rows have {frame.shape[1]} values")
     frame.columns = col_ids
@@ -212,20 +213,20 @@ def _read_delimited(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str
     else:
         genes_rows, reason = _orientation(corner, row_ids, col_ids)
     row_kind, col_kind = ("gene", "sample") if genes_rows else ("sample", "gene")
-    values = _to_float32(frame, path, row_kind, col_kind, line_offset=_header_lines(path, sep) + 1)
+    values = _to_float32(frame, path, row_kind, col_kind, line_offset=header_lines + 1)
     if genes_rows:
         X, genes, samples = values.T, row_ids, list(col_ids)
     else:
         X, genes, samples = values, list(col_ids), row_ids
     orientation = GENES_AS_ROWS if genes_rows else SAMPLES_AS_ROWS
-    hint = "" if transpose else ("; pass --transpose if genes are rows" if not genes_rows else "")
+    hint = "" if genes_rows else "; pass --transpose if genes are rows"
     note = f"assumed {orientation} ({reason}{hint})"
     provenance = {"format": fmt, "orientation": orientation,
                   "values": "as stored in the file; genebench applies only data.transform"}
     return Dataset(X=np.ascontiguousarray(X, dtype=np.float32), genes=genes, samples=samples, provenance=provenance), note
 
 
-def _header_lines(path: Path, sep: str) -> int:
+def _header_lines(path: Path) -> int:
     """File lines up to and including the header (blank lines before it count)."""
     with _open_text(path) as fh:
         for number, line in enumerate(fh, start=1):

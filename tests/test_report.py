@@ -6,6 +6,7 @@ small prepared project (real data/ and artifacts/prepared/, a real sqlite MLflow
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -58,19 +59,23 @@ def _env() -> dict:
 
 
 def _write_results(config, task: str, arch: str) -> None:
+    """The files `genebench evaluate --task <task> --arch <arch>` writes, with chosen numbers."""
     data = load_task(config, task, held_out=True)
     genes = data.target_genes
     folds_rmse = np.array(FOLD_RMSE[arch]) * (0.1 if task == "single" else 1.0)
     constant = arch == "mean"  # the mean baseline predicts a constant: Pearson r undefined
     folds = pd.DataFrame({
-        "fold": range(5), "rmse": folds_rmse, "mae": folds_rmse * 0.8, "mse": folds_rmse ** 2,
+        "fold": range(5), "n_train": [len(t) for t, _ in data.folds], "n_val": [len(v) for _, v in data.folds],
+        "rmse": folds_rmse, "mae": folds_rmse * 0.8, "mse": folds_rmse ** 2,
         "r2": 1 - folds_rmse, "pearson": [None] * 5 if constant else list(0.9 - folds_rmse / 2),
-        "rmse_scaled": folds_rmse / 4, "mae_scaled": folds_rmse / 5,
+        "rmse_scaled": folds_rmse / 4, "mae_scaled": folds_rmse / 5, "epochs_trained": 0,
     })
 
     def summary(column):
         values = folds[column].dropna().astype(float)
-        return None if values.empty else {"mean": float(values.mean()), "std": float(values.std(ddof=1))}
+        if values.empty:  # evaluate writes {"mean": null, "std": null}; DESIGN.md's schema allows null
+            return {"mean": None, "std": None} if task == "multi" else None
+        return {"mean": float(values.mean()), "std": float(values.std(ddof=1))}
 
     base = GENE_RMSE.get(arch, [float(folds_rmse.mean())] * 3)
     gene_rmse = base[: len(genes)] if task == "multi" else [float(folds_rmse.mean())]
@@ -96,16 +101,24 @@ def _write_results(config, task: str, arch: str) -> None:
     offset = 0.0 if constant else float(np.mean(gene_rmse))
     predicted = data.Y_test.mean(axis=0, keepdims=True).repeat(len(data.test_samples), 0) if constant \
         else data.Y_test + offset
-    frame = pd.DataFrame(predicted, columns=genes)
-    frame.insert(0, "sample", data.test_samples)
-    frame.to_csv(edir / "test_predictions.csv", index=False)
-    if arch == "attention_lstm":  # tokens are genes
-        features = data.feature_genes
-        pd.DataFrame({"token": range(len(features)), "weight": np.linspace(0.3, 0.01, len(features)),
-                      "gene": features}).to_csv(edir / "attention.csv", index=False)
-    if arch == "attention_gru":  # tokens are chunks of features: per-token only
-        pd.DataFrame({"token": range(4), "weight": [0.1, 0.4, 0.2, 0.3]}).to_csv(edir / "attention.csv", index=False)
-    (edir / "run.json").write_text(json.dumps({"mlflow_run_id": metrics["mlflow_run_id"]}))
+    n, k = predicted.shape
+    pd.DataFrame({"sample": np.repeat(data.test_samples, k), "gene": np.tile(genes, n),
+                  "observed": data.Y_test.astype(np.float64).reshape(-1), "predicted": predicted.reshape(-1)}
+                 ).to_csv(edir / "test_predictions.csv", index=False)
+    features = data.feature_genes
+    if arch == "attention_lstm":  # one token per feature gene: attention.csv and gene_importance.csv
+        weight = np.linspace(0.3, 0.01, len(features))
+        pd.DataFrame({"token": range(len(features)), "first_gene": features, "last_gene": features, "n_inputs": 1,
+                      "mean_weight": weight, "std_weight": 0.01}).to_csv(edir / "attention.csv", index=False)
+        pd.DataFrame({"rank": range(1, len(features) + 1), "gene": features, "mean_attention": weight,
+                      "std_attention": 0.01}).to_csv(edir / "gene_importance.csv", index=False)
+    if arch == "attention_gru":  # 3 tokens of several genes each: per-token table only
+        chunks = np.array_split(np.arange(len(features)), 3)
+        pd.DataFrame({"token": range(3), "first_gene": [features[c[0]] for c in chunks],
+                      "last_gene": [features[c[-1]] for c in chunks], "n_inputs": [len(c) for c in chunks],
+                      "mean_weight": [0.2, 0.5, 0.3], "std_weight": 0.05}).to_csv(edir / "attention.csv", index=False)
+    (edir / "run.json").write_text(json.dumps({"run_id": metrics["mlflow_run_id"], "data_version": data.data_version,
+                                               "target_genes": list(genes)}))
 
 
 def make_project(root: Path, tasks=TASKS, skip=()) -> object:
@@ -263,9 +276,40 @@ def test_attention_plot_data_ranks_genes_or_tokens(project):
     lstm = table[table["arch"] == "attention_lstm"]
     gru = table[table["arch"] == "attention_gru"]
     assert set(lstm["kind"]) == {"gene"} and set(gru["kind"]) == {"token"}
-    assert list(gru["label"]) == ["1", "3", "2", "0"]  # by decreasing weight 0.4, 0.3, 0.2, 0.1
-    assert list(lstm["rank"])[:3] == [1, 2, 3]
-    assert lstm["weight"].is_monotonic_decreasing
+    features = load_task(project, "multi").feature_genes
+    assert list(lstm["label"]) == features  # weights decrease along the feature list
+    assert list(lstm["rank"]) == list(range(1, len(features) + 1))
+    # Tokens of several genes are labelled by their first and last gene, by decreasing weight 0.5 0.3 0.2.
+    chunks = np.array_split(np.arange(len(features)), 3)
+    expected = [f"{features[chunks[t][0]]}…{features[chunks[t][-1]]} ({len(chunks[t])} genes)" for t in (1, 2, 0)]
+    assert list(gru["label"]) == expected
+    assert list(gru["weight"]) == [0.5, 0.3, 0.2]
+
+
+def test_wide_predictions_take_observed_values_from_the_prepared_split(tmp_path):
+    from benchmark.report import build
+
+    config = make_project(tmp_path / "wide")
+    edir = config.root / "artifacts" / "evaluation" / "multi" / "dnn"
+    long = pd.read_csv(edir / "test_predictions.csv", dtype={"sample": str})
+    wide = long.pivot(index="sample", columns="gene", values="predicted").reset_index()
+    wide.to_csv(edir / "test_predictions.csv", index=False)
+    _, _, plot_data = build(config)
+    table = pd.read_csv(io.BytesIO(plot_data["predicted_vs_observed_multi.csv"]), dtype={"sample": str})
+    merged = table.merge(long, on=["sample", "gene"], suffixes=("", "_evaluate"))
+    assert len(merged) == len(long)
+    np.testing.assert_allclose(merged["observed"], merged["observed_evaluate"], rtol=1e-6)
+    np.testing.assert_allclose(merged["predicted"], merged["predicted_evaluate"], rtol=1e-9)
+
+
+def test_results_from_different_data_versions_are_refused(tmp_path):
+    config = make_project(tmp_path / "stale", tasks=("single", "multi"))
+    path = config.root / "artifacts" / "evaluation" / "multi" / "knn" / "run.json"
+    run = json.loads(path.read_text())
+    run["data_version"] = "0123456789abcdef"
+    path.write_text(json.dumps(run))
+    with pytest.raises(UserError, match=r"artifacts/evaluation/multi/knn/run.json: data_version 0123456789abcdef differs"):
+        compare(config)
 
 
 def test_rerun_is_byte_identical(project):

@@ -43,21 +43,48 @@ FIGURES_DIR = "figures"
 PLOTS_DIR = "plots"
 
 
+LONG_COLUMNS = ("sample", "gene", "observed", "predicted")
+
+
 def _held_out(config: Config, task: str, result: ArchResult):
     """Long table (sample, gene, observed, predicted) of one model's held-out predictions.
 
-    `test_predictions.csv` holds a `sample` column and one column per target gene; the
-    observed values come from the prepared split (`load_task(..., held_out=True)`).
+    evaluate writes `test_predictions.csv` in this long form. A wide file (a `sample`
+    column, then one column per target gene) is accepted too; its observed values then
+    come from the prepared split (`load_task(..., held_out=True)`).
     """
+    import pandas as pd
+
+    source = relative(config, result.predictions)
+    try:
+        predictions = pd.read_csv(result.predictions, dtype={"sample": str, "gene": str},
+                                  float_precision="round_trip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{source}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+    if "sample" not in predictions.columns:
+        raise UserError(f"{source}: missing column 'sample'")
+    if "gene" in predictions.columns or "observed" in predictions.columns:
+        absent = [c for c in LONG_COLUMNS if c not in predictions.columns]
+        if absent:
+            raise UserError(f"{source}: missing column {absent[0]!r}")
+        table = predictions[list(LONG_COLUMNS)]
+        for column in ("observed", "predicted"):
+            if not pd.api.types.is_numeric_dtype(table[column]) or table[column].isna().any():
+                raise UserError(f"{source}: column {column!r}: expected a number in every row")
+        genes = set(table["gene"])
+        if genes != set(result.per_gene.index):
+            odd = sorted(genes ^ set(result.per_gene.index))[0]
+            raise UserError(f"{source}: gene {odd!r} is not in both this file and test_per_gene.csv")
+        return table.reset_index(drop=True), None
+    return _held_out_wide(config, task, result, predictions.set_index("sample"))
+
+
+def _held_out_wide(config: Config, task: str, result: ArchResult, predictions):
     import pandas as pd
 
     from benchmark.data.prepare import load_task
 
     source = relative(config, result.predictions)
-    predictions = pd.read_csv(result.predictions, dtype={"sample": str}, float_precision="round_trip")
-    if "sample" not in predictions.columns:
-        raise UserError(f"{source}: missing column 'sample'")
-    predictions = predictions.set_index("sample")
     data = load_task(config, task, held_out=True)
     absent = [g for g in data.target_genes if g not in predictions.columns]
     if absent:
@@ -138,6 +165,12 @@ def build(config: Config) -> tuple[dict, dict[str, bytes], dict[str, bytes]]:
     for task, results in loaded.items():
         best = results.best()
         held_out, version = _held_out(config, task, results.archs[best])
+        if results.data_version is not None:
+            version = results.data_version
+        elif version is None:
+            from benchmark.data.prepare import data_version
+
+            version = data_version(config)
         task_figures = {}
 
         fig, data = plots.cv_rmse(results)

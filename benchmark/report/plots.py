@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from benchmark import ARCHS, DEEP_ARCHS
-from benchmark.report.results import TaskResults
+from benchmark.report.results import ArchResult, TaskResults
 
 TOP_TOKENS = 20
 _DEEP_COLOUR, _BASELINE_COLOUR = "#3b6ea5", "#9a9a9a"
@@ -100,18 +100,14 @@ def per_gene_r2(results: TaskResults) -> tuple[Figure, pd.DataFrame]:
     return fig, data
 
 
-def attention_table(path: Path, top: int = TOP_TOKENS) -> tuple[pd.DataFrame, bool]:
-    """Top tokens by mean attention weight, and whether the tokens are genes.
+def attention_table(result: ArchResult, top: int = TOP_TOKENS) -> tuple[pd.DataFrame, bool]:
+    """The `top` tokens by mean attention weight over held-out samples, and whether they are genes.
 
-    `attention.csv` has `token`, `weight` and, when tokens are single genes, `gene`.
-    Several rows per token (e.g. per sample) are averaged.
+    Returns columns rank, label, weight.
     """
-    raw = pd.read_csv(path, dtype={"token": str, "gene": str})
-    by_gene = "gene" in raw.columns and raw["gene"].notna().all()
-    key = "gene" if by_gene else "token"
-    table = raw.groupby(key, sort=True)["weight"].mean().reset_index()
-    table = table.sort_values(["weight", key], ascending=[False, True], kind="stable").head(top)
-    table = table.rename(columns={key: "label"}).reset_index(drop=True)
+    table, by_gene = result.attention, result.attention_by_gene
+    table = table.sort_values(["weight", "label"], ascending=[False, True], kind="stable").head(top)
+    table = table.reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table, by_gene
 
@@ -122,7 +118,7 @@ def attention_top(results: TaskResults, top: int = TOP_TOKENS) -> tuple[Optional
     for arch in ("attention_lstm", "attention_gru"):
         result = results.archs.get(arch)
         if result is not None and result.attention is not None:
-            tables[arch] = attention_table(result.attention, top)
+            tables[arch] = attention_table(result, top)
     rows = [dict(arch=arch, kind="gene" if by_gene else "token", **row)
             for arch, (table, by_gene) in tables.items() for row in table.to_dict("records")]
     data = pd.DataFrame(rows, columns=["arch", "kind", "rank", "label", "weight"])
@@ -131,9 +127,8 @@ def attention_top(results: TaskResults, top: int = TOP_TOKENS) -> tuple[Optional
     fig = Figure(figsize=(5 * len(tables), 0.25 * top + 1.5))
     for i, (arch, (table, by_gene)) in enumerate(tables.items(), start=1):
         ax = fig.add_subplot(1, len(tables), i)
-        labels = table["label"] if by_gene else "token " + table["label"].astype(str)
-        ax.barh(labels[::-1], table["weight"][::-1], color=_DEEP_COLOUR)
-        ax.set_xlabel("mean attention weight")
+        ax.barh(table["label"][::-1], table["weight"][::-1], color=_DEEP_COLOUR)
+        ax.set_xlabel("mean attention weight (held-out samples)")
         ax.set_title(f"{results.task}: {arch}, top {len(table)} {'genes' if by_gene else 'tokens'}")
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()

@@ -1,10 +1,12 @@
 """The evaluate stage's outputs, read back for the comparison (files only, no TensorFlow).
 
 For each task and architecture: `metrics/<task>/<arch>.json` (the DESIGN.md schema, with
-`cv` also carrying `rmse_scaled`/`mae_scaled`) and `artifacts/evaluation/<task>/<arch>/`
-(`folds.csv`, `test_per_gene.csv`, `test_predictions.csv`, `attention.csv` for the
-attention models). Inputs are checked once here; a malformed or inconsistent file raises
-`UserError` naming the file and the offending key or column.
+`cv` also carrying `rmse_scaled`/`mae_scaled`) and `artifacts/evaluation/<task>/<arch>/`:
+`folds.csv` (fold, metric columns), `test_per_gene.csv` (gene, r2, rmse),
+`test_predictions.csv` (sample, gene, observed, predicted), `run.json` (`data_version`),
+and for attention models `attention.csv` (per token) and, where tokens are single genes,
+`gene_importance.csv`. Inputs are checked once here; a malformed or inconsistent file
+raises `UserError` naming the file and the offending key or column.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class ArchResult:
 
     `folds`: one row per CV fold, indexed by fold number, metric columns.
     `per_gene`: held-out per-gene `r2` and `rmse`, indexed by gene id.
+    `attention`: mean attention weight per token over the held-out samples (`label`, `weight`).
     """
 
     arch: str
@@ -51,7 +54,9 @@ class ArchResult:
     folds: pd.DataFrame
     per_gene: pd.DataFrame
     predictions: Path
-    attention: Optional[Path]
+    run: dict
+    attention: Optional[pd.DataFrame] = None  # label, weight: mean attention per token (attention models)
+    attention_by_gene: bool = False  # tokens are single genes, labels are gene ids
 
     def cv(self, metric: str) -> tuple[Optional[float], Optional[float]]:
         """(mean, std) across folds; None where undefined (e.g. Pearson of a constant prediction)."""
@@ -92,6 +97,11 @@ class TaskResults:
         return min(present, key=lambda a: (self.archs[a].cv("rmse")[0], among.index(a)), default=None)
 
     @property
+    def data_version(self) -> Optional[str]:
+        """The data version every architecture was evaluated on (from run.json), if recorded."""
+        return next((r.run["data_version"] for r in self.archs.values() if r.run.get("data_version")), None)
+
+    @property
     def best_baseline(self) -> Optional[str]:
         return self.best(BASELINE_ARCHS)
 
@@ -119,8 +129,9 @@ def _check_metrics(source: str, data, task: str, arch: str) -> dict:
         if not isinstance(data[section], dict):
             raise UserError(f"{source}: {section}: expected an object")
     for metric in METRICS + SCALED:
-        # Pearson r is undefined for a constant prediction (the mean baseline): JSON null.
-        nullable = metric == "pearson"
+        # Pearson r is undefined for a constant prediction (the mean baseline), R^2 for a
+        # single sample: JSON null.
+        nullable = metric in ("pearson", "r2")
         entry = data["cv"].get(metric)
         if entry is None and not nullable:
             raise UserError(f"{source}: missing key 'cv.{metric}'")
@@ -170,10 +181,58 @@ def load_arch(config: Config, task: str, arch: str) -> ArchResult | str:
     per_gene = _read_csv(config, edir / "test_per_gene.csv", PER_GENE_COLUMNS, "gene")
     if not pd.api.types.is_numeric_dtype(per_gene["rmse"]) or per_gene["rmse"].isna().any():
         raise UserError(f"{relative(config, edir / 'test_per_gene.csv')}: column 'rmse': expected a number in every row")
-    attention = edir / "attention.csv"
+    run: dict = {}
+    if (edir / "run.json").exists():
+        try:
+            run = json.loads((edir / "run.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{relative(config, edir / 'run.json')}: not valid JSON") from None
+    attention, by_gene = _load_attention(config, edir)
     return ArchResult(arch=arch, metrics=metrics, folds=folds, per_gene=per_gene,
-                      predictions=edir / "test_predictions.csv",
-                      attention=attention if attention.exists() else None)
+                      predictions=edir / "test_predictions.csv", run=run if isinstance(run, dict) else {},
+                      attention=attention, attention_by_gene=by_gene)
+
+
+def _token_label(row: dict) -> str:
+    first, last = row.get("first_gene"), row.get("last_gene")
+    if not isinstance(first, str) or not first:  # PCA components or unnamed tokens
+        return f"token {row['token']}"
+    if first == last:
+        return first
+    n = row.get("n_inputs")
+    return f"{first}…{last} ({int(n)} genes)" if isinstance(n, (int, float)) and n == n else f"{first}…{last}"
+
+
+def _load_attention(config: Config, edir: Path) -> tuple[Optional[pd.DataFrame], bool]:
+    """(label, weight) per token from evaluate's attention tables, and whether tokens are genes.
+
+    `gene_importance.csv` (gene, mean_attention) exists where tokens are single genes;
+    else `attention.csv` (token, first_gene, last_gene, n_inputs, mean_weight).
+    """
+    importance, attention = edir / "gene_importance.csv", edir / "attention.csv"
+    if importance.exists():
+        raw = _read_table(config, importance, ("gene", "mean_attention"))
+        return pd.DataFrame({"label": raw["gene"], "weight": raw["mean_attention"]}), True
+    if attention.exists():
+        raw = _read_table(config, attention, ("token", "mean_weight"))
+        labels = [_token_label(row) for row in raw.to_dict("records")]
+        return pd.DataFrame({"label": labels, "weight": raw["mean_weight"]}), False
+    return None, False
+
+
+def _read_table(config: Config, path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    source = relative(config, path)
+    try:
+        table = pd.read_csv(path, dtype={"gene": str, "first_gene": str, "last_gene": str}, float_precision="round_trip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{source}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+    absent = [c for c in columns if c not in table.columns]
+    if absent:
+        raise UserError(f"{source}: missing column {absent[0]!r}")
+    weight = columns[-1]
+    if not pd.api.types.is_numeric_dtype(table[weight]) or table[weight].isna().any():
+        raise UserError(f"{source}: column {weight!r}: expected a number in every row")
+    return table
 
 
 def _check_consistent(config: Config, task: str, archs: dict[str, ArchResult]) -> None:
@@ -190,6 +249,11 @@ def _check_consistent(config: Config, task: str, archs: dict[str, ArchResult]) -
             raise UserError(
                 f"{relative(config, evaluation_dir(config, task, arch) / 'folds.csv')}: folds "
                 f"{sorted(result.folds.index)} differ from {first_arch}'s {sorted(first.folds.index)}")
+        version, first_version = result.run.get("data_version"), first.run.get("data_version")
+        if version and first_version and version != first_version:
+            raise UserError(
+                f"{relative(config, evaluation_dir(config, task, arch) / 'run.json')}: data_version {version} "
+                f"differs from {first_arch}'s {first_version}; rerun `genebench evaluate` for task {task}")
         if set(result.per_gene.index) != set(first.per_gene.index):
             odd = sorted(set(result.per_gene.index) ^ set(first.per_gene.index))[0]
             raise UserError(

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from benchmark.data.canonical import Dataset, load_dataset, write_dataset
-from conftest import run_tool, tree_digest
+from benchmark.data.synthetic import make_synthetic
+from conftest import run_cli, run_tool, tree_digest
 
 # Small enough for a 10 x 5 matrix: 2 targets + 1 feature, 2 folds.
 SMALL = {"task": {"top_k": 2}, "split": {"folds": 2, "test_size": 0.25}, "tuning": {"folds": 1}}
@@ -152,3 +153,24 @@ def test_params_errors_are_exit_2_too(small_project):
     small_project.set_params({"task": {"top_k": 0}})
     _write_input(small_project.root, "m.csv", _csv(_good_rows()))
     _assert_one_line_exit_2(small_project.run("data", "validate", "m.csv"), ["params.yaml", "task.top_k"])
+
+
+def test_synth_then_import_round_trips_through_the_cli(small_project):
+    result = small_project.run("data", "synth", "synthetic.parquet", "--samples", "30", "--genes", "8", "--seed", "2")
+    assert result.rc == 0, result.stderr
+    result = small_project.run("data", "import", "synthetic.parquet")
+    assert result.rc == 0, result.stderr
+    want, _ = make_synthetic(30, 8, seed=2)
+    got = load_dataset(small_project.data_dir)
+    assert np.array_equal(got.X, want.X) and got.genes == want.genes and got.samples == want.samples
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--samples", "0", "--genes", "5"], "--samples"),
+    (["--samples", "10", "--genes", "5", "--rank", "9"], "--rank"),
+    (["--samples", "10", "--genes", "5", "--noise", "-1"], "--noise"),
+])
+def test_synth_bad_arguments_exit_2(tmp_path, args, fragment):
+    result = run_cli(tmp_path, "data", "synth", "out.csv", *args)
+    _assert_one_line_exit_2(result, [fragment])
+    assert not (tmp_path / "out.csv").exists()

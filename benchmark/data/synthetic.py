@@ -79,18 +79,21 @@ def make_synthetic(samples: int, genes: int, seed: int = 0, rank: int = 5, noise
     return ds, SyntheticTruth(Z=Z, W=W, offset=offset, scale=scale, noise=noise, signal_share=share)
 
 
+def _rows_text(names: list[str], M: np.ndarray, sep: str) -> list[str]:
+    # 9 significant digits read back to the same float32 bits (float32 needs at most 9).
+    fmt = sep.join(["%s", *["%.9g"] * M.shape[1]])
+    return [fmt % (name, *row) for name, row in zip(names, M.tolist())]
+
+
 def _delimited(ds: Dataset, sep: str) -> str:
-    lines = [sep.join(["sample", *ds.genes])]
-    for sample, row in zip(ds.samples, ds.X):
-        lines.append(sep.join([sample, *(np.format_float_positional(v, unique=True, trim="-") for v in row)]))
+    lines = [sep.join(["sample", *ds.genes]), *_rows_text(ds.samples, ds.X, sep)]
     return "\n".join(lines) + "\n"
 
 
 def _gct(ds: Dataset) -> str:
     n_samples, n_genes = ds.shape
-    lines = ["#1.2", f"{n_genes}\t{n_samples}", "\t".join(["Name", "Description", *ds.samples])]
-    for g, gene in enumerate(ds.genes):
-        lines.append("\t".join([gene, "na", *(np.format_float_positional(v, unique=True, trim="-") for v in ds.X[:, g])]))
+    lines = ["#1.2", f"{n_genes}\t{n_samples}", "\t".join(["Name", "Description", *ds.samples]),
+             *_rows_text([f"{gene}\tna" for gene in ds.genes], np.asarray(ds.X).T, "\t")]
     return "\n".join(lines) + "\n"
 
 

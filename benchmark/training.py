@@ -216,7 +216,7 @@ class Regressor:
         self._check_fitted()
         Xs = self.preprocessor.transform_X(_check_xy(X, n_features=self.n_features))
         if self.is_deep:
-            Ys = self.model.predict(Xs, batch_size=max(self.batch_size, 256), verbose=0)
+            Ys = self._predict_keras(self.model, Xs)
         else:
             Ys = self.model.predict(Xs)
         return self.preprocessor.inverse_Y(Ys)
@@ -233,7 +233,14 @@ class Regressor:
         if self._attention_model is None:
             self._attention_model = attention_model(self.model)
         Xs = self.preprocessor.transform_X(_check_xy(X, n_features=self.n_features))
-        return np.asarray(self._attention_model.predict(Xs, batch_size=max(self.batch_size, 256), verbose=0))
+        return self._predict_keras(self._attention_model, Xs)
+
+    def _predict_keras(self, model, Xs: np.ndarray) -> np.ndarray:
+        tf, _ = _import_keras()
+        # A tf.data input rather than a NumPy array: Keras's array adapter inserts a map
+        # that, with op determinism on, logs a spurious TensorFlow error line per call.
+        batches = tf.data.Dataset.from_tensor_slices(Xs).batch(max(self.batch_size, 256))
+        return np.asarray(model.predict(batches, verbose=0))
 
     # -- saving ----------------------------------------------------------------------
 

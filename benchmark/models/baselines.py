@@ -117,10 +117,10 @@ BASELINES = {"mean": MeanBaseline, "ridge": RidgeBaseline, "knn": KnnBaseline}
 
 def make_baseline(arch: str, hp: dict[str, Any]):
     """The baseline `arch` with its hyperparameters from `hp` (alpha for ridge, k for knn)."""
-    if arch == "mean":
-        return MeanBaseline()
-    if arch == "ridge":
-        return RidgeBaseline(alpha=hp["alpha"])
-    if arch == "knn":
-        return KnnBaseline(k=hp["k"])
-    raise ValueError(f"unknown baseline {arch!r}; expected one of {', '.join(BASELINES)}")
+    if arch not in BASELINES:
+        raise ValueError(f"unknown baseline {arch!r}; expected one of {', '.join(BASELINES)}")
+    required = {"mean": (), "ridge": ("alpha",), "knn": ("k",)}[arch]
+    missing = [key for key in required if key not in hp]
+    if missing:
+        raise ValueError(f"models.{arch}: hyperparameter {missing[0]!r} is missing (set it in defaults)")
+    return BASELINES[arch](**{key: hp[key] for key in required})

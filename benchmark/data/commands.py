@@ -98,7 +98,7 @@ def bootstrap(config: Config) -> int:
         # Checked before writing, so data/ is left exactly as it was.
         raise DataVersionMismatch(
             f"{pointer.name}: records md5 {recorded} for {data_rel}/ but the bundled pbmc68k_reduced gives {md5}; "
-            "data/ left unchanged (is the pinned scanpy installed? `pip install -c requirements.lock -e .`)"
+            f"{data_rel}/ left unchanged (does {pointer.name} track an imported matrix? is the pinned scanpy installed?)"
         )
     write_dataset(ds, config.data_dir)
     try:

@@ -1,0 +1,271 @@
+"""The evaluate stage: K-fold CV on development samples, refit, one held-out score.
+
+`evaluate(config, task, arch)`:
+
+1. Hyperparameters: `models.<arch>.defaults` overlaid with the tuning result
+   `artifacts/tuning/<task>/<arch>.json` (`best_params`) when it exists; the source is
+   recorded (`params_source`).
+2. CV over the prepared folds with `training.fit_fold` (everything fitted on the
+   training part of each fold); per-fold metrics with that training part's per-gene
+   ranges for the scaled metrics; mean and sample std across folds.
+3. Refit on all development samples; one score on the held-out split (scaled metrics
+   with the development ranges).
+4. One MLflow run `evaluate-<arch>` in the task's experiment: params, `cv_<m>_mean`,
+   `cv_<m>_std`, `test_<m>`, `fold_<m>` per fold (step = fold), the artifact files
+   below, and the refit model as a pyfunc.
+
+Outputs: `artifacts/evaluation/<task>/<arch>/` (`folds.csv`, `fold_per_gene.csv`,
+`test_predictions.csv`, `test_per_gene.csv`, `attention.csv` and, where tokens are single
+genes, `gene_importance.csv` for attention models, `run.json`) and, written last so a
+failed evaluate leaves the previous result in place, `metrics/<task>/<arch>.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from benchmark import DEEP_ARCHS
+from benchmark.config import Config
+from benchmark.data.prepare import TaskData, load_task
+from benchmark.errors import UserError
+from benchmark.metrics import METRICS, SCALED_METRICS, fold_summary, regression_metrics
+from benchmark.outputs import atomic_dir, dumps_json, write_json
+from benchmark.paths import evaluation_dir, metrics_file, tuning_result
+
+ALL_METRICS = METRICS + SCALED_METRICS
+RUN_NAME = "evaluate-{arch}"
+# training.* keys logged with every run (the rest of the section is in params.yaml too)
+_TRAINING_PARAMS = ("max_epochs", "batch_size", "learning_rate", "patience", "validation_fraction", "seed")
+
+
+def resolve_params(config: Config, task: str, arch: str) -> tuple[dict[str, Any], str]:
+    """`(hp, source)`: `models.<arch>.defaults` overlaid with the tuned `best_params`.
+
+    `source` is `"defaults"` or `"tuning:<path relative to the root>"`.
+    """
+    hp = dict(config.params.model(arch).defaults)
+    path = tuning_result(config, task, arch)
+    if not path.exists():
+        return hp, "defaults"
+    try:
+        result = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}); rerun `genebench tune --task {task} --arch {arch}`") from None
+    best = result.get("best_params") if isinstance(result, dict) else None
+    if not isinstance(best, dict):
+        raise UserError(f"{path}: best_params: expected a mapping of hyperparameters")
+    unknown = sorted(set(best) - set(hp) - set(config.params.model(arch).search_space))
+    if unknown:
+        raise UserError(f"{path}: best_params: {unknown[0]!r} is not a hyperparameter of models.{arch}")
+    rel = path.relative_to(config.root) if path.is_relative_to(config.root) else path
+    return {**hp, **best}, f"tuning:{rel.as_posix()}"
+
+
+def _clean(value: Optional[float]) -> Optional[float]:
+    """JSON/MLflow-safe float: None for undefined (None or NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _scalar_metrics(metrics: dict) -> dict[str, Optional[float]]:
+    return {name: _clean(metrics.get(name)) for name in ALL_METRICS}
+
+
+def _cv_summary(fold_metrics: list[dict]) -> dict[str, dict[str, Optional[float]]]:
+    summary = fold_summary([_scalar_metrics(m) for m in fold_metrics])
+    cv = {}
+    for name in ALL_METRICS:
+        entry = summary.get(name) or {}
+        cv[name] = {"mean": _clean(entry.get("mean")), "std": _clean(entry.get("std"))}
+    return cv
+
+
+def _ranges(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return Y.min(axis=0), Y.max(axis=0)
+
+
+def _per_gene_frame(genes: list[str], metrics: dict) -> pd.DataFrame:
+    return pd.DataFrame({"gene": genes, "r2": metrics["per_gene"]["r2"], "rmse": metrics["per_gene"]["rmse"]})
+
+
+def _attention_tables(regressor, attention: np.ndarray, data: TaskData, pca: bool) -> dict[str, pd.DataFrame]:
+    """Mean attention per token over the held-out samples; a gene table when tokens are genes."""
+    tokens = regressor.tokens or [np.array([t]) for t in range(attention.shape[1])]
+    mean, std = attention.mean(axis=0), attention.std(axis=0)
+    rows = []
+    for t, cols in enumerate(tokens):
+        named = [] if pca else [data.feature_genes[c] for c in cols]
+        rows.append({
+            "token": t,
+            "first_gene": named[0] if named else "",
+            "last_gene": named[-1] if named else "",
+            "n_inputs": len(cols),
+            "mean_weight": float(mean[t]),
+            "std_weight": float(std[t]),
+        })
+    tables = {"attention.csv": pd.DataFrame(rows)}
+    if not pca and all(len(cols) == 1 for cols in tokens) and len(tokens) == len(data.feature_genes):
+        genes = pd.DataFrame({
+            "gene": [data.feature_genes[int(cols[0])] for cols in tokens],
+            "mean_attention": mean,
+            "std_attention": std,
+        }).sort_values(["mean_attention", "gene"], ascending=[False, True], kind="stable")
+        genes.insert(0, "rank", np.arange(1, len(genes) + 1))
+        tables["gene_importance.csv"] = genes
+    return tables
+
+
+def _mlflow_params(config: Config, arch: str, hp: dict, source: str, data: TaskData) -> dict[str, Any]:
+    training = config.params.training
+    params = {f"hp.{k}": v for k, v in sorted(hp.items())}
+    params.update({f"training.{k}": getattr(training, k) for k in _TRAINING_PARAMS})
+    params.update({
+        "arch": arch,
+        "params_source": source,
+        "split.folds": len(data.folds),
+        "split.test_size": config.params.split.test_size,
+        "split.seed": config.params.split.seed,
+        "features.pca_components": config.params.features.pca_components,
+        "features.max_genes": config.params.features.max_genes,
+        "data.transform": data.transform,
+        "n_features": len(data.feature_genes),
+        "n_targets": len(data.target_genes),
+        "n_dev": len(data.X_dev),
+        "n_test": len(data.X_test),
+    })
+    return params
+
+
+def _log_metrics(prefix: str, values: dict[str, Optional[float]], step: Optional[int] = None) -> dict[str, str]:
+    """Log the defined values as `<prefix><name>`; returns tags for the undefined ones."""
+    import mlflow
+
+    defined = {f"{prefix}{k}": v for k, v in values.items() if v is not None}
+    if defined:
+        mlflow.log_metrics(defined, step=step)
+    return {f"undefined.{prefix}{k}": "null" for k, v in values.items() if v is None}
+
+
+def evaluate(config: Config, task: str, arch: str) -> dict:
+    """Run the evaluate stage for one task and architecture; returns the metrics document."""
+    from benchmark.training import fit_fold, make_regressor
+
+    started = time.monotonic()
+    hp, source = resolve_params(config, task, arch)
+    data = load_task(config, task, held_out=True)
+
+    fold_metrics, fold_rows, fold_gene_frames = [], [], []
+    for fold, (train, val) in enumerate(data.folds):
+        regressor, predicted = fit_fold(arch, hp, config, data.X_dev, data.Y_dev, train, val)
+        metrics = regression_metrics(data.Y_dev[val], predicted, *_ranges(data.Y_dev[train]))
+        fold_metrics.append(metrics)
+        fold_rows.append({"fold": fold, "n_train": len(train), "n_val": len(val),
+                          **_scalar_metrics(metrics), "epochs_trained": regressor.epochs_trained})
+        fold_gene_frames.append(_per_gene_frame(data.target_genes, metrics).assign(fold=fold))
+
+    regressor = make_regressor(arch, hp, config).fit(data.X_dev, data.Y_dev)
+    test_pred = np.asarray(regressor.predict(data.X_test), dtype=np.float64)
+    test_full = regression_metrics(data.Y_test, test_pred, *_ranges(data.Y_dev))
+    test = _scalar_metrics(test_full)
+    cv = _cv_summary(fold_metrics)
+    attention = regressor.attention(data.X_test)
+
+    import mlflow
+
+    from benchmark import tracking
+
+    tracking.configure(config)
+    experiment = tracking.experiment_id(config, task)
+    tags = tracking.standard_tags(config, task, arch, data)
+    tags["params_source"] = source
+    out_dir = evaluation_dir(config, task, arch)
+    with atomic_dir(out_dir) as tmp, mlflow.start_run(
+        experiment_id=experiment, run_name=RUN_NAME.format(arch=arch), tags=tags
+    ) as run:
+        run_id = run.info.run_id
+        mlflow.log_params(_mlflow_params(config, arch, hp, source, data))
+        for row in fold_rows:  # a fold's undefined metric is a blank in folds.csv
+            _log_metrics("fold_", {k: row[k] for k in ALL_METRICS}, step=row["fold"])
+        undefined = {}
+        for name in ALL_METRICS:
+            undefined.update(_log_metrics("cv_", {f"{name}_mean": cv[name]["mean"], f"{name}_std": cv[name]["std"]}))
+        undefined.update(_log_metrics("test_", test))
+        if undefined:
+            mlflow.set_tags(undefined)
+
+        pd.DataFrame(fold_rows).to_csv(tmp / "folds.csv", index=False)
+        (pd.concat(fold_gene_frames, ignore_index=True)[["fold", "gene", "r2", "rmse"]]
+         .to_csv(tmp / "fold_per_gene.csv", index=False))
+        _predictions_frame(data, test_pred).to_csv(tmp / "test_predictions.csv", index=False)
+        _per_gene_frame(data.target_genes, test_full).to_csv(tmp / "test_per_gene.csv", index=False)
+        if attention is not None:
+            pca = config.params.features.pca_components is not None
+            for name, table in _attention_tables(regressor, np.asarray(attention), data, pca).items():
+                table.to_csv(tmp / name, index=False)
+
+        example = tracking.raw_features(config, data, "dev").iloc[: tracking.INPUT_EXAMPLE_ROWS]
+        model_info = tracking.log_model(regressor, data, example, deep=arch in DEEP_ARCHS,
+                                        tags={"task": task, "arch": arch, "data_version": data.data_version})
+        run_record = {
+            "run_id": run_id,
+            "experiment_id": experiment,
+            "tracking_uri": _mask(config.tracking_uri),
+            "model_uri": model_info.model_uri,
+            "model_id": getattr(model_info, "model_id", None),
+            "params": hp,
+            "params_source": source,
+            "data_version": data.data_version,
+            "target_genes": list(data.target_genes),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        (tmp / "run.json").write_text(dumps_json(run_record))
+        mlflow.log_artifacts(str(tmp), artifact_path="evaluation")
+
+    document = {
+        "task": task,
+        "arch": arch,
+        "n_dev": int(len(data.X_dev)),
+        "n_test": int(len(data.X_test)),
+        "cv": cv,
+        "test": test,
+        "mlflow_run_id": run_id,
+    }
+    write_json(metrics_file(config, task, arch), document)
+    print(f"evaluate {task}/{arch}: cv rmse {_fmt(cv['rmse']['mean'])} +- {_fmt(cv['rmse']['std'])}, "
+          f"test rmse {_fmt(test['rmse'])}, r2 {_fmt(test['r2'])} (params: {source}; mlflow run {run_id})")
+    return document
+
+
+def _predictions_frame(data: TaskData, predicted: np.ndarray) -> pd.DataFrame:
+    """Long table: one row per (held-out sample, target gene) with observed and predicted."""
+    n, k = predicted.shape
+    return pd.DataFrame({
+        "sample": np.repeat(np.asarray(data.test_samples, dtype=object), k),
+        "gene": np.tile(np.asarray(data.target_genes, dtype=object), n),
+        "observed": np.asarray(data.Y_test, dtype=np.float64).reshape(-1),
+        "predicted": predicted.reshape(-1),
+    })
+
+
+def _mask(uri: str) -> str:
+    """A URL with any password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,325 @@
+"""The promote stage: register the candidate, gate the `champion` alias, roll back.
+
+Per task, registered model `genebench-<task>` with aliases `challenger` and `champion`:
+
+1. The candidate is `promotion.candidate` (or `--candidate`): an architecture, or `best`
+   (lowest held-out RMSE among `metrics/<task>/*.json`). Its evaluation run's pyfunc is
+   registered as a new version, unless that run already has one (then that version is
+   reused), and gets the alias `challenger`. Inside `dvc exp run` (`DVC_EXP_NAME` set)
+   promotion stops here.
+2. Like with like: the candidate must come from today's data version and target genes,
+   and so must the champion; a champion from another data version or target set may
+   have trained on today's held-out samples, so the comparison is refused (the champion
+   stays) unless `--force`.
+3. Both models are scored through their pyfuncs on today's held-out split (raw `data/`
+   values in, so the same code path as serving). `champion` moves to the candidate only
+   if `candidate_rmse < champion_rmse * (1 - promotion.min_improvement)`. No champion
+   yet: the candidate becomes champion. `--force` moves it without the gate.
+4. `--rollback` moves `champion` back to the previous champion (the registered model's
+   `champion_history` tag, kept by every move).
+
+Every decision is tagged on the candidate's version (`decision`, `decision_reason`) and
+written to `reports/promotion.json` (one entry per task; other tasks' entries are kept).
+`promotion.enabled: false` records `skipped` and touches no registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from benchmark import ARCHS, TASKS
+from benchmark.config import Config
+from benchmark.errors import UserError
+from benchmark.outputs import write_json
+from benchmark.paths import evaluation_dir, metrics_file, reports_dir
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "champion_history"
+# Version tags copied from the evaluation run; metrics are copied as `test_<m>`/`cv_rmse_mean`.
+_RUN_TAGS = ("task", "arch", "data_version", "git_commit", "targets_md5", "transform", "n_targets", "n_features")
+_METRIC_TAGS = ("test_rmse", "test_mae", "test_mse", "test_r2", "test_pearson",
+                "test_rmse_scaled", "test_mae_scaled", "cv_rmse_mean", "cv_rmse_std")
+
+
+def registered_model_name(task: str) -> str:
+    return f"genebench-{task}"
+
+
+def promotion_file(config: Config) -> Path:
+    return reports_dir(config) / "promotion.json"
+
+
+def _client(config: Config):
+    import mlflow
+
+    from benchmark import tracking
+
+    tracking.configure(config)
+    return mlflow.MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+
+
+def _read_metrics(config: Config, task: str, arch: str) -> dict:
+    path = metrics_file(config, task, arch)
+    if not path.exists():
+        raise UserError(f"{path.relative_to(config.root)}: not found; run `genebench evaluate --task {task} --arch {arch}` first")
+    document = json.loads(path.read_text())
+    if not document.get("mlflow_run_id"):
+        raise UserError(f"{path.relative_to(config.root)}: mlflow_run_id is empty; rerun `genebench evaluate --task {task} --arch {arch}`")
+    return document
+
+
+def _candidate_arch(config: Config, task: str, candidate: Optional[str]) -> str:
+    arch = candidate or config.params.promotion.candidate
+    if arch != "best":
+        if arch not in ARCHS:
+            raise UserError(f"promotion.candidate: expected 'best' or one of {', '.join(ARCHS)}, got {arch!r}")
+        return arch
+    scored = []
+    for path in sorted(metrics_file(config, task, ARCHS[0]).parent.glob("*.json")):
+        rmse = (json.loads(path.read_text()).get("test") or {}).get("rmse")
+        if path.stem in ARCHS and rmse is not None:
+            scored.append((float(rmse), path.stem))
+    if not scored:
+        raise UserError(f"metrics/{task}/: no evaluated architecture to pick the best from; run `genebench evaluate --task {task} --arch A` first")
+    return min(scored)[1]
+
+
+def _model_uri(config: Config, task: str, arch: str, run) -> str:
+    """The evaluation run's logged model: run.json's URI when it belongs to this run, else the run's output."""
+    record = evaluation_dir(config, task, arch) / "run.json"
+    if record.exists():
+        data = json.loads(record.read_text())
+        if data.get("run_id") == run.info.run_id and data.get("model_uri"):
+            return data["model_uri"]
+    outputs = getattr(run, "outputs", None)
+    models = getattr(outputs, "model_outputs", None) or []
+    if not models:
+        raise UserError(f"mlflow run {run.info.run_id} ({task}/{arch}) has no logged model; rerun `genebench evaluate --task {task} --arch {arch}`")
+    return f"models:/{models[-1].model_id}"
+
+
+def _today(config: Config, task: str):
+    from benchmark import tracking
+    from benchmark.data.prepare import load_task
+
+    data = load_task(config, task, held_out=True)
+    return data, tracking.targets_digest(data.target_genes)
+
+
+def _version_tags(run, decision_tags: dict[str, str] | None = None) -> dict[str, str]:
+    tags = {k: run.data.tags[k] for k in _RUN_TAGS if k in run.data.tags}
+    tags["run_id"] = run.info.run_id
+    for name in _METRIC_TAGS:
+        if name in run.data.metrics:
+            tags[name] = repr(float(run.data.metrics[name]))
+    return {**tags, **(decision_tags or {})}
+
+
+def _register(client, name: str, model_uri: str, run) -> tuple[Any, bool]:
+    """`(version, created)`: the run's existing version, or a new one."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
+
+    try:
+        client.create_registered_model(name, description="genebench champion/challenger models for one task")
+    except MlflowException as exc:
+        if "already exists" not in str(exc).lower() and exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    existing = client.search_model_versions(f"name='{name}' and run_id='{run.info.run_id}'")
+    if existing:
+        return min(existing, key=lambda v: int(v.version)), False
+    # Registered from the logged model (models:/<model_id>) but linked to its run, so a
+    # second promote of the same run finds this version instead of adding one.
+    version = client.create_model_version(name, source=model_uri, run_id=run.info.run_id, tags=_version_tags(run),
+                                          model_id=_parse_model_id_if_present(model_uri))
+    return version, True
+
+
+def _alias_version(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE") or "alias" in str(exc).lower():
+            return None
+        raise
+
+
+def _history(client, name: str) -> list[str]:
+    tags = client.get_registered_model(name).tags or {}
+    try:
+        return [str(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+    except json.JSONDecodeError:
+        return []
+
+
+def _set_champion(client, name: str, version: str, previous: Optional[str]) -> None:
+    history = _history(client, name)
+    if previous is not None and (not history or history[-1] != previous):
+        history.append(previous)  # champion moved outside genebench (e.g. the UI)
+    history.append(str(version))
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-50:]))
+    if previous is not None:
+        client.set_registered_model_alias(name, "previous_champion", str(previous))
+
+
+def _score(config: Config, name: str, version: str, data) -> float:
+    """Held-out RMSE of a registered version through its pyfunc (raw data/ values in)."""
+    import mlflow
+
+    from benchmark import tracking
+    from benchmark.metrics import regression_metrics
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    frame = tracking.raw_features(config, data, "test")
+    predicted = model.predict(frame)
+    missing = [g for g in data.target_genes if g not in predicted.columns]
+    if missing:
+        raise UserError(f"{name} version {version} does not predict target gene {missing[0]!r} of today's task")
+    Y = predicted[data.target_genes].to_numpy(dtype=np.float64)
+    return float(regression_metrics(data.Y_test, Y, data.Y_dev.min(axis=0), data.Y_dev.max(axis=0))["rmse"])
+
+
+def _comparable(version, data_version: str, targets: str) -> Optional[str]:
+    """Why `version` cannot be compared with today's held-out split, or None."""
+    tags = version.tags or {}
+    if tags.get("data_version") != data_version:
+        return (f"version {version.version} was trained on data version {tags.get('data_version', 'unknown')}, "
+                f"today's is {data_version}; it may have seen today's held-out samples")
+    if tags.get("targets_md5") != targets:
+        return f"version {version.version} predicts another target gene set than today's task"
+    return None
+
+
+def _promote_task(config: Config, task: str, candidate: Optional[str], force: bool) -> dict:
+    client = _client(config)
+    name = registered_model_name(task)
+    arch = _candidate_arch(config, task, candidate)
+    metrics = _read_metrics(config, task, arch)
+    run = client.get_run(metrics["mlflow_run_id"])
+    data, targets = _today(config, task)
+    stale = None
+    if run.data.tags.get("data_version") != data.data_version:
+        stale = f"data version {run.data.tags.get('data_version', 'unknown')}, today's is {data.data_version}"
+    elif run.data.tags.get("targets_md5") != targets:
+        stale = "another target gene set than today's task"
+    if stale:
+        raise UserError(f"metrics/{task}/{arch}.json: its evaluation (mlflow run {run.info.run_id}) used {stale}; "
+                        f"rerun `genebench evaluate --task {task} --arch {arch}`")
+
+    version, created = _register(client, name, _model_uri(config, task, arch, run), run)
+    v = str(version.version)
+    client.set_registered_model_alias(name, CHALLENGER, v)
+    champion = _alias_version(client, name, CHAMPION)
+    before = str(champion.version) if champion is not None else None
+    entry = {
+        "task": task, "registered_model": name, "candidate_arch": arch, "candidate_run_id": run.info.run_id,
+        "version": v, "new_version": created, "champion_before": before, "champion_after": before,
+        "candidate_rmse": None, "champion_rmse": None, "evaluation_rmse": metrics["test"]["rmse"],
+        "min_improvement": config.params.promotion.min_improvement, "data_version": data.data_version,
+        "forced": force,
+    }
+
+    if os.environ.get("DVC_EXP_NAME"):
+        decision, reason = "registered", f"inside `dvc exp run` ({os.environ['DVC_EXP_NAME']}): challenger only, champion left alone"
+    elif champion is not None and before == v:
+        decision, reason = "unchanged", f"version {v} is already the champion"
+    elif champion is None:
+        decision, reason = "promoted", "no champion yet"
+    elif force:
+        decision, reason = "promoted", f"--force: replaced version {before} without the gate"
+    elif (why := _comparable(champion, data.data_version, targets)) is not None:
+        decision, reason = "refused", f"{why}; the comparison is not like with like (use --force to replace it)"
+    else:
+        entry["candidate_rmse"] = _score(config, name, v, data)
+        entry["champion_rmse"] = _score(config, name, before, data)
+        threshold = entry["champion_rmse"] * (1 - config.params.promotion.min_improvement)
+        verdict = (f"candidate held-out RMSE {entry['candidate_rmse']:.6g} vs champion version {before} "
+                   f"{entry['champion_rmse']:.6g} (needs < {threshold:.6g})")
+        decision, reason = ("promoted", verdict) if entry["candidate_rmse"] < threshold else ("rejected", verdict)
+
+    if decision == "promoted":
+        _set_champion(client, name, v, before)
+        entry["champion_after"] = v
+    entry.update(decision=decision, reason=reason)
+    client.set_model_version_tag(name, v, "decision", decision)
+    client.set_model_version_tag(name, v, "decision_reason", reason)
+    return entry
+
+
+def _rollback_plan(config: Config, task: str) -> tuple[str, str, str, list[str]]:
+    """`(name, current, target, history)` of a rollback; raises UserError when there is none."""
+    client = _client(config)
+    name = registered_model_name(task)
+    champion = _alias_version(client, name, CHAMPION) if _exists(client, name) else None
+    if champion is None:
+        raise UserError(f"{name}: no champion to roll back; run `genebench promote --task {task}` first")
+    current = str(champion.version)
+    history = _history(client, name)
+    if not history or history[-1] != current:
+        history.append(current)  # champion moved outside genebench (e.g. the UI)
+    earlier = [v for v in history[:-1] if v != current]
+    if not earlier:
+        raise UserError(f"{name}: version {current} is the only champion it has had; nothing to roll back to")
+    target = earlier[-1]
+    # Drop the entries after the restored champion, so a second rollback steps back further.
+    cut = max(i for i, v in enumerate(history[:-1]) if v == target) + 1
+    return name, current, target, history[:cut]
+
+
+def _rollback_task(config: Config, task: str, plan: tuple[str, str, str, list[str]]) -> dict:
+    client = _client(config)
+    name, current, target, history = plan
+    client.set_registered_model_alias(name, CHAMPION, target)
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+    earlier = history[:-1]
+    if earlier:
+        client.set_registered_model_alias(name, "previous_champion", earlier[-1])
+    else:
+        client.delete_registered_model_alias(name, "previous_champion")
+    reason = f"--rollback: champion version {current} replaced by the previous champion, version {target}"
+    client.set_model_version_tag(name, target, "decision", "rolled_back")
+    client.set_model_version_tag(name, target, "decision_reason", reason)
+    client.set_model_version_tag(name, current, "decision", "rolled_back_from")
+    return {"task": task, "registered_model": name, "decision": "rolled_back", "reason": reason,
+            "version": target, "champion_before": current, "champion_after": target}
+
+
+def _exists(client, name: str) -> bool:
+    return bool(client.search_registered_models(f"name='{name}'"))
+
+
+def promote(config: Config, task: Optional[str] = None, candidate: Optional[str] = None,
+            force: bool = False, rollback: bool = False) -> int:
+    """Run the promote stage for one task or both; writes `reports/promotion.json`. Returns 0."""
+    tasks = [task] if task else list(TASKS)
+    if rollback and (force or candidate):
+        raise UserError("--rollback restores the previous champion; it takes no --candidate or --force")
+    if not config.params.promotion.enabled:
+        entries = {t: {"task": t, "decision": "skipped", "reason": "promotion.enabled is false"} for t in tasks}
+    elif rollback:
+        plans = {t: _rollback_plan(config, t) for t in tasks}  # all checked before any moves
+        entries = {t: _rollback_task(config, t, plans[t]) for t in tasks}
+    else:
+        entries = {t: _promote_task(config, t, candidate, force) for t in tasks}
+
+    path = promotion_file(config)
+    report = {}
+    if path.exists():
+        try:
+            report = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            report = {}
+    report.update(entries)
+    write_json(path, {t: report[t] for t in sorted(report) if t in TASKS})
+    for entry in entries.values():
+        print(f"promote {entry['task']}: {entry['decision']} - {entry['reason']}")
+    return 0

@@ -1,0 +1,196 @@
+"""MLflow tracking: store, experiments, run tags and the logged pyfunc model.
+
+The tracking URI comes from `Config.tracking_uri` (`MLFLOW_TRACKING_URI`, else
+`mlflow.tracking_uri`, default `sqlite:///<root>/mlflow.db`). With a local store the
+experiments keep their artifacts under `<root>/mlruns/`, so runs and models resolve to
+the project root whatever the working directory; a remote tracking server keeps its own
+artifact store.
+
+The model is logged in MLflow's models-from-code form: the code is
+`benchmark/pyfunc_model.py` and the fitted state is plain files (`Regressor.save`: JSON,
+`.npz` without pickle, `.keras`), so the logged model holds no pickle. The model takes
+the raw values of `data/` (before `data.transform`) as a DataFrame whose columns are the
+feature gene ids and returns a DataFrame whose columns are the target gene ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.types import ColSpec, Schema
+
+from benchmark.config import Config
+from benchmark.data.canonical import load_dataset
+from benchmark.data.prepare import TaskData
+from benchmark.paths import PREPARED
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+PACKAGE_DIR = Path(__file__).parent
+MODEL_NAME = "model"  # the logged model's name inside each evaluation run
+MODEL_IO_FILE = "model_io.json"
+INPUT_EXAMPLE_ROWS = 5
+
+# What the pyfunc needs besides the `benchmark` package (shipped as code_paths); pinned to
+# the versions that logged it. TensorFlow/Keras only for the deep models.
+_BASE_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "pydantic", "pyyaml")
+_DEEP_REQUIREMENTS = ("tensorflow", "keras")
+
+
+def configure(config: Config) -> str:
+    """Point MLflow (tracking and registry) at the project's store; returns the URI."""
+    uri = config.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def _is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def experiment_name(config: Config, task: str) -> str:
+    return f"{config.params.mlflow.experiment}-{task}"
+
+
+def experiment_id(config: Config, task: str) -> str:
+    """Id of the task's experiment `<mlflow.experiment>-<task>`, created on first use.
+
+    A local store gets `<root>/mlruns` (a file URI) as artifact location; an experiment
+    deleted in the UI is restored rather than shadowing the name.
+    """
+    client = mlflow.MlflowClient(config.tracking_uri)
+    name = experiment_name(config, task)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if _is_local_store(config.tracking_uri):
+            location = (config.root / "mlruns").resolve().as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:  # another process created it first
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc):
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def git_commit(root: Path) -> str:
+    """HEAD of the project's git checkout, with `-dirty` when tracked files changed; else `unknown`."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def targets_digest(genes: list[str]) -> str:
+    """Short fingerprint of a target gene list (order matters), for like-with-like checks."""
+    return hashlib.md5("\n".join(genes).encode("utf-8")).hexdigest()
+
+
+def standard_tags(config: Config, task: str, arch: str, data: TaskData) -> dict[str, str]:
+    """Tags every evaluation run carries (and registry versions copy)."""
+    return {
+        "task": task,
+        "arch": arch,
+        "data_version": data.data_version,
+        "git_commit": git_commit(config.root),
+        "transform": data.transform,
+        "targets_md5": targets_digest(data.target_genes),
+        "n_targets": str(len(data.target_genes)),
+        "n_features": str(len(data.feature_genes)),
+    }
+
+
+def raw_features(config: Config, data: TaskData, part: str) -> pd.DataFrame:
+    """The raw `data/` values (before `data.transform`) of the task's feature genes.
+
+    `part`: "test" (held-out rows) or "dev"; rows in prepared order, indexed by sample id.
+    This is what the logged model takes as input.
+    """
+    split = json.loads((config.resolve(PREPARED) / "split.json").read_text())
+    ds = load_dataset(config.data_dir)
+    col = {g: i for i, g in enumerate(ds.genes)}
+    rows = np.asarray(split[part], dtype=np.int64)
+    cols = np.asarray([col[g] for g in data.feature_genes], dtype=np.int64)
+    values = np.asarray(ds.X[rows][:, cols], dtype=np.float64)
+    return pd.DataFrame(values, columns=list(data.feature_genes), index=[ds.samples[i] for i in rows])
+
+
+def _requirements(deep: bool) -> list[str]:
+    pins = []
+    for package in _BASE_REQUIREMENTS + (_DEEP_REQUIREMENTS if deep else ()):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+def log_model(regressor: Any, data: TaskData, input_example: pd.DataFrame, deep: bool,
+              name: str = MODEL_NAME, tags: dict[str, str] | None = None):
+    """Log `regressor` (fitted on `data`) as a models-from-code pyfunc in the active run.
+
+    `input_example`: a few rows of raw feature values (`raw_features`). The pyfunc
+    carries `model_io.json` (feature genes, target genes, `data.transform`) next to the
+    regressor's saved files, and the `benchmark` package as code, so it loads wherever
+    its pinned requirements are installed. Returns MLflow's `ModelInfo`.
+    """
+    with tempfile.TemporaryDirectory(prefix="genebench-model-") as tmp:
+        tmp = Path(tmp)
+        regressor.save(tmp / "regressor")
+        io_file = tmp / MODEL_IO_FILE
+        io_file.write_text(json.dumps({
+            "feature_genes": list(data.feature_genes),
+            "target_genes": list(data.target_genes),
+            "transform": data.transform,
+            "task": data.task,
+            "data_version": data.data_version,
+        }, sort_keys=True, indent=2) + "\n")
+        # The package ships with the model (no bytecode), so a fresh environment needs no
+        # genebench install; MLflow puts it on sys.path before running pyfunc_model.py.
+        code = tmp / "code" / "benchmark"
+        shutil.copytree(PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        predicted = regressor.predict(_transform(input_example.to_numpy(np.float32), data.transform))
+        signature = infer_signature(
+            input_example.astype(np.float64),
+            pd.DataFrame(np.asarray(predicted, dtype=np.float64), columns=list(data.target_genes)),
+        )
+        # Input genes are marked optional so that MLflow's schema check lets a request with
+        # missing genes through to the model, which rejects it with a one-line message
+        # naming the genes (MLflow's own message prints the whole frame and schema).
+        signature.inputs = Schema([ColSpec(c.type, c.name, required=False) for c in signature.inputs.inputs])
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(PYFUNC_CODE),
+            artifacts={"regressor": str(tmp / "regressor"), "model_io": str(io_file)},
+            code_paths=[str(code)],
+            signature=signature,
+            input_example=input_example.astype(np.float64),
+            pip_requirements=_requirements(deep),
+            tags=tags,
+        )
+
+
+def _transform(X: np.ndarray, transform: str) -> np.ndarray:
+    from benchmark.data.validation import apply_transform
+
+    return apply_transform(X, transform)

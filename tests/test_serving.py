@@ -1,0 +1,108 @@
+"""The champion serves: `mlflow models serve -m models:/genebench-single@champion --env-manager local`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from benchmark import tracking
+from benchmark.data.prepare import load_task
+from benchmark.registry import promote
+from conftest import VENV_BIN, cli_env
+from mlflow_project import shared_project
+
+pytestmark = pytest.mark.slow
+STARTUP_SECONDS = 150
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return shared_project(tmp_path_factory)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(project, tmp_path_factory):
+    # The attention model (custom Keras layer) is the one that must load in a fresh process.
+    assert promote(project.config(), task="single", candidate="attention_lstm", force=True) == 0
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
+    env = cli_env(MLFLOW_TRACKING_URI=project.tracking_uri)
+    process = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/genebench-single@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=project.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow models serve exited with {process.returncode}:\n{open(log.name).read()[-4000:]}")
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow models serve did not answer /ping within {STARTUP_SECONDS} s:\n{open(log.name).read()[-4000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        # The server's own process group (uvicorn workers included), and nothing else.
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def held_out(project):
+    config = project.config()
+    data = load_task(config, "single", held_out=True)
+    return data, tracking.raw_features(config, data, "test")
+
+
+def _post(url: str, frame: pd.DataFrame) -> requests.Response:
+    payload = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False, double_precision=15))}
+    return requests.post(f"{url}/invocations", json=payload, timeout=60)
+
+
+def test_champion_serves_the_pyfunc_predictions(server, project, held_out):
+    data, frame = held_out
+    shuffled = frame[list(reversed(frame.columns))].assign(EXTRA_GENE=0.0)
+    response = _post(server, shuffled)
+    assert response.status_code == 200, response.text
+    served = pd.DataFrame(response.json()["predictions"])
+    assert list(served.columns) == data.target_genes and len(served) == len(frame)
+    table = pd.read_csv(project.evaluation("single", "attention_lstm") / "test_predictions.csv", float_precision="round_trip")
+    expected = table.pivot(index="sample", columns="gene", values="predicted").loc[frame.index, data.target_genes]
+    np.testing.assert_allclose(served.to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_missing_gene_columns_get_a_readable_4xx(server, held_out):
+    data, frame = held_out
+    dropped = data.feature_genes[:2]
+    response = _post(server, frame.drop(columns=dropped))
+    assert 400 <= response.status_code < 500
+    message = response.json()["message"]
+    # MLflow's scoring server prefixes the model's message with a (truncated) print of the input.
+    assert message.endswith(f"input is missing 2 of the model's {len(data.feature_genes)} "
+                            f"feature gene columns: {dropped[0]}, {dropped[1]}")

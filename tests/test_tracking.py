@@ -1,0 +1,132 @@
+"""The logged pyfunc: models-from-code without pickle, signature, input handling, fresh-process load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.exceptions import MlflowException
+
+from benchmark import tracking
+from benchmark.data.prepare import load_task
+from conftest import cli_env
+from mlflow_project import shared_project
+
+PICKLE_OPCODE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return shared_project(tmp_path_factory)
+
+
+def _model_dirs(project) -> list:
+    dirs = sorted(p.parent for p in (project.root / "mlruns").rglob("MLmodel"))
+    assert dirs, "no logged model found under mlruns/"
+    return dirs
+
+
+def test_no_pickle_in_any_logged_model(project):
+    for directory in _model_dirs(project):
+        mlmodel = yaml.safe_load((directory / "MLmodel").read_text())
+        flavor = mlmodel["flavors"]["python_function"]
+        assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models-from-code
+        assert "python_model" not in flavor
+        for path in directory.rglob("*"):
+            if not path.is_file():
+                continue
+            assert path.suffix not in {".pkl", ".pickle", ".joblib", ".cloudpickle", ".pyc"}, path
+            head = path.read_bytes()[:2]
+            assert head not in PICKLE_OPCODE_PROTOCOLS, f"{path} looks like a pickle"
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as npz:  # raises on object arrays
+                    assert all(npz[name].dtype != object for name in npz.files)
+            if path.suffix == ".keras":
+                with zipfile.ZipFile(path) as archive:
+                    assert not [n for n in archive.namelist() if n.endswith((".pkl", ".pickle"))]
+
+
+def test_models_live_under_the_project_mlruns(project):
+    client = mlflow.MlflowClient(project.tracking_uri)
+    record = project.run_record("single", "attention_lstm")
+    model = client.get_logged_model(record["model_id"])
+    assert model.artifact_location.startswith((project.root / "mlruns").as_uri() + "/")
+    assert model.source_run_id == record["run_id"]
+
+
+@pytest.mark.parametrize("task,arch", [("single", "attention_lstm"), ("multi", "ridge")])
+def test_signature_and_input_example(project, task, arch):
+    record = project.run_record(task, arch)
+    directory = next(d for d in _model_dirs(project) if record["model_id"] in str(d))
+    mlmodel = yaml.safe_load((directory / "MLmodel").read_text())
+    spec = json.loads((project.root / "artifacts" / "prepared" / f"{task}.json").read_text())
+    inputs = json.loads(mlmodel["signature"]["inputs"])
+    outputs = json.loads(mlmodel["signature"]["outputs"])
+    assert [c["name"] for c in inputs] == spec["features"]
+    assert [c["name"] for c in outputs] == spec["targets"]
+    example = json.loads((directory / "input_example.json").read_text())
+    assert example["columns"] == spec["features"] and 1 <= len(example["data"]) <= 5
+    io = json.loads((directory / "artifacts" / "model_io.json").read_text())
+    assert io["transform"] == "none" and io["target_genes"] == spec["targets"]
+
+
+def test_pyfunc_input_handling(project):
+    config = project.config()
+    tracking.configure(config)
+    model = mlflow.pyfunc.load_model(project.run_record("multi", "ridge")["model_uri"])
+    data = load_task(config, "multi", held_out=True)
+    frame = tracking.raw_features(config, data, "test")
+    expected = pd.read_csv(project.evaluation("multi", "ridge") / "test_predictions.csv", float_precision="round_trip")
+    expected = expected.pivot(index="sample", columns="gene", values="predicted").loc[frame.index, data.target_genes]
+
+    shuffled = frame[frame.columns[::-1]].assign(NOT_A_FEATURE=1.0)
+    predicted = model.predict(shuffled)
+    assert list(predicted.columns) == data.target_genes
+    np.testing.assert_allclose(predicted.to_numpy(), expected.to_numpy(), rtol=1e-6, atol=1e-6)
+
+    dropped = data.feature_genes[:7]
+    with pytest.raises(MlflowException) as caught:
+        model.predict(frame.drop(columns=dropped))
+    message = caught.value.message
+    assert message.startswith(f"input is missing 7 of the model's {len(data.feature_genes)} feature gene columns")
+    assert all(gene in message for gene in dropped[:5]) and "and 2 more" in message
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+FRESH = """
+import json, sys
+import mlflow, numpy as np
+from benchmark import tracking
+from benchmark.config import load_config
+from benchmark.data.prepare import load_task
+config = load_config()
+tracking.configure(config)
+out = {}
+for task, arch, uri in json.loads(sys.argv[1]):
+    data = load_task(config, task, held_out=True)
+    frame = tracking.raw_features(config, data, "test")
+    predicted = mlflow.pyfunc.load_model(uri).predict(frame)
+    out[f"{task}/{arch}"] = {"index": list(frame.index), "columns": list(predicted.columns),
+                             "values": predicted.to_numpy().tolist()}
+print("RESULT=" + json.dumps(out))
+"""
+
+
+def test_fresh_process_load_predicts_what_evaluate_predicted(project):
+    models = [(t, a, project.run_record(t, a)["model_uri"]) for t, a in (("single", "attention_lstm"), ("multi", "ridge"))]
+    result = subprocess.run([sys.executable, "-c", FRESH, json.dumps(models)], cwd=project.root, env=cli_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    fresh = json.loads(result.stdout.split("RESULT=", 1)[1])
+    for task, arch, _ in models:
+        got = fresh[f"{task}/{arch}"]
+        table = pd.read_csv(project.evaluation(task, arch) / "test_predictions.csv", float_precision="round_trip")
+        expected = table.pivot(index="sample", columns="gene", values="predicted").loc[got["index"], got["columns"]]
+        np.testing.assert_allclose(np.array(got["values"]), expected.to_numpy(), rtol=1e-5, atol=1e-6)

@@ -41,6 +41,7 @@ REPORT_FILE = "benchmark.md"
 SUMMARY_FILE = "summary.json"
 FIGURES_DIR = "figures"
 PLOTS_DIR = "plots"
+RUN_NAME = "compare"
 
 
 LONG_COLUMNS = ("sample", "gene", "observed", "predicted")
@@ -238,32 +239,19 @@ def _flat_metrics(task: dict) -> dict[str, float]:
     return values
 
 
-def _experiment_id(client, config: Config, task: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    name = f"{config.params.mlflow.experiment}-{task}"
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=(config.root / "mlruns").as_uri())
-    except MlflowException:  # another stage created it meanwhile
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
 def _log_to_mlflow(config: Config, summary: dict, out: Path) -> None:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=config.tracking_uri)
+    from benchmark import tracking
+
+    client = MlflowClient(tracking_uri=tracking.configure(config))
+    commit = tracking.git_commit(config.root)
     for name, task in summary["tasks"].items():
-        tags = {"task": name, "stage": "compare", "data_version": task["data_version"],
+        tags = {"task": name, "stage": "compare", "data_version": task["data_version"], "git_commit": commit,
                 "best_model": task["best_model"], "best_baseline": str(task["best_baseline"]),
                 "missing_archs": ",".join(task["missing"]) or "none"}
-        run = client.create_run(_experiment_id(client, config, name), run_name="compare", tags=tags)
+        run = client.create_run(tracking.experiment_id(config, name), run_name=RUN_NAME, tags=tags)
         run_id = run.info.run_id
         try:
             now = int(time.time() * 1000)

@@ -20,6 +20,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -178,16 +179,19 @@ def log_model(regressor: Any, data: TaskData, input_example: pd.DataFrame, deep:
         # missing genes through to the model, which rejects it with a one-line message
         # naming the genes (MLflow's own message prints the whole frame and schema).
         signature.inputs = Schema([ColSpec(c.type, c.name, required=False) for c in signature.inputs.inputs])
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(PYFUNC_CODE),
-            artifacts={"regressor": str(tmp / "regressor"), "model_io": str(io_file)},
-            code_paths=[str(code)],
-            signature=signature,
-            input_example=input_example.astype(np.float64),
-            pip_requirements=_requirements(deep),
-            tags=tags,
-        )
+        with warnings.catch_warnings():
+            # MLflow suggests type hints on predict; the explicit signature above is the contract.
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+            return mlflow.pyfunc.log_model(
+                name=name,
+                python_model=str(PYFUNC_CODE),
+                artifacts={"regressor": str(tmp / "regressor"), "model_io": str(io_file)},
+                code_paths=[str(code)],
+                signature=signature,
+                input_example=input_example.astype(np.float64),
+                pip_requirements=_requirements(deep),
+                tags=tags,
+            )
 
 
 def _transform(X: np.ndarray, transform: str) -> np.ndarray:

@@ -82,13 +82,16 @@ class SharedProject:
         return run_cli(self.root, *args, timeout=timeout)
 
 
-def write_linear_dataset(data_dir: Path, seed: int = 0) -> None:
+def write_linear_dataset(data_dir: Path, seed: int = 0, counts: bool = False) -> None:
+    """Linear structure on the log scale; `counts` writes expm1 of it (raw, for log1p)."""
     from benchmark.data.canonical import Dataset, write_dataset
 
     rng = np.random.default_rng(seed)
     Z = rng.standard_normal((N_SAMPLES, RANK))
     W = rng.standard_normal((RANK, N_GENES))
     X = 6.0 + Z @ W + 0.05 * rng.standard_normal((N_SAMPLES, N_GENES))
+    if counts:
+        X = np.expm1(np.clip(X, 0.0, None))
     write_dataset(Dataset(X=X.astype(np.float32), genes=[f"GENE{i:02d}" for i in range(N_GENES)],
                           samples=[f"cell{i:02d}" for i in range(N_SAMPLES)], provenance={"source": "test"}), data_dir)
 

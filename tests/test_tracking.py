@@ -130,3 +130,29 @@ def test_fresh_process_load_predicts_what_evaluate_predicted(project):
         table = pd.read_csv(project.evaluation(task, arch) / "test_predictions.csv", float_precision="round_trip")
         expected = table.pivot(index="sample", columns="gene", values="predicted").loc[got["index"], got["columns"]]
         np.testing.assert_allclose(np.array(got["values"]), expected.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_pyfunc_takes_raw_values_and_applies_the_transform_itself(tmp_path):
+    """With `data.transform: log1p` the model's input is data/ as is; it applies log1p."""
+    from benchmark.config import load_config
+    from benchmark.evaluation import evaluate
+    from mlflow_project import PARAMS, write_linear_dataset
+
+    root = tmp_path / "log1p"
+    root.mkdir()
+    params = {**PARAMS, "data": {"dir": "data", "transform": "log1p"}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_linear_dataset(root / "data", counts=True)
+    config = load_config(root / "params.yaml", root=root)
+    from benchmark.data.prepare import prepare
+
+    prepare(config)
+    evaluate(config, "multi", "ridge")
+    record = json.loads((root / "artifacts" / "evaluation" / "multi" / "ridge" / "run.json").read_text())
+    data = load_task(config, "multi", held_out=True)
+    raw = tracking.raw_features(config, data, "test")
+    np.testing.assert_array_equal(np.log1p(raw.to_numpy(np.float32)), data.X_test)  # raw really is raw
+    predicted = mlflow.pyfunc.load_model(record["model_uri"]).predict(raw)
+    table = pd.read_csv(root / "artifacts" / "evaluation" / "multi" / "ridge" / "test_predictions.csv", float_precision="round_trip")
+    expected = table.pivot(index="sample", columns="gene", values="predicted").loc[raw.index, data.target_genes]
+    np.testing.assert_allclose(predicted.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)

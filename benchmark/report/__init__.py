@@ -4,8 +4,8 @@
 for both tasks and all eight architectures and writes
 
 - `reports/benchmark.md`: per task, the metrics table (CV mean ± std and held-out), the
-  scaled metrics beside the seed's reported figures, and each deep model against the
-  best baseline (corrected resampled t-test over folds, per-gene win rate);
+  scaled metrics beside the seed's reported figures, and every other architecture (the
+  deep models first) against the best baseline (corrected resampled t-test over folds, per-gene win rate);
 - `reports/summary.json`: the same numbers, sorted keys, byte-identical on rerun;
 - `reports/figures/*.png` and, for `dvc plots show`, the data behind them in `reports/plots/*.csv`;
 
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from benchmark import BASELINE_ARCHS, DEEP_ARCHS, TASKS
+from benchmark import ARCHS, DEEP_ARCHS, TASKS
 from benchmark.config import Config
 from benchmark.errors import UserError
 from benchmark.outputs import atomic_dir, dumps_json, write_text
@@ -116,8 +116,8 @@ def _versus(results: TaskResults) -> dict[str, dict]:
     baseline = results.archs[baseline_name]
     ratio = cv_test_train_ratio(results.n_dev, len(results.folds))
     out = {}
-    for arch in DEEP_ARCHS:
-        if arch not in results.archs:
+    for arch in ARCHS:
+        if arch not in results.archs or arch == baseline_name:
             continue
         model = results.archs[arch]
         differences = (model.folds["rmse"] - baseline.folds["rmse"]).loc[results.folds]

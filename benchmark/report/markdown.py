@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from benchmark import ARCHS, BASELINE_ARCHS, DEEP_ARCHS
+from benchmark import ARCHS, BASELINE_ARCHS
 
 DASH = "–"  # shown for undefined values (Pearson r of a constant prediction, an undefined t)
 LABELS = {"rmse": "RMSE", "mae": "MAE", "mse": "MSE", "r2": "R²", "pearson": "Pearson r"}
@@ -76,7 +76,7 @@ def _versus_table(task: dict) -> list[str]:
     header = ["architecture", "CV RMSE difference (model − baseline)", "t", "df", "p (two-sided)",
               "held-out per-gene win rate"]
     rows = []
-    for arch in DEEP_ARCHS:
+    for arch in ARCHS:
         c = task["versus_best_baseline"].get(arch)
         if c is None:
             continue
@@ -111,7 +111,7 @@ def render(summary: dict) -> str:
                   f"† {seed['caveat']}"]
         if seed.get("note"):
             lines[-1] += " " + seed["note"]
-        lines += ["", "### Deep models against the best baseline", ""]
+        lines += ["", "### Each architecture against the best baseline", ""]
         baseline = task["best_baseline"]
         if baseline is None:
             lines += [f"No baseline ({', '.join(BASELINE_ARCHS)}) has results for this task, so there is no comparison."]
@@ -120,10 +120,10 @@ def render(summary: dict) -> str:
             lines += [
                 f"Best baseline: `{baseline}` (lowest CV RMSE among {', '.join(BASELINE_ARCHS)}).",
                 "",
-                *(_versus_table(task) if task["versus_best_baseline"] else ["No deep model has results for this task."]),
+                *(_versus_table(task) if task["versus_best_baseline"] else ["No other architecture has results for this task."]),
                 "",
-                "The difference is the mean over folds of (model RMSE − baseline RMSE): negative means the deep "
-                "model is better. t and p come from the corrected resampled t-test (Nadeau & Bengio, 2003) "
+                "The difference is the mean over folds of (model RMSE − baseline RMSE): negative means the "
+                "model is better than the baseline. t and p come from the corrected resampled t-test (Nadeau & Bengio, 2003) "
                 "over the paired folds: t = mean(d) / sqrt((1/k + n_test/n_train) · var(d)), df = k − 1"
                 + (f", with n_test/n_train = {ratio:.4f} from the fold sizes" if ratio is not None else "")
                 + "; it widens the plain paired t-test, which ignores that the folds' training sets overlap. "

@@ -9,7 +9,6 @@ so that the bytes depend only on the data and the matplotlib build.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Optional
 
 import numpy as np

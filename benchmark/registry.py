@@ -179,7 +179,9 @@ def _score(config: Config, name: str, version: str, data) -> float:
     from benchmark.metrics import regression_metrics
 
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    frame = tracking.raw_features(config, data, "test")
+    # Every gene of data/, so a model built on another feature set (features.max_genes)
+    # still finds its inputs; it ignores the columns it does not use.
+    frame = tracking.raw_frame(config, "test")
     predicted = model.predict(frame)
     missing = [g for g in data.target_genes if g not in predicted.columns]
     if missing:

@@ -127,13 +127,19 @@ def raw_features(config: Config, data: TaskData, part: str) -> pd.DataFrame:
     `part`: "test" (held-out rows) or "dev"; rows in prepared order, indexed by sample id.
     This is what the logged model takes as input.
     """
+    return raw_frame(config, part, genes=data.feature_genes)
+
+
+def raw_frame(config: Config, part: str, genes: list[str] | None = None) -> pd.DataFrame:
+    """Raw `data/` values of the prepared `part` ("test" or "dev") rows; all genes by default."""
     split = json.loads((config.resolve(PREPARED) / "split.json").read_text())
     ds = load_dataset(config.data_dir)
+    genes = list(ds.genes) if genes is None else list(genes)
     col = {g: i for i, g in enumerate(ds.genes)}
     rows = np.asarray(split[part], dtype=np.int64)
-    cols = np.asarray([col[g] for g in data.feature_genes], dtype=np.int64)
+    cols = np.asarray([col[g] for g in genes], dtype=np.int64)
     values = np.asarray(ds.X[rows][:, cols], dtype=np.float64)
-    return pd.DataFrame(values, columns=list(data.feature_genes), index=[ds.samples[i] for i in rows])
+    return pd.DataFrame(values, columns=genes, index=[ds.samples[i] for i in rows])
 
 
 def _requirements(deep: bool) -> list[str]:

@@ -138,7 +138,8 @@ def make_project(root: Path, tasks=TASKS, skip=()) -> object:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def reported(tmp_path_factory):
+    """A fixture project (single's lstm never evaluated) after one `compare`; its Config."""
     root = tmp_path_factory.mktemp("report") / "proj"
     config = make_project(root, skip={("single", "lstm")})
     with pytest.MonkeyPatch.context() as mp:
@@ -148,13 +149,13 @@ def project(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def summary(project):
-    return json.loads((project.root / "reports" / "summary.json").read_text())
+def summary(reported):
+    return json.loads((reported.root / "reports" / "summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def report(project):
-    return (project.root / "reports" / "benchmark.md").read_text()
+def report(reported):
+    return (reported.root / "reports" / "benchmark.md").read_text()
 
 
 def _section(report: str, task: str) -> str:
@@ -246,8 +247,8 @@ def test_missing_architecture_is_listed_not_fatal(summary, report):
     assert summary["tasks"]["multi"]["missing"] == {}
 
 
-def test_figures_and_plot_data_are_written(project, summary):
-    reports = project.root / "reports"
+def test_figures_and_plot_data_are_written(reported, summary):
+    reports = reported.root / "reports"
     for task in TASKS:
         for name in ("cv_rmse", "predicted_vs_observed", "per_gene_r2", "attention"):
             assert (reports / "figures" / f"{name}_{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -262,10 +263,10 @@ def test_figures_and_plot_data_are_written(project, summary):
     assert len(r2) == 8 * 3
 
 
-def test_predicted_vs_observed_uses_the_best_model_and_the_held_out_truth(project, summary):
+def test_predicted_vs_observed_uses_the_best_model_and_the_held_out_truth(reported, summary):
     assert summary["tasks"]["multi"]["best_model"] == "dnn"
-    data = load_task(project, "multi", held_out=True)
-    table = pd.read_csv(project.root / "reports" / "plots" / "predicted_vs_observed_multi.csv", dtype={"sample": str})
+    data = load_task(reported, "multi", held_out=True)
+    table = pd.read_csv(reported.root / "reports" / "plots" / "predicted_vs_observed_multi.csv", dtype={"sample": str})
     assert len(table) == len(data.test_samples) * 3
     observed = table.pivot(index="sample", columns="gene", values="observed").loc[data.test_samples, data.target_genes]
     np.testing.assert_allclose(observed.to_numpy(), data.Y_test, rtol=1e-6)
@@ -273,12 +274,12 @@ def test_predicted_vs_observed_uses_the_best_model_and_the_held_out_truth(projec
     np.testing.assert_allclose(table["predicted"] - table["observed"], 0.5, atol=1e-5)
 
 
-def test_attention_plot_data_ranks_genes_or_tokens(project):
-    table = pd.read_csv(project.root / "reports" / "plots" / "attention_multi.csv", dtype={"label": str})
+def test_attention_plot_data_ranks_genes_or_tokens(reported):
+    table = pd.read_csv(reported.root / "reports" / "plots" / "attention_multi.csv", dtype={"label": str})
     lstm = table[table["arch"] == "attention_lstm"]
     gru = table[table["arch"] == "attention_gru"]
     assert set(lstm["kind"]) == {"gene"} and set(gru["kind"]) == {"token"}
-    features = load_task(project, "multi").feature_genes
+    features = load_task(reported, "multi").feature_genes
     assert list(lstm["label"]) == features  # weights decrease along the feature list
     assert list(lstm["rank"]) == list(range(1, len(features) + 1))
     # Tokens of several genes are labelled by their first and last gene, by decreasing weight 0.5 0.3 0.2.
@@ -314,28 +315,28 @@ def test_results_from_different_data_versions_are_refused(tmp_path):
         compare(config)
 
 
-def test_rerun_is_byte_identical(project):
-    reports = project.root / "reports"
+def test_rerun_is_byte_identical(reported):
+    reports = reported.root / "reports"
     files = ["summary.json", "benchmark.md"] + [f"figures/{p.name}" for p in (reports / "figures").iterdir()] \
         + [f"plots/{p.name}" for p in (reports / "plots").iterdir()]
     before = {f: (reports / f).read_bytes() for f in files}
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        compare(project)
+        compare(reported)
     assert {f: (reports / f).read_bytes() for f in files} == before
     assert json.loads(before["summary.json"]) is not None
     text = before["summary.json"].decode()
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
 
 
-def test_summary_run_logged_to_mlflow(project):
+def test_summary_run_logged_to_mlflow(reported):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=project.tracking_uri)
+    client = MlflowClient(tracking_uri=reported.tracking_uri)
     for task in TASKS:
         experiment = client.get_experiment_by_name(f"gbtest-{task}")
         assert experiment is not None
-        assert experiment.artifact_location == (project.root / "mlruns").as_uri()
+        assert experiment.artifact_location == (reported.root / "mlruns").as_uri()
         runs = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'compare'")
         assert runs, task
         run = runs[0]
@@ -353,9 +354,9 @@ def test_summary_run_logged_to_mlflow(project):
     assert client.get_experiment_by_name("gbtest-multi") is not None
 
 
-def test_compare_does_not_import_tensorflow(project):
+def test_compare_does_not_import_tensorflow(reported):
     code = ("import sys; from benchmark.config import load_config; from benchmark.report import compare; "
-            f"compare(load_config({str(project.root / 'params.yaml')!r}, root=__import__('pathlib').Path({str(project.root)!r}))); "
+            f"compare(load_config({str(reported.root / 'params.yaml')!r}, root=__import__('pathlib').Path({str(reported.root)!r}))); "
             "print('TF' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'NO-TF')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr

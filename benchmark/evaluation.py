@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np

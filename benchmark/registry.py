@@ -112,19 +112,18 @@ def _today(config: Config, task: str):
     return data, tracking.targets_digest(data.target_genes)
 
 
-def _version_tags(run, decision_tags: dict[str, str] | None = None) -> dict[str, str]:
+def _version_tags(run) -> dict[str, str]:
     tags = {k: run.data.tags[k] for k in _RUN_TAGS if k in run.data.tags}
     tags["run_id"] = run.info.run_id
     for name in _METRIC_TAGS:
         if name in run.data.metrics:
             tags[name] = repr(float(run.data.metrics[name]))
-    return {**tags, **(decision_tags or {})}
+    return tags
 
 
 def _register(client, name: str, model_uri: str, run) -> tuple[Any, bool]:
     """`(version, created)`: the run's existing version, or a new one."""
     from mlflow.exceptions import MlflowException
-    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
 
     try:
         client.create_registered_model(name, description="genebench champion/challenger models for one task")
@@ -136,8 +135,10 @@ def _register(client, name: str, model_uri: str, run) -> tuple[Any, bool]:
         return min(existing, key=lambda v: int(v.version)), False
     # Registered from the logged model (models:/<model_id>) but linked to its run, so a
     # second promote of the same run finds this version instead of adding one.
+    logged = model_uri.removeprefix("models:/")
+    model_id = logged if model_uri.startswith("models:/m-") and "/" not in logged else None
     version = client.create_model_version(name, source=model_uri, run_id=run.info.run_id, tags=_version_tags(run),
-                                          model_id=_parse_model_id_if_present(model_uri))
+                                          model_id=model_id)
     return version, True
 
 

@@ -1,0 +1,329 @@
+"""The tune stage on a tiny synthetic project: resume, workers, pruning, MLflow, leakage.
+
+One project (90 samples x 30 genes, 3 CV folds, tuning over 2 of them) is prepared once
+per module; each test uses its own Optuna storage file so studies never mix. Baselines
+(ridge, knn: no TensorFlow) carry most tests; one tiny `dnn` study, killed with SIGKILL
+mid-trial and resumed, carries the pruning and heartbeat checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from benchmark.data.canonical import Dataset, write_dataset
+
+VENV_BIN = Path(sys.executable).parent
+PARAMS = {
+    "task": {"top_k": 3},
+    "split": {"test_size": 0.2, "folds": 3, "seed": 1},
+    "training": {"max_epochs": 3, "batch_size": 16, "patience": 3},
+    "tuning": {"n_trials": 3, "n_startup_trials": 1, "folds": 2, "pruner": "median",
+               "heartbeat_interval": 1, "grace_period": 2},
+    "models": {
+        "mean": {"defaults": {}, "search_space": {}},
+        "ridge": {"defaults": {"alpha": 1.0},
+                  "search_space": {"alpha": {"type": "float", "low": 0.01, "high": 100.0, "log": True}}},
+        "knn": {"defaults": {"k": 5}, "search_space": {"k": {"type": "int", "low": 2, "high": 12}}},
+        # Most of this learning-rate range cannot fit in 3 epochs: the median pruner has
+        # clearly worse trials to stop.
+        "dnn": {"defaults": {"layers": 1, "units": 8, "dropout": 0.0, "learning_rate": 0.01, "batch_size": 16},
+                "search_space": {"learning_rate": {"type": "float", "low": 1e-7, "high": 0.03, "log": True}}},
+    },
+}
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GENEBENCH_"))}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def genebench(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "genebench"), *args], cwd=project, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_params(path: Path, **sections) -> Path:
+    params = json.loads(json.dumps(PARAMS))
+    for key, value in sections.items():
+        params[key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def make_project(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    n, g = 90, 30
+    X = rng.normal(size=(n, 3)) @ rng.normal(size=(3, g)) + 0.3 * rng.normal(size=(n, g))
+    write_dataset(Dataset(X.astype(np.float32), [f"g{i}" for i in range(g)], [f"s{i}" for i in range(n)], {}),
+                  root / "data")
+    write_params(root / "params.yaml")
+    result = genebench(root, "prepare")
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def scratch():
+    """A private temporary directory: pytest's own basetemp is pruned by concurrent sessions."""
+    with tempfile.TemporaryDirectory(prefix="genebench-tuning-") as tmp:
+        yield Path(tmp)
+
+
+@pytest.fixture(scope="module")
+def project(scratch) -> Path:
+    root = scratch / "project"
+    root.mkdir()
+    return make_project(root)
+
+
+def trials_of(db: Path) -> list[dict]:
+    """Trials of the only study in an Optuna SQLite file, read with plain sqlite3."""
+    with sqlite3.connect(db, timeout=30) as con:
+        rows = con.execute("SELECT trial_id, number, state FROM trials ORDER BY number").fetchall()
+        out = []
+        for trial_id, number, state in rows:
+            params = dict(con.execute("SELECT param_name, param_value FROM trial_params WHERE trial_id = ?",
+                                      (trial_id,)).fetchall())
+            value = con.execute("SELECT value FROM trial_values WHERE trial_id = ?", (trial_id,)).fetchone()
+            steps = con.execute("SELECT COUNT(*) FROM trial_intermediate_values WHERE trial_id = ?",
+                                (trial_id,)).fetchone()[0]
+            out.append({"number": number, "state": state, "params": params,
+                        "value": value[0] if value else None, "steps": steps})
+    return out
+
+
+def states(trials: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    return counts
+
+
+def child_runs(project: Path, study_name: str) -> list:
+    """MLflow child runs of the study's parent run (found by its study-name tag)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("genebench-multi")
+    parents = client.search_runs([experiment.experiment_id], f"tags.`genebench.study_name` = '{study_name}'")
+    assert len(parents) == 1, [p.info.run_id for p in parents]
+    parent = parents[0]
+    children = client.search_runs([experiment.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=1000)
+    return parent, children
+
+
+def result_of(project: Path, arch: str) -> dict:
+    return json.loads((project / "artifacts" / "tuning" / "multi" / f"{arch}.json").read_text())
+
+
+# -- configuration errors and the empty space ---------------------------------------
+
+
+def test_malformed_search_space_exits_2_with_one_line_naming_the_key(project):
+    bad_bounds = write_params(project / "bad_bounds.yaml", models={
+        **PARAMS["models"], "knn": {"defaults": {"k": 5}, "search_space": {"k": {"type": "int", "low": 2}}}})
+    unknown = write_params(project / "unknown.yaml", models={
+        **PARAMS["models"], "ridge": {"defaults": {"alpha": 1.0},
+                                      "search_space": {"alpah": {"type": "float", "low": 0.1, "high": 1.0}}}})
+    for params, arch, key in ((bad_bounds, "knn", "models.knn.search_space.k"),
+                              (unknown, "ridge", "models.ridge.search_space.alpah")):
+        result = genebench(project, "tune", "--task", "multi", "--arch", arch, "--params", str(params))
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and key in lines[0] and params.name in lines[0], result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_mean_records_its_empty_space_without_trials_or_tensorflow(project):
+    code = ("import sys; from benchmark.cli import main; rc = main(['tune', '--task', 'multi', '--arch', 'mean']);"
+            "assert 'tensorflow' not in sys.modules and 'optuna' not in sys.modules, 'heavy import'; sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=project, env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    saved = result_of(project, "mean")
+    assert saved["best_params"] == {} and saved["n_complete"] == 0 and saved["best_value"] is None
+
+
+# -- studies: resume, top-up, new space, MLflow ---------------------------------------
+
+
+def run_cli(project: Path, *args: str, monkeypatch) -> int:
+    """`genebench ARGS` in this process (cwd = project): no interpreter start-up per call."""
+    import mlflow
+
+    from benchmark.cli import main
+
+    for name in ("MLFLOW_TRACKING_URI", "GENEBENCH_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    previous = mlflow.get_tracking_uri()
+    with monkeypatch.context() as patch:
+        patch.chdir(project)
+        try:
+            return main(list(args))
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+
+def test_rerun_resumes_the_study_and_a_changed_space_opens_a_new_one(project, monkeypatch):
+    db = project / "ridge.db"
+    code = ("import sys; from benchmark.cli import main; rc = main(sys.argv[1:]);"
+            "assert 'tensorflow' not in sys.modules, 'ridge imported TensorFlow'; sys.exit(rc)")
+    argv = ["tune", "--task", "multi", "--arch", "ridge", "--storage", f"sqlite:///{db.name}"]
+    first = subprocess.run([sys.executable, "-c", code, *argv], cwd=project, env=_env(),
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "trial 2 complete" in first.stdout and "[3/3 complete]" in first.stdout
+    saved = result_of(project, "ridge")
+    before = trials_of(db)
+    assert states(before) == {"COMPLETE": 3}
+    assert saved["n_complete"] == 3 and saved["best_value"] == min(t["value"] for t in before)
+    assert saved["storage"] == f"sqlite:///{db}" and saved["study_name"].startswith("multi-ridge-")
+
+    parent, children = child_runs(project, saved["study_name"])
+    assert len(children) == 3
+    assert {c.data.tags["genebench.trial_state"] for c in children} == {"COMPLETE"}
+    assert parent.data.metrics["best_value"] == pytest.approx(saved["best_value"])
+    assert parent.data.tags["best.alpha"] == str(saved["best_params"]["alpha"])
+    import mlflow
+
+    artifacts = {a.path for a in mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}").list_artifacts(
+        parent.info.run_id, "optuna")}
+    assert "optuna/optimization_history.png" in artifacts
+
+    assert run_cli(project, *argv, monkeypatch=monkeypatch) == 0
+    assert trials_of(db) == before  # same study, nothing to top up
+    assert result_of(project, "ridge") == saved
+
+    assert run_cli(project, *argv, "--trials", "4", monkeypatch=monkeypatch) == 0
+    after = trials_of(db)
+    assert states(after) == {"COMPLETE": 4} and after[:3] == before
+    assert len(child_runs(project, saved["study_name"])[1]) == 4
+
+    wider = write_params(project / "wider.yaml", models={
+        **PARAMS["models"], "ridge": {"defaults": {"alpha": 1.0},
+                                      "search_space": {"alpha": {"type": "float", "low": 0.001, "high": 1000.0,
+                                                                 "log": True}}}})
+    assert run_cli(project, *argv, "--params", str(wider), monkeypatch=monkeypatch) == 0
+    assert result_of(project, "ridge")["study_name"] != saved["study_name"]
+    with sqlite3.connect(db) as con:
+        assert len(con.execute("SELECT study_name FROM studies").fetchall()) == 2
+
+
+def test_two_workers_end_with_exactly_n_trials_complete(project):
+    db = project / "workers.db"
+    result = genebench(project, "tune", "--task", "multi", "--arch", "knn", "--workers", "2", "--trials", "5",
+                       "--storage", f"sqlite:///{db.name}")
+    assert result.returncode == 0, result.stderr
+    trials = trials_of(db)
+    assert states(trials)["COMPLETE"] == 5 and "RUNNING" not in states(trials)
+    saved = result_of(project, "knn")
+    assert saved["n_complete"] == 5
+    _, children = child_runs(project, saved["study_name"])
+    assert len(children) == len(trials)
+
+
+def test_poisoned_test_split_does_not_change_tuning(project, scratch, monkeypatch):
+    poisoned = scratch / "poisoned"
+    shutil.copytree(project, poisoned, ignore=shutil.ignore_patterns("*.db", "mlruns", "artifacts"))
+    shutil.copytree(project / "artifacts" / "prepared", poisoned / "artifacts" / "prepared")
+    test_rows = json.loads((poisoned / "artifacts" / "prepared" / "split.json").read_text())["test"]
+    X = np.load(poisoned / "data" / "expression.npy")
+    X[test_rows] = np.nan
+    np.save(poisoned / "data" / "expression.npy", X)
+
+    argv = ("tune", "--task", "multi", "--arch", "ridge", "--storage", "sqlite:///leak.db")
+    assert run_cli(project, *argv, monkeypatch=monkeypatch) == 0
+    assert run_cli(poisoned, *argv, monkeypatch=monkeypatch) == 0
+    clean, dirty = result_of(project, "ridge"), result_of(poisoned, "ridge")
+    assert dirty["study_name"] != clean["study_name"]  # the data version changed ...
+    assert dirty["best_value"] == clean["best_value"]  # ... but not a single dev value
+    assert dirty["best_params"] == clean["best_params"]
+    assert [t["value"] for t in trials_of(poisoned / "leak.db")] == [t["value"] for t in trials_of(project / "leak.db")]
+
+
+# -- a deep study: SIGKILL mid-trial, resume, heartbeat, pruning -----------------------
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(project):
+    """`tune dnn` killed with SIGKILL while a trial runs (after one completed), then rerun."""
+    db = project / "deep.db"
+    argv = ("tune", "--task", "multi", "--arch", "dnn", "--trials", "4", "--storage", f"sqlite:///{db.name}")
+    proc = subprocess.Popen([str(VENV_BIN / "genebench"), *argv], cwd=project, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    before = []
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    before = trials_of(db)
+                except sqlite3.OperationalError:  # tables not created yet
+                    before = []
+                counts = states(before)
+                if counts.get("COMPLETE", 0) >= 1 and counts.get("RUNNING", 0) >= 1:
+                    break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"tune ended before it could be killed: {proc.communicate()}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed = trials_of(db)
+    resumed = genebench(project, *argv)
+    assert resumed.returncode == 0, resumed.stderr
+    return {"db": db, "killed": killed, "resumed": resumed, "after": trials_of(db),
+            "saved": result_of(project, "dnn")}
+
+
+def test_resume_after_sigkill_reaches_n_trials_and_keeps_finished_trials(killed_and_resumed):
+    killed, after = killed_and_resumed["killed"], killed_and_resumed["after"]
+    assert states(killed).get("RUNNING", 0) == 1
+    assert states(after)["COMPLETE"] == 4 and "RUNNING" not in states(after)
+    for old in killed:
+        if old["state"] == "COMPLETE":
+            assert after[old["number"]] == old
+    interrupted = next(t for t in killed if t["state"] == "RUNNING")
+    assert after[interrupted["number"]]["state"] == "FAIL"
+    saved = killed_and_resumed["saved"]
+    assert saved["n_complete"] == 4 and saved["n_failed"] >= 1
+
+
+def test_pruned_trials_are_recorded_as_pruned(killed_and_resumed):
+    after, saved = killed_and_resumed["after"], killed_and_resumed["saved"]
+    pruned = [t for t in after if t["state"] == "PRUNED"]
+    assert pruned, after
+    assert saved["n_pruned"] == len(pruned)
+    # A pruned trial stopped before its 2 folds x 3 epochs.
+    assert all(t["steps"] < 2 * 3 for t in pruned)
+    assert "pruned" in killed_and_resumed["resumed"].stdout
+
+
+def test_every_trial_has_one_mlflow_child_run_with_its_state(project, killed_and_resumed):
+    after, saved = killed_and_resumed["after"], killed_and_resumed["saved"]
+    parent, children = child_runs(project, saved["study_name"])
+    assert len(children) == len(after)
+    by_number = {int(c.data.tags["genebench.trial_number"]): c for c in children}
+    for trial in after:
+        run = by_number[trial["number"]]
+        assert run.data.tags["genebench.trial_state"] == trial["state"]
+        assert run.info.status == ("FAILED" if trial["state"] == "FAIL" else "FINISHED")
+    complete = [by_number[t["number"]] for t in after if t["state"] == "COMPLETE"]
+    assert all("value" in run.data.metrics and "val_loss" in run.data.metrics for run in complete)
+    assert parent.data.metrics["n_pruned"] == saved["n_pruned"]

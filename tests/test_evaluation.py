@@ -17,18 +17,18 @@ ALL = METRICS + SCALED_METRICS
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def evaluated(tmp_path_factory):
     return shared_project(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def client(project):
-    return mlflow.MlflowClient(project.tracking_uri)
+def client(evaluated):
+    return mlflow.MlflowClient(evaluated.tracking_uri)
 
 
 @pytest.mark.parametrize("task,arch", [("single", "ridge"), ("single", "attention_lstm"), ("multi", "ridge")])
-def test_metrics_file_has_the_design_schema(project, task, arch):
-    doc = project.metrics(task, arch)
+def test_metrics_file_has_the_design_schema(evaluated, task, arch):
+    doc = evaluated.metrics(task, arch)
     assert set(doc) == {"task", "arch", "n_dev", "n_test", "cv", "test", "mlflow_run_id"}
     assert (doc["task"], doc["arch"]) == (task, arch)
     assert (doc["n_dev"], doc["n_test"]) == (45, 15)
@@ -41,15 +41,15 @@ def test_metrics_file_has_the_design_schema(project, task, arch):
     assert doc["test"]["rmse"] == pytest.approx(doc["test"]["mse"] ** 0.5)
 
 
-def test_linear_data_separates_ridge_from_the_mean_baseline(project):
-    ridge, mean = project.metrics("single", "ridge"), project.metrics("single", "mean")
+def test_linear_data_separates_ridge_from_the_mean_baseline(evaluated):
+    ridge, mean = evaluated.metrics("single", "ridge"), evaluated.metrics("single", "mean")
     assert ridge["test"]["r2"] > 0.9 and ridge["cv"]["r2"]["mean"] > 0.9
     assert mean["test"]["r2"] <= 0.01
     assert ridge["test"]["rmse"] < mean["test"]["rmse"]
 
 
-def test_undefined_pearson_is_null_in_json_and_a_tag_in_mlflow(project, client):
-    doc = project.metrics("single", "mean")  # a constant prediction: Pearson r undefined
+def test_undefined_pearson_is_null_in_json_and_a_tag_in_mlflow(evaluated, client):
+    doc = evaluated.metrics("single", "mean")  # a constant prediction: Pearson r undefined
     assert doc["test"]["pearson"] is None and doc["cv"]["pearson"] == {"mean": None, "std": None}
     assert [k for k, v in doc["test"].items() if v is None] == ["pearson"]
     run = client.get_run(doc["mlflow_run_id"])
@@ -58,28 +58,28 @@ def test_undefined_pearson_is_null_in_json_and_a_tag_in_mlflow(project, client):
 
 
 @pytest.mark.parametrize("task,arch", [("single", "ridge"), ("single", "mean"), ("single", "attention_lstm"), ("multi", "ridge")])
-def test_mlflow_run_carries_the_json_metrics_to_the_digit(project, client, task, arch):
-    doc = project.metrics(task, arch)
+def test_mlflow_run_carries_the_json_metrics_to_the_digit(evaluated, client, task, arch):
+    doc = evaluated.metrics(task, arch)
     run = client.get_run(doc["mlflow_run_id"])
     expected = {f"test_{k}": v for k, v in doc["test"].items() if v is not None}
     for name, summary in doc["cv"].items():
         expected.update({f"cv_{name}_{s}": v for s, v in summary.items() if v is not None})
     logged = {k: v for k, v in run.data.metrics.items() if not k.startswith("fold_")}
     assert logged == expected  # exact float equality, and no metric left out either way
-    folds = pd.read_csv(project.evaluation(task, arch) / "folds.csv", float_precision="round_trip")
+    folds = pd.read_csv(evaluated.evaluation(task, arch) / "folds.csv", float_precision="round_trip")
     history = client.get_metric_history(run.info.run_id, "fold_rmse")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == list(zip(folds["fold"], folds["rmse"]))
     assert np.std(folds["rmse"], ddof=1) == pytest.approx(doc["cv"]["rmse"]["std"], rel=1e-12)
 
 
-def test_run_is_named_tagged_and_parameterised(project, client):
-    doc = project.metrics("single", "attention_lstm")
+def test_run_is_named_tagged_and_parameterised(evaluated, client):
+    doc = evaluated.metrics("single", "attention_lstm")
     run = client.get_run(doc["mlflow_run_id"])
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "gbtest-single"
-    assert experiment.artifact_location == (project.root / "mlruns").as_uri()
+    assert experiment.artifact_location == (evaluated.root / "mlruns").as_uri()
     assert run.info.run_name == "evaluate-attention_lstm" and run.info.status == "FINISHED"
-    summary = json.loads((project.root / "artifacts" / "prepared" / "summary.json").read_text())
+    summary = json.loads((evaluated.root / "artifacts" / "prepared" / "summary.json").read_text())
     tags = run.data.tags
     assert tags["arch"] == "attention_lstm" and tags["task"] == "single"
     assert tags["data_version"] == summary["data_version"]
@@ -91,8 +91,8 @@ def test_run_is_named_tagged_and_parameterised(project, client):
             "evaluation/gene_importance.csv", "evaluation/run.json"} <= artifacts
 
 
-def test_evaluation_artifacts(project):
-    ridge = project.evaluation("multi", "ridge")
+def test_evaluation_artifacts(evaluated):
+    ridge = evaluated.evaluation("multi", "ridge")
     folds = pd.read_csv(ridge / "folds.csv")
     assert list(folds["fold"]) == [0, 1, 2] and set(ALL) <= set(folds.columns)
     per_gene = pd.read_csv(ridge / "fold_per_gene.csv")
@@ -101,52 +101,52 @@ def test_evaluation_artifacts(project):
     assert list(predictions.columns) == ["sample", "gene", "observed", "predicted"] and len(predictions) == 15 * 5
     assert len(pd.read_csv(ridge / "test_per_gene.csv")) == 5
     assert not (ridge / "attention.csv").exists()
-    record = project.run_record("multi", "ridge")
-    assert record["run_id"] == project.metrics("multi", "ridge")["mlflow_run_id"]
+    record = evaluated.run_record("multi", "ridge")
+    assert record["run_id"] == evaluated.metrics("multi", "ridge")["mlflow_run_id"]
     assert record["model_uri"].startswith("models:/") and record["params"] == {"alpha": 1.0}
 
 
-def test_attention_export_is_a_gene_importance_table(project):
-    directory = project.evaluation("single", "attention_lstm")
+def test_attention_export_is_a_gene_importance_table(evaluated):
+    directory = evaluated.evaluation("single", "attention_lstm")
     tokens = pd.read_csv(directory / "attention.csv")
     assert len(tokens) == N_GENES - 1  # steps >= features: one token per feature gene
     assert tokens["mean_weight"].sum() == pytest.approx(1.0, abs=1e-5)
     genes = pd.read_csv(directory / "gene_importance.csv")
-    features = json.loads((project.root / "artifacts" / "prepared" / "single.json").read_text())["features"]
+    features = json.loads((evaluated.root / "artifacts" / "prepared" / "single.json").read_text())["features"]
     assert sorted(genes["gene"]) == sorted(features)
     assert list(genes["rank"]) == list(range(1, len(features) + 1))
     assert genes["mean_attention"].is_monotonic_decreasing
 
 
-def test_baseline_evaluate_does_not_import_tensorflow(project):
-    assert "HEAVY_MODULES=\n" in project.tf_probe_output or project.tf_probe_output.rstrip().endswith("HEAVY_MODULES=")
+def test_baseline_evaluate_does_not_import_tensorflow(evaluated):
+    assert "HEAVY_MODULES=\n" in evaluated.tf_probe_output or evaluated.tf_probe_output.rstrip().endswith("HEAVY_MODULES=")
 
 
-def test_tuned_parameters_override_the_defaults(project):
-    tuning = project.root / "artifacts" / "tuning" / "single" / "ridge.json"
+def test_tuned_parameters_override_the_defaults(evaluated):
+    tuning = evaluated.root / "artifacts" / "tuning" / "single" / "ridge.json"
     tuning.parent.mkdir(parents=True, exist_ok=True)
     try:
         tuning.write_text(json.dumps({"best_params": {"alpha": 123.0}, "best_value": 0.1}))
-        hp, source = resolve_params(project.config(), "single", "ridge")
+        hp, source = resolve_params(evaluated.config(), "single", "ridge")
         assert hp == {"alpha": 123.0} and source == "tuning:artifacts/tuning/single/ridge.json"
     finally:
         tuning.unlink()
-    assert resolve_params(project.config(), "single", "ridge") == ({"alpha": PARAMS["models"]["ridge"]["defaults"]["alpha"]}, "defaults")
+    assert resolve_params(evaluated.config(), "single", "ridge") == ({"alpha": PARAMS["models"]["ridge"]["defaults"]["alpha"]}, "defaults")
 
 
-def test_a_failed_evaluate_keeps_the_previous_result(project):
-    before = (project.root / "metrics" / "single" / "ridge.json").read_bytes()
-    tuning = project.root / "artifacts" / "tuning" / "single" / "ridge.json"
+def test_a_failed_evaluate_keeps_the_previous_result(evaluated):
+    before = (evaluated.root / "metrics" / "single" / "ridge.json").read_bytes()
+    tuning = evaluated.root / "artifacts" / "tuning" / "single" / "ridge.json"
     tuning.parent.mkdir(parents=True, exist_ok=True)
     try:
         tuning.write_text(json.dumps({"best_params": {"lambda": 3.0}}))
-        result = project.cli("evaluate", "--task", "single", "--arch", "ridge")
+        result = evaluated.cli("evaluate", "--task", "single", "--arch", "ridge")
     finally:
         tuning.unlink()
     assert result.rc == 2
     assert result.stderr_lines == ["genebench: error: " + str(tuning) + ": best_params: 'lambda' is not a hyperparameter of models.ridge"]
-    assert (project.root / "metrics" / "single" / "ridge.json").read_bytes() == before
+    assert (evaluated.root / "metrics" / "single" / "ridge.json").read_bytes() == before
 
 
-def test_zz_timings(project):
-    print({f"{t}/{a}": round(s, 1) for (t, a), s in project.seconds.items()})
+def test_zz_timings(evaluated):
+    print({f"{t}/{a}": round(s, 1) for (t, a), s in evaluated.seconds.items()})

@@ -22,18 +22,18 @@ NAME = "genebench-single"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def evaluated(tmp_path_factory):
     return shared_project(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def client(project):
-    return mlflow.MlflowClient(project.tracking_uri, registry_uri=project.tracking_uri)
+def client(evaluated):
+    return mlflow.MlflowClient(evaluated.tracking_uri, registry_uri=evaluated.tracking_uri)
 
 
-def _promote(project, **kwargs) -> dict:
-    assert promote(project.config(), task="single", **kwargs) == 0
-    return json.loads((project.root / "reports" / "promotion.json").read_text())["single"]
+def _promote(evaluated, **kwargs) -> dict:
+    assert promote(evaluated.config(), task="single", **kwargs) == 0
+    return json.loads((evaluated.root / "reports" / "promotion.json").read_text())["single"]
 
 
 def _versions(client) -> dict[str, object]:
@@ -44,14 +44,14 @@ def _alias(client, alias: str) -> str:
     return str(client.get_model_version_by_alias(NAME, alias).version)
 
 
-def test_first_candidate_becomes_champion(project, client):
-    entry = _promote(project, candidate="ridge")
+def test_first_candidate_becomes_champion(evaluated, client):
+    entry = _promote(evaluated, candidate="ridge")
     assert entry["decision"] == "promoted" and entry["reason"] == "no champion yet"
     assert (entry["version"], entry["champion_before"], entry["champion_after"]) == ("1", None, "1")
     assert _alias(client, "champion") == _alias(client, "challenger") == "1"
     version = client.get_model_version(NAME, "1")
-    metrics = project.metrics("single", "ridge")
-    summary = json.loads((project.root / "artifacts" / "prepared" / "summary.json").read_text())
+    metrics = evaluated.metrics("single", "ridge")
+    summary = json.loads((evaluated.root / "artifacts" / "prepared" / "summary.json").read_text())
     assert version.run_id == metrics["mlflow_run_id"]
     assert version.tags["arch"] == "ridge" and version.tags["data_version"] == summary["data_version"]
     assert float(version.tags["test_rmse"]) == metrics["test"]["rmse"]
@@ -59,94 +59,94 @@ def test_first_candidate_becomes_champion(project, client):
     assert version.tags["decision"] == "promoted"
 
 
-def test_promoting_the_same_run_twice_adds_no_version(project, client):
-    entry = _promote(project, candidate="ridge")
+def test_promoting_the_same_run_twice_adds_no_version(evaluated, client):
+    entry = _promote(evaluated, candidate="ridge")
     assert entry["decision"] == "unchanged" and entry["new_version"] is False
     assert list(_versions(client)) == ["1"]
 
 
-def test_gate_rejects_a_worse_candidate(project, client):
-    entry = _promote(project, candidate="mean")
+def test_gate_rejects_a_worse_candidate(evaluated, client):
+    entry = _promote(evaluated, candidate="mean")
     assert entry["decision"] == "rejected" and entry["version"] == "2"
     assert _alias(client, "champion") == "1" and _alias(client, "challenger") == "2"
     assert entry["candidate_rmse"] > entry["champion_rmse"]
     # the champion is scored through its pyfunc on today's held-out split
-    assert entry["champion_rmse"] == pytest.approx(project.metrics("single", "ridge")["test"]["rmse"], rel=1e-6)
+    assert entry["champion_rmse"] == pytest.approx(evaluated.metrics("single", "ridge")["test"]["rmse"], rel=1e-6)
     assert client.get_model_version(NAME, "2").tags["decision"] == "rejected"
 
 
-def test_force_skips_the_gate(project, client):
-    entry = _promote(project, candidate="mean", force=True)
+def test_force_skips_the_gate(evaluated, client):
+    entry = _promote(evaluated, candidate="mean", force=True)
     assert entry["decision"] == "promoted" and "--force" in entry["reason"]
     assert _alias(client, "champion") == "2" and list(sorted(_versions(client))) == ["1", "2"]
 
 
-def test_gate_promotes_a_better_candidate(project, client):
-    entry = _promote(project, candidate="ridge")
+def test_gate_promotes_a_better_candidate(evaluated, client):
+    entry = _promote(evaluated, candidate="ridge")
     assert entry["decision"] == "promoted" and entry["new_version"] is False  # v1 again
     assert entry["candidate_rmse"] < entry["champion_rmse"] * (1 - 0.01)
     assert (entry["champion_before"], entry["champion_after"]) == ("2", "1")
     assert _alias(client, "champion") == "1"
 
 
-def test_rollback_restores_the_previous_champions(project, client):
-    entry = _promote(project, rollback=True)
+def test_rollback_restores_the_previous_champions(evaluated, client):
+    entry = _promote(evaluated, rollback=True)
     assert entry["decision"] == "rolled_back" and (entry["champion_before"], entry["champion_after"]) == ("1", "2")
     assert _alias(client, "champion") == "2"
-    _promote(project, rollback=True)
+    _promote(evaluated, rollback=True)
     assert _alias(client, "champion") == "1"
-    result = project.cli("promote", "--task", "single", "--rollback")
+    result = evaluated.cli("promote", "--task", "single", "--rollback")
     assert result.rc == 2
     assert result.stderr_lines == [f"genebench: error: {NAME}: version 1 is the only champion it has had; nothing to roll back to"]
     assert _alias(client, "champion") == "1"
 
 
-def test_champion_from_another_data_version_is_refused_without_force(project, client):
+def test_champion_from_another_data_version_is_refused_without_force(evaluated, client):
     real = client.get_model_version(NAME, "1").tags["data_version"]
     client.set_model_version_tag(NAME, "1", "data_version", "0" * 32)  # as if trained on older data
     try:
-        entry = _promote(project, candidate="mean")
+        entry = _promote(evaluated, candidate="mean")
         assert entry["decision"] == "refused" and "data version 00000000" in entry["reason"]
         assert entry["champion_rmse"] is None and _alias(client, "champion") == "1"
-        entry = _promote(project, candidate="mean", force=True)
+        entry = _promote(evaluated, candidate="mean", force=True)
         assert entry["decision"] == "promoted" and _alias(client, "champion") == "2"
     finally:
         client.set_model_version_tag(NAME, "1", "data_version", real)
 
 
-def test_stale_candidate_must_be_evaluated_again(project):
-    pointer = project.root / "data.dvc"
+def test_stale_candidate_must_be_evaluated_again(evaluated):
+    pointer = evaluated.root / "data.dvc"
     pointer.write_text(yaml.safe_dump({"outs": [{"md5": "f" * 32 + ".dir", "path": "data"}]}))
     try:
-        prepare(project.config())
+        prepare(evaluated.config())
         with pytest.raises(UserError, match=r"metrics/single/ridge.json: its evaluation .* used data version"):
-            promote(project.config(), task="single", candidate="ridge")
+            promote(evaluated.config(), task="single", candidate="ridge")
     finally:
         pointer.unlink()
-        prepare(project.config())
+        prepare(evaluated.config())
 
 
-def test_inside_dvc_exp_run_only_a_challenger_is_registered(project, client, monkeypatch):
+def test_inside_dvc_exp_run_only_a_challenger_is_registered(evaluated, client, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "exp-1234")
-    entry = _promote(project, candidate="ridge")
+    entry = _promote(evaluated, candidate="ridge")
     assert entry["decision"] == "registered"
     assert _alias(client, "challenger") == "1" and _alias(client, "champion") == "2"
 
 
-def test_best_picks_the_lowest_held_out_rmse(project, client):
-    entry = _promote(project, candidate="best")
+def test_best_picks_the_lowest_held_out_rmse(evaluated, client):
+    entry = _promote(evaluated, candidate="best")
     assert entry["candidate_arch"] == "ridge" and entry["decision"] == "promoted"
     assert _alias(client, "champion") == "1"
 
 
-def test_disabled_promotion_is_skipped(project, client):
-    params = yaml.safe_load((project.root / "params.yaml").read_text())
+def test_disabled_promotion_is_skipped(evaluated, client):
+    params = yaml.safe_load((evaluated.root / "params.yaml").read_text())
     params["promotion"]["enabled"] = False
-    path = project.root / "params-disabled.yaml"
+    path = evaluated.root / "params-disabled.yaml"
     path.write_text(yaml.safe_dump(params))
     before = {v: (x.aliases, x.tags.get("decision")) for v, x in _versions(client).items()}
-    assert promote(project.config(path), task=None) == 0
-    report = json.loads((project.root / "reports" / "promotion.json").read_text())
+    assert promote(evaluated.config(path), task=None) == 0
+    report = json.loads((evaluated.root / "reports" / "promotion.json").read_text())
     assert {t: e["decision"] for t, e in report.items()} == {"single": "skipped", "multi": "skipped"}
     after = {v: (x.aliases, x.tags.get("decision")) for v, x in _versions(client).items()}
     assert after == before

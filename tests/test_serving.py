@@ -25,7 +25,7 @@ STARTUP_SECONDS = 150
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def evaluated(tmp_path_factory):
     return shared_project(tmp_path_factory)
 
 
@@ -36,16 +36,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(project, tmp_path_factory):
+def server(evaluated, tmp_path_factory):
     # The attention model (custom Keras layer) is the one that must load in a fresh process.
-    assert promote(project.config(), task="single", candidate="attention_lstm", force=True) == 0
+    assert promote(evaluated.config(), task="single", candidate="attention_lstm", force=True) == 0
     port = _free_port()
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
-    env = cli_env(MLFLOW_TRACKING_URI=project.tracking_uri)
+    env = cli_env(MLFLOW_TRACKING_URI=evaluated.tracking_uri)
     process = subprocess.Popen(
         [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/genebench-single@champion",
          "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=project.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=evaluated.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -74,8 +74,8 @@ def server(project, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def held_out(project):
-    config = project.config()
+def held_out(evaluated):
+    config = evaluated.config()
     data = load_task(config, "single", held_out=True)
     return data, tracking.raw_features(config, data, "test")
 
@@ -85,14 +85,14 @@ def _post(url: str, frame: pd.DataFrame) -> requests.Response:
     return requests.post(f"{url}/invocations", json=payload, timeout=60)
 
 
-def test_champion_serves_the_pyfunc_predictions(server, project, held_out):
+def test_champion_serves_the_pyfunc_predictions(server, evaluated, held_out):
     data, frame = held_out
     shuffled = frame[list(reversed(frame.columns))].assign(EXTRA_GENE=0.0)
     response = _post(server, shuffled)
     assert response.status_code == 200, response.text
     served = pd.DataFrame(response.json()["predictions"])
     assert list(served.columns) == data.target_genes and len(served) == len(frame)
-    table = pd.read_csv(project.evaluation("single", "attention_lstm") / "test_predictions.csv", float_precision="round_trip")
+    table = pd.read_csv(evaluated.evaluation("single", "attention_lstm") / "test_predictions.csv", float_precision="round_trip")
     expected = table.pivot(index="sample", columns="gene", values="predicted").loc[frame.index, data.target_genes]
     np.testing.assert_allclose(served.to_numpy(), expected.to_numpy(), rtol=1e-5, atol=1e-5)
 

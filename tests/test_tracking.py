@@ -23,18 +23,18 @@ PICKLE_OPCODE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def evaluated(tmp_path_factory):
     return shared_project(tmp_path_factory)
 
 
-def _model_dirs(project) -> list:
-    dirs = sorted(p.parent for p in (project.root / "mlruns").rglob("MLmodel"))
+def _model_dirs(evaluated) -> list:
+    dirs = sorted(p.parent for p in (evaluated.root / "mlruns").rglob("MLmodel"))
     assert dirs, "no logged model found under mlruns/"
     return dirs
 
 
-def test_no_pickle_in_any_logged_model(project):
-    for directory in _model_dirs(project):
+def test_no_pickle_in_any_logged_model(evaluated):
+    for directory in _model_dirs(evaluated):
         mlmodel = yaml.safe_load((directory / "MLmodel").read_text())
         flavor = mlmodel["flavors"]["python_function"]
         assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models-from-code
@@ -53,20 +53,20 @@ def test_no_pickle_in_any_logged_model(project):
                     assert not [n for n in archive.namelist() if n.endswith((".pkl", ".pickle"))]
 
 
-def test_models_live_under_the_project_mlruns(project):
-    client = mlflow.MlflowClient(project.tracking_uri)
-    record = project.run_record("single", "attention_lstm")
+def test_models_live_under_the_project_mlruns(evaluated):
+    client = mlflow.MlflowClient(evaluated.tracking_uri)
+    record = evaluated.run_record("single", "attention_lstm")
     model = client.get_logged_model(record["model_id"])
-    assert model.artifact_location.startswith((project.root / "mlruns").as_uri() + "/")
+    assert model.artifact_location.startswith((evaluated.root / "mlruns").as_uri() + "/")
     assert model.source_run_id == record["run_id"]
 
 
 @pytest.mark.parametrize("task,arch", [("single", "attention_lstm"), ("multi", "ridge")])
-def test_signature_and_input_example(project, task, arch):
-    record = project.run_record(task, arch)
-    directory = next(d for d in _model_dirs(project) if record["model_id"] in str(d))
+def test_signature_and_input_example(evaluated, task, arch):
+    record = evaluated.run_record(task, arch)
+    directory = next(d for d in _model_dirs(evaluated) if record["model_id"] in str(d))
     mlmodel = yaml.safe_load((directory / "MLmodel").read_text())
-    spec = json.loads((project.root / "artifacts" / "prepared" / f"{task}.json").read_text())
+    spec = json.loads((evaluated.root / "artifacts" / "prepared" / f"{task}.json").read_text())
     inputs = json.loads(mlmodel["signature"]["inputs"])
     outputs = json.loads(mlmodel["signature"]["outputs"])
     assert [c["name"] for c in inputs] == spec["features"]
@@ -77,13 +77,13 @@ def test_signature_and_input_example(project, task, arch):
     assert io["transform"] == "none" and io["target_genes"] == spec["targets"]
 
 
-def test_pyfunc_input_handling(project):
-    config = project.config()
+def test_pyfunc_input_handling(evaluated):
+    config = evaluated.config()
     tracking.configure(config)
-    model = mlflow.pyfunc.load_model(project.run_record("multi", "ridge")["model_uri"])
+    model = mlflow.pyfunc.load_model(evaluated.run_record("multi", "ridge")["model_uri"])
     data = load_task(config, "multi", held_out=True)
     frame = tracking.raw_features(config, data, "test")
-    expected = pd.read_csv(project.evaluation("multi", "ridge") / "test_predictions.csv", float_precision="round_trip")
+    expected = pd.read_csv(evaluated.evaluation("multi", "ridge") / "test_predictions.csv", float_precision="round_trip")
     expected = expected.pivot(index="sample", columns="gene", values="predicted").loc[frame.index, data.target_genes]
 
     shuffled = frame[frame.columns[::-1]].assign(NOT_A_FEATURE=1.0)
@@ -119,15 +119,15 @@ print("RESULT=" + json.dumps(out))
 """
 
 
-def test_fresh_process_load_predicts_what_evaluate_predicted(project):
-    models = [(t, a, project.run_record(t, a)["model_uri"]) for t, a in (("single", "attention_lstm"), ("multi", "ridge"))]
-    result = subprocess.run([sys.executable, "-c", FRESH, json.dumps(models)], cwd=project.root, env=cli_env(),
+def test_fresh_process_load_predicts_what_evaluate_predicted(evaluated):
+    models = [(t, a, evaluated.run_record(t, a)["model_uri"]) for t, a in (("single", "attention_lstm"), ("multi", "ridge"))]
+    result = subprocess.run([sys.executable, "-c", FRESH, json.dumps(models)], cwd=evaluated.root, env=cli_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     fresh = json.loads(result.stdout.split("RESULT=", 1)[1])
     for task, arch, _ in models:
         got = fresh[f"{task}/{arch}"]
-        table = pd.read_csv(project.evaluation(task, arch) / "test_predictions.csv", float_precision="round_trip")
+        table = pd.read_csv(evaluated.evaluation(task, arch) / "test_predictions.csv", float_precision="round_trip")
         expected = table.pivot(index="sample", columns="gene", values="predicted").loc[got["index"], got["columns"]]
         np.testing.assert_allclose(np.array(got["values"]), expected.to_numpy(), rtol=1e-5, atol=1e-6)
 

@@ -15,9 +15,10 @@
    below, and the refit model as a pyfunc.
 
 Outputs: `artifacts/evaluation/<task>/<arch>/` (`folds.csv`, `fold_per_gene.csv`,
-`test_predictions.csv`, `test_per_gene.csv`, `attention.csv` and, where tokens are single
-genes, `gene_importance.csv` for attention models, `run.json`) and, written last so a
-failed evaluate leaves the previous result in place, `metrics/<task>/<arch>.json`.
+`test_predictions.csv`, `test_per_gene.csv`, `test_scatter.png`, for attention models
+`attention.csv`, `attention.png` and, where tokens are single genes, `gene_importance.csv`;
+`run.json`) and, written last so that a failed evaluate leaves the previous result in
+place, `metrics/<task>/<arch>.json`.
 """
 
 from __future__ import annotations
@@ -206,10 +207,13 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
          .to_csv(tmp / "fold_per_gene.csv", index=False))
         _predictions_frame(data, test_pred).to_csv(tmp / "test_predictions.csv", index=False)
         _per_gene_frame(data.target_genes, test_full).to_csv(tmp / "test_per_gene.csv", index=False)
+        tables = {}
         if attention is not None:
             pca = config.params.features.pca_components is not None
-            for name, table in _attention_tables(regressor, np.asarray(attention), data, pca).items():
+            tables = _attention_tables(regressor, np.asarray(attention), data, pca)
+            for name, table in tables.items():
                 table.to_csv(tmp / name, index=False)
+        _plots(tmp, task, arch, data, test_pred, test, tables.get("attention.csv"))
 
         example = tracking.raw_features(config, data, "dev").iloc[: tracking.INPUT_EXAMPLE_ROWS]
         model_info = tracking.log_model(regressor, data, example, deep=arch in DEEP_ARCHS,
@@ -242,6 +246,36 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
     print(f"evaluate {task}/{arch}: cv rmse {_fmt(cv['rmse']['mean'])} +- {_fmt(cv['rmse']['std'])}, "
           f"test rmse {_fmt(test['rmse'])}, r2 {_fmt(test['r2'])} (params: {source}; mlflow run {run_id})")
     return document
+
+
+def _plots(directory, task: str, arch: str, data: TaskData, predicted: np.ndarray, test: dict,
+           attention: Optional[pd.DataFrame]) -> None:
+    """`test_scatter.png` (observed vs predicted, held-out) and `attention.png` (mean weight per token)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    observed = np.asarray(data.Y_test, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(observed.ravel(), predicted.ravel(), s=6, alpha=0.5, linewidths=0)
+    low, high = float(min(observed.min(), predicted.min())), float(max(observed.max(), predicted.max()))
+    ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
+    ax.set_xlabel("observed expression (held-out)")
+    ax.set_ylabel("predicted expression")
+    ax.set_title(f"{task} / {arch}: RMSE {_fmt(test['rmse'])}, R$^2$ {_fmt(test['r2'])}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(directory / "test_scatter.png", dpi=100)
+    plt.close(fig)
+    if attention is not None:
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.12 * len(attention)), 3.0))
+        ax.bar(attention["token"], attention["mean_weight"], width=0.8)
+        ax.set_xlabel("token (feature block)")
+        ax.set_ylabel("mean attention (held-out)")
+        ax.set_title(f"{task} / {arch}", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(directory / "attention.png", dpi=100)
+        plt.close(fig)
 
 
 def _predictions_frame(data: TaskData, predicted: np.ndarray) -> pd.DataFrame:

@@ -88,7 +88,8 @@ def test_run_is_named_tagged_and_parameterised(evaluated, client):
     assert run.data.params["hp.units"] == "8" and run.data.params["training.max_epochs"] == "2"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/folds.csv", "evaluation/test_predictions.csv", "evaluation/attention.csv",
-            "evaluation/gene_importance.csv", "evaluation/run.json"} <= artifacts
+            "evaluation/gene_importance.csv", "evaluation/run.json", "evaluation/test_scatter.png",
+            "evaluation/attention.png"} <= artifacts
 
 
 def test_evaluation_artifacts(evaluated):
@@ -100,7 +101,7 @@ def test_evaluation_artifacts(evaluated):
     predictions = pd.read_csv(ridge / "test_predictions.csv")
     assert list(predictions.columns) == ["sample", "gene", "observed", "predicted"] and len(predictions) == 15 * 5
     assert len(pd.read_csv(ridge / "test_per_gene.csv")) == 5
-    assert not (ridge / "attention.csv").exists()
+    assert not (ridge / "attention.csv").exists() and (ridge / "test_scatter.png").stat().st_size > 0
     record = evaluated.run_record("multi", "ridge")
     assert record["run_id"] == evaluated.metrics("multi", "ridge")["mlflow_run_id"]
     assert record["model_uri"].startswith("models:/") and record["params"] == {"alpha": 1.0}

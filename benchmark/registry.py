@@ -42,7 +42,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 # Version tags copied from the evaluation run; metrics are copied as `test_<m>`/`cv_rmse_mean`.
-_RUN_TAGS = ("task", "arch", "data_version", "git_commit", "targets_md5", "transform", "n_targets", "n_features")
+_RUN_TAGS = ("task", "arch", "data_version", "git_commit", "git_dirty", "targets_md5", "transform",
+             "n_targets", "n_features")
 _METRIC_TAGS = ("test_rmse", "test_mae", "test_mse", "test_r2", "test_pearson",
                 "test_rmse_scaled", "test_mae_scaled", "cv_rmse_mean", "cv_rmse_std")
 

@@ -91,15 +91,22 @@ def experiment_id(config: Config, task: str) -> str:
 
 
 def git_commit(root: Path) -> str:
-    """HEAD of the project's git checkout, with `-dirty` when tracked files changed; else `unknown`."""
+    """HEAD of the project's git checkout (40 hex digits), or `unknown` outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{head}-dirty" if dirty else head
+
+
+def git_dirty(root: Path) -> str:
+    """`true` when tracked files differ from HEAD (e.g. params.yaml under `dvc exp run`), else `false`."""
+    try:
+        changes = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return "true" if changes else "false"
 
 
 def targets_digest(genes: list[str]) -> str:
@@ -114,6 +121,7 @@ def standard_tags(config: Config, task: str, arch: str, data: TaskData) -> dict[
         "arch": arch,
         "data_version": data.data_version,
         "git_commit": git_commit(config.root),
+        "git_dirty": git_dirty(config.root),
         "transform": data.transform,
         "targets_md5": targets_digest(data.target_genes),
         "n_targets": str(len(data.target_genes)),

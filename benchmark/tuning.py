@@ -39,11 +39,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -465,7 +467,7 @@ def _mlflow_setup(config: Config, task: str) -> str:
 
 
 def _parent_run(config: Config, experiment: str, name: str, task: str, arch: str,
-                space: dict[str, SearchParam], data_version: str, storage_url: str) -> str:
+                space: dict[str, SearchParam], data_version: str, storage_url: str, n_trials: int) -> str:
     """The study's parent run, found by its `genebench.study_name` tag or created."""
     import mlflow
     from mlflow.entities import Param, RunTag
@@ -498,7 +500,7 @@ def _parent_run(config: Config, experiment: str, name: str, task: str, arch: str
     client.update_run(parent, status="RUNNING")
     client.log_batch(parent, tags=[RunTag("storage", mask_url(storage_url)),
                                    RunTag("pruner", config.params.tuning.pruner),
-                                   RunTag("n_trials", str(config.params.tuning.n_trials))])
+                                   RunTag("n_trials", str(n_trials))])
     return parent
 
 
@@ -656,14 +658,32 @@ class _InlinePool:
         trial_id, self._pending = self._pending, None
         return 0, self.runner.run(trial_id)
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
         pass
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (CI cancel, `kill`) ends the run like Ctrl-C: running trials end FAIL."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _worker_main(spec: StudySpec, worker: int, tasks, results) -> None:
     """Spawned worker: open the study, then run the trials the coordinator hands over."""
     import multiprocessing
 
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         _quiet()
         study, storage = _load_study(spec)
@@ -738,13 +758,15 @@ class _ProcessPool:
             except Exception:
                 pass
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
+        """Stop the workers: let them finish their trial, or (not graceful) terminate them;
+        a trial whose worker was terminated ends FAIL."""
         for q in self.tasks:
             try:
                 q.put(None)
             except Exception:
                 pass
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + (60 if graceful else 2)
         for proc in self.procs:
             proc.join(max(0.0, deadline - time.monotonic()))
         for w, proc in enumerate(self.procs):
@@ -933,7 +955,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
     stale = fail_stale_trials(study, optuna_storage, tuning.grace_period)
     spec.experiment_id = _mlflow_setup(config, task)
     spec.parent_run_id = _parent_run(config, spec.experiment_id, name, task, arch, space,
-                                     data_version(config), storage_url)
+                                     data_version(config), storage_url, n_trials)
     counts = _counts(study)
     complete = counts.get("COMPLETE", 0)
     print(f"study {name} on {mask_url(storage_url)}: {complete}/{n_trials} complete"
@@ -947,9 +969,10 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
             pool = (_InlinePool(TrialRunner(spec, study, optuna_storage)) if workers == 1
                     else _ProcessPool(spec, workers, optuna_storage))
             try:
-                _coordinate(spec, study, optuna_storage, pool, n_trials, deadline, progress)
+                with _sigterm_as_interrupt():
+                    _coordinate(spec, study, optuna_storage, pool, n_trials, deadline, progress)
             finally:
-                pool.close()
+                pool.close(graceful=sys.exc_info()[0] is None)
                 fail_stale_trials(study, optuna_storage, tuning.grace_period)
         interrupted = False
     finally:

@@ -327,3 +327,24 @@ def test_every_trial_has_one_mlflow_child_run_with_its_state(project, killed_and
     complete = [by_number[t["number"]] for t in after if t["state"] == "COMPLETE"]
     assert all("value" in run.data.metrics and "val_loss" in run.data.metrics for run in complete)
     assert parent.data.metrics["n_pruned"] == saved["n_pruned"]
+
+
+# -- storage forms ---------------------------------------------------------------------
+
+
+def test_storage_passwords_are_masked():
+    from benchmark.tuning import mask_url
+
+    assert mask_url("postgresql://tuner:s3cret@db.example.org:5432/optuna") == \
+        "postgresql://tuner:***@db.example.org:5432/optuna"
+    assert mask_url("sqlite:////data/optuna.db") == "sqlite:////data/optuna.db"
+    assert mask_url("/shared/optuna.journal") == "/shared/optuna.journal"
+
+
+def test_journal_file_storage_holds_a_resumable_study(project, monkeypatch):
+    argv = ("tune", "--task", "multi", "--arch", "ridge", "--storage", "studies/ridge.journal", "--trials", "2")
+    assert run_cli(project, *argv, monkeypatch=monkeypatch) == 0
+    saved = result_of(project, "ridge")
+    assert saved["n_complete"] == 2 and saved["storage"] == str(project / "studies" / "ridge.journal")
+    assert run_cli(project, *argv[:-1], "3", monkeypatch=monkeypatch) == 0
+    assert result_of(project, "ridge")["n_complete"] == 3

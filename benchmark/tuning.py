@@ -64,6 +64,9 @@ from benchmark.outputs import write_json
 from benchmark.paths import prepared_dir, tuning_result
 
 STUDY_TAG = "genebench.study_name"
+# The same study name in two storages is two studies: each study carries a random id
+# (user attr) that its parent run repeats, so their MLflow runs never mix.
+STUDY_UID = "genebench.study_uid"
 TRIAL_TAG = "genebench.trial_number"
 STATE_TAG = "genebench.trial_state"
 # Deep models may tune these two without a default: they fall back to `training.*`.
@@ -466,14 +469,23 @@ def _mlflow_setup(config: Config, task: str) -> str:
     return experiment_id(config, task)
 
 
-def _parent_run(config: Config, experiment: str, name: str, task: str, arch: str,
+def study_uid(study) -> str:
+    """The study's random id, created on first use (re-read: a concurrent creator may win)."""
+    import uuid
+
+    if STUDY_UID not in study.user_attrs:
+        study.set_user_attr(STUDY_UID, uuid.uuid4().hex)
+    return str(study.user_attrs[STUDY_UID])
+
+
+def _parent_run(config: Config, experiment: str, name: str, uid: str, task: str, arch: str,
                 space: dict[str, SearchParam], data_version: str, storage_url: str, n_trials: int) -> str:
-    """The study's parent run, found by its `genebench.study_name` tag or created."""
+    """The study's parent run, found by its `genebench.study_name` (and study id) tags or created."""
     import mlflow
     from mlflow.entities import Param, RunTag
 
     client = mlflow.MlflowClient()
-    query = f"tags.`{STUDY_TAG}` = '{name}'"
+    query = f"tags.`{STUDY_TAG}` = '{name}' and tags.`{STUDY_UID}` = '{uid}'"
 
     def find() -> list:
         runs = client.search_runs([experiment], filter_string=query, max_results=50)
@@ -481,8 +493,8 @@ def _parent_run(config: Config, experiment: str, name: str, task: str, arch: str
 
     runs = find()
     if not runs:
-        run = client.create_run(experiment, run_name=name, tags={STUDY_TAG: name, "task": task, "arch": arch,
-                                                                 "data_version": data_version})
+        run = client.create_run(experiment, run_name=name, tags={STUDY_TAG: name, STUDY_UID: uid, "task": task,
+                                                                 "arch": arch, "data_version": data_version})
         client.log_batch(run.info.run_id, params=[
             Param("task", task), Param("arch", arch), Param("study_name", name),
             Param("data_version", data_version),
@@ -954,7 +966,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
     study.set_user_attr("arch", arch)
     stale = fail_stale_trials(study, optuna_storage, tuning.grace_period)
     spec.experiment_id = _mlflow_setup(config, task)
-    spec.parent_run_id = _parent_run(config, spec.experiment_id, name, task, arch, space,
+    spec.parent_run_id = _parent_run(config, spec.experiment_id, name, study_uid(study), task, arch, space,
                                      data_version(config), storage_url, n_trials)
     counts = _counts(study)
     complete = counts.get("COMPLETE", 0)

@@ -114,13 +114,16 @@ def states(trials: list[dict]) -> dict[str, int]:
     return counts
 
 
-def child_runs(project: Path, study_name: str) -> list:
-    """MLflow child runs of the study's parent run (found by its study-name tag)."""
+def child_runs(project: Path, saved: dict) -> list:
+    """MLflow child runs of the study's parent run (found by its study-name tag; the same
+    name in another storage is another study with its own parent run)."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("genebench-multi")
-    parents = client.search_runs([experiment.experiment_id], f"tags.`genebench.study_name` = '{study_name}'")
+    parents = client.search_runs([experiment.experiment_id],
+                                 f"tags.`genebench.study_name` = '{saved['study_name']}'"
+                                 f" and tags.storage = '{saved['storage']}'")
     assert len(parents) == 1, [p.info.run_id for p in parents]
     parent = parents[0]
     children = client.search_runs([experiment.experiment_id],
@@ -194,7 +197,7 @@ def test_rerun_resumes_the_study_and_a_changed_space_opens_a_new_one(project, mo
     assert saved["n_complete"] == 3 and saved["best_value"] == min(t["value"] for t in before)
     assert saved["storage"] == f"sqlite:///{db}" and saved["study_name"].startswith("multi-ridge-")
 
-    parent, children = child_runs(project, saved["study_name"])
+    parent, children = child_runs(project, saved)
     assert len(children) == 3
     assert {c.data.tags["genebench.trial_state"] for c in children} == {"COMPLETE"}
     assert parent.data.metrics["best_value"] == pytest.approx(saved["best_value"])
@@ -212,7 +215,7 @@ def test_rerun_resumes_the_study_and_a_changed_space_opens_a_new_one(project, mo
     assert run_cli(project, *argv, "--trials", "4", monkeypatch=monkeypatch) == 0
     after = trials_of(db)
     assert states(after) == {"COMPLETE": 4} and after[:3] == before
-    assert len(child_runs(project, saved["study_name"])[1]) == 4
+    assert len(child_runs(project, saved)[1]) == 4
 
     wider = write_params(project / "wider.yaml", models={
         **PARAMS["models"], "ridge": {"defaults": {"alpha": 1.0},
@@ -233,7 +236,7 @@ def test_two_workers_end_with_exactly_n_trials_complete(project):
     assert states(trials)["COMPLETE"] == 5 and "RUNNING" not in states(trials)
     saved = result_of(project, "knn")
     assert saved["n_complete"] == 5
-    _, children = child_runs(project, saved["study_name"])
+    _, children = child_runs(project, saved)
     assert len(children) == len(trials)
 
 
@@ -317,7 +320,7 @@ def test_pruned_trials_are_recorded_as_pruned(killed_and_resumed):
 
 def test_every_trial_has_one_mlflow_child_run_with_its_state(project, killed_and_resumed):
     after, saved = killed_and_resumed["after"], killed_and_resumed["saved"]
-    parent, children = child_runs(project, saved["study_name"])
+    parent, children = child_runs(project, saved)
     assert len(children) == len(after)
     by_number = {int(c.data.tags["genebench.trial_number"]): c for c in children}
     for trial in after:
@@ -347,4 +350,7 @@ def test_journal_file_storage_holds_a_resumable_study(project, monkeypatch):
     saved = result_of(project, "ridge")
     assert saved["n_complete"] == 2 and saved["storage"] == str(project / "studies" / "ridge.journal")
     assert run_cli(project, *argv[:-1], "3", monkeypatch=monkeypatch) == 0
-    assert result_of(project, "ridge")["n_complete"] == 3
+    saved = result_of(project, "ridge")
+    assert saved["n_complete"] == 3
+    # Same study name as the SQLite ridge study of another test, yet its own parent run.
+    assert len(child_runs(project, saved)[1]) == 3

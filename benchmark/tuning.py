@@ -407,12 +407,14 @@ class TrialRunner:
 
         hp = dict(trial.params)  # sampled by the coordinator at ask time
         for fold in range(self.config.params.tuning.folds):
+            _check_stop()
             train, val = self.data.folds[fold]
 
             def on_epoch(epoch: int, val_loss: float, fold: int = fold) -> None:
                 step = fold * self.max_epochs + epoch
                 curve.append((step, float(val_loss)))
                 trial.report(float(val_loss), step)
+                _check_stop()
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at fold {fold} epoch {epoch}")
 
@@ -674,28 +676,45 @@ class _InlinePool:
         pass
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+# Ctrl-C / SIGTERM only set this flag; the study stops at the next safe point (between
+# epochs, trials or queue polls) with the running trials told FAIL. An interrupt raised
+# in the middle of a storage write can leave an SQLite transaction open and the store
+# locked. A second signal interrupts at once.
+_STOP = threading.Event()
+
+
+def _request_stop(signum, frame) -> None:
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+    _STOP.set()
+
+
+def _check_stop() -> None:
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (CI cancel, `kill`) ends the run like Ctrl-C: running trials end FAIL."""
+def _stop_on_signals():
+    """Route SIGINT and SIGTERM to `_request_stop` (main thread only) for the block."""
+    _STOP.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _worker_main(spec: StudySpec, worker: int, tasks, results) -> None:
     """Spawned worker: open the study, then run the trials the coordinator hands over."""
     import multiprocessing
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _request_stop)
     try:
         _quiet()
         study, storage = _load_study(spec)
@@ -706,7 +725,7 @@ def _worker_main(spec: StudySpec, worker: int, tasks, results) -> None:
             try:
                 trial_id = tasks.get(timeout=POLL_S)
             except queue.Empty:
-                if parent is not None and not parent.is_alive():
+                if _STOP.is_set() or (parent is not None and not parent.is_alive()):
                     return
                 continue
             if trial_id is None:
@@ -778,14 +797,18 @@ class _ProcessPool:
                 q.put(None)
             except Exception:
                 pass
-        deadline = time.monotonic() + (60 if graceful else 2)
+        if not graceful:  # workers stop at their next epoch and tell their trial FAIL
+            for proc in self.procs:
+                if proc.is_alive():
+                    proc.terminate()
+        deadline = time.monotonic() + 60
         for proc in self.procs:
             proc.join(max(0.0, deadline - time.monotonic()))
         for w, proc in enumerate(self.procs):
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()
                 proc.join(5)
-            if proc.exitcode not in (0, None):
+            if proc.exitcode != 0:
                 self._fail_current(w)
 
 
@@ -857,6 +880,7 @@ def _coordinate(spec: StudySpec, study, storage, pool, n_trials: int, deadline: 
     noted_wait = noted_timeout = False
     last_stale_check = 0.0
     while True:
+        _check_stop()
         timed_out = deadline is not None and time.monotonic() >= deadline
         if timed_out and not noted_timeout:
             noted_timeout = True
@@ -981,7 +1005,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
             pool = (_InlinePool(TrialRunner(spec, study, optuna_storage)) if workers == 1
                     else _ProcessPool(spec, workers, optuna_storage))
             try:
-                with _sigterm_as_interrupt():
+                with _stop_on_signals():
                     _coordinate(spec, study, optuna_storage, pool, n_trials, deadline, progress)
             finally:
                 pool.close(graceful=sys.exc_info()[0] is None)

@@ -240,6 +240,32 @@ def test_two_workers_end_with_exactly_n_trials_complete(project):
     assert len(children) == len(trials)
 
 
+def test_ctrl_c_stops_workers_and_leaves_no_running_trial(project):
+    db = project / "interrupted.db"
+    proc = subprocess.Popen([str(VENV_BIN / "genebench"), "tune", "--task", "multi", "--arch", "ridge",
+                             "--workers", "2", "--trials", "500", "--storage", f"sqlite:///{db.name}"],
+                            cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if db.exists() and states(trials_of(db)).get("COMPLETE", 0) >= 2:
+                    break
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole process group
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    counts = states(trials_of(db))
+    assert "RUNNING" not in counts and 2 <= counts["COMPLETE"] < 500
+
+
 def test_poisoned_test_split_does_not_change_tuning(project, scratch, monkeypatch):
     poisoned = scratch / "poisoned"
     shutil.copytree(project, poisoned, ignore=shutil.ignore_patterns("*.db", "mlruns", "artifacts"))

@@ -713,8 +713,10 @@ def _worker_main(spec: StudySpec, worker: int, tasks, results) -> None:
     """Spawned worker: open the study, then run the trials the coordinator hands over."""
     import multiprocessing
 
+    # A worker only ever stops at a safe point: Ctrl-C reaches it and then the parent's
+    # terminate(); the parent kills it if it does not stop within a minute.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _request_stop)
+        signal.signal(sig, lambda signum, frame: _STOP.set())
     try:
         _quiet()
         study, storage = _load_study(spec)

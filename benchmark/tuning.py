@@ -30,6 +30,8 @@
   this module writes and checks, since Optuna 5 has no journal heartbeat). Host identity
   is hostname plus kernel boot id: containers sharing one hostname and kernel but not a
   PID namespace would wrongly fail each other's trials.
+- Interrupts: Ctrl-C or SIGTERM stops the study at the next epoch or trial boundary; the
+  running trials end FAIL, their finished siblings stay, a rerun resumes (exit 130).
 - MLflow: one parent run per study (tag `genebench.study_name`), each trial a child run
   (`mlflow.start_run(parent_run_id=...)`) with its params, per-epoch `val_loss`, fold
   RMSEs, `value` and a `genebench.trial_state` tag; the parent carries best params, best

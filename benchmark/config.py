@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -189,6 +190,15 @@ def resolve_url(url: str, root: Path) -> str:
     if "://" not in url:  # a bare path: Optuna journal file or a local MLflow directory
         return str((root / url).resolve()) if not os.path.isabs(url) else url
     return url
+
+
+def mask_url(url: str) -> str:
+    """`url` with any password replaced by `***`, for logs, tags and result files."""
+    parts = urlsplit(url)
+    if "://" not in url or not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def find_root(start: Path | None = None) -> Path:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import DEEP_ARCHS
-from benchmark.config import Config
+from benchmark.config import Config, mask_url
 from benchmark.data.prepare import TaskData, load_task
 from benchmark.errors import UserError
 from benchmark.metrics import METRICS, SCALED_METRICS, fold_summary, regression_metrics
@@ -221,7 +221,7 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
         run_record = {
             "run_id": run_id,
             "experiment_id": experiment,
-            "tracking_uri": _mask(config.tracking_uri),
+            "tracking_uri": mask_url(config.tracking_uri),
             "model_uri": model_info.model_uri,
             "model_id": getattr(model_info, "model_id", None),
             "params": hp,
@@ -287,17 +287,6 @@ def _predictions_frame(data: TaskData, predicted: np.ndarray) -> pd.DataFrame:
         "observed": np.asarray(data.Y_test, dtype=np.float64).reshape(-1),
         "predicted": predicted.reshape(-1),
     })
-
-
-def _mask(uri: str) -> str:
-    """A URL with any password replaced by ***."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
 
 
 def _fmt(value: Optional[float]) -> str:

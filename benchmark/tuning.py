@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmark import DEEP_ARCHS
-from benchmark.config import Config, SearchParam
+from benchmark.config import Config, SearchParam, mask_url
 from benchmark.errors import UserError
 from benchmark.outputs import write_json
 from benchmark.paths import prepared_dir, tuning_result
@@ -143,22 +143,6 @@ def study_name(config: Config, task: str, arch: str, space: dict[str, SearchPara
     }
     digest = hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()
     return f"{task}-{arch}-d{data_version[:8]}-s{digest[:8]}"
-
-
-def mask_url(url: str) -> str:
-    """The storage URL with any password replaced by `***`."""
-    if "://" not in url:
-        return url
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: mask user:password@ by hand
-        scheme, rest = url.split("://", 1)
-        if "@" in rest and ":" in rest.split("@", 1)[0]:
-            user = rest.split("@", 1)[0].split(":", 1)[0]
-            rest = f"{user}:***@{rest.split('@', 1)[1]}"
-        return f"{scheme}://{rest}"
 
 
 def is_journal(url: str) -> bool:

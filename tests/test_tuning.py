@@ -362,12 +362,13 @@ def test_every_trial_has_one_mlflow_child_run_with_its_state(project, killed_and
 
 
 def test_storage_passwords_are_masked():
-    from benchmark.tuning import mask_url
+    from benchmark.config import mask_url
 
     assert mask_url("postgresql://tuner:s3cret@db.example.org:5432/optuna") == \
         "postgresql://tuner:***@db.example.org:5432/optuna"
     assert mask_url("sqlite:////data/optuna.db") == "sqlite:////data/optuna.db"
     assert mask_url("/shared/optuna.journal") == "/shared/optuna.journal"
+    assert mask_url("postgresql://team@db.example.org/mlflow") == "postgresql://team@db.example.org/mlflow"
 
 
 def test_journal_file_storage_holds_a_resumable_study(project, monkeypatch):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -53,8 +54,15 @@ _DEEP_REQUIREMENTS = ("tensorflow", "keras")
 def configure(config: Config) -> str:
     """Point MLflow (tracking and registry) at the project's store; returns the URI."""
     uri = config.tracking_uri
+    user_override = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; genebench reads that variable as
+    # the user's override, so a later Config in this process must not mistake ours for it.
+    if user_override is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_override
     return uri
 
 

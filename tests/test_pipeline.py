@@ -7,11 +7,9 @@ is the expensive part, the checks after it are cheap.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,21 +17,13 @@ import yaml
 
 from benchmark import ARCHS, TASKS
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
+from conftest import REPO, cli_env
 
 pytestmark = pytest.mark.slow
 
 
-def _env() -> dict:
-    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    for var in ("MLFLOW_TRACKING_URI", "GENEBENCH_ROOT", "DVC_EXP_NAME"):
-        env.pop(var, None)
-    return env
-
-
 def _run(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 

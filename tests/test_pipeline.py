@@ -62,9 +62,11 @@ def test_repro_writes_the_report_and_promotes_a_champion(clone):
     for arch in ARCHS:
         assert arch in report
     summary = json.loads((clone / "reports" / "summary.json").read_text())
-    assert set(TASKS) <= set(summary["tasks"]) if "tasks" in summary else set(TASKS) <= set(summary)
+    assert set(summary["tasks"]) == set(TASKS)
     promotion = json.loads((clone / "reports" / "promotion.json").read_text())
-    assert set(TASKS) <= set(promotion["tasks"]) if "tasks" in promotion else set(TASKS) <= set(promotion)
+    assert set(promotion) == set(TASKS)
+    for task in TASKS:
+        assert promotion[task]["decision"] == "promoted" and promotion[task]["candidate_arch"] == "attention_lstm"
 
     from mlflow import MlflowClient
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -17,7 +16,7 @@ import requests
 from benchmark import tracking
 from benchmark.data.prepare import load_task
 from benchmark.registry import promote
-from conftest import VENV_BIN, cli_env
+from conftest import VENV_BIN, cli_env, free_port
 from mlflow_project import shared_project
 
 pytestmark = pytest.mark.slow
@@ -29,17 +28,11 @@ def evaluated(tmp_path_factory):
     return shared_project(tmp_path_factory)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(evaluated, tmp_path_factory):
     # The attention model (custom Keras layer) is the one that must load in a fresh process.
     assert promote(evaluated.config(), task="single", candidate="attention_lstm", force=True) == 0
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
     env = cli_env(MLFLOW_TRACKING_URI=evaluated.tracking_uri)
     process = subprocess.Popen(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,15 +11,9 @@ import time
 import pytest
 import requests
 
-from conftest import cli_env
+from conftest import cli_env, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_ui_serves_the_project_store_on_loopback(project):
@@ -28,7 +21,7 @@ def test_ui_serves_the_project_store_on_loopback(project):
 
     store = f"sqlite:///{project.root / 'mlflow.db'}"
     MlflowClient(tracking_uri=store).create_experiment("genebench-ui-check")
-    port = _free_port()
+    port = free_port()
     elsewhere = project.root / "notebooks"  # the store resolves to the root from any subdirectory
     elsewhere.mkdir()
     process = subprocess.Popen([sys.executable, "-m", "benchmark", "ui", "--port", str(port)], cwd=elsewhere,

@@ -163,16 +163,19 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
     hp, source = resolve_params(config, task, arch)
     data = load_task(config, task, held_out=True)
 
+    # One Regressor refitted on every fold and then on all development samples: each fit
+    # starts from the same initial state, and a deep model is built and traced once.
+    regressor = make_regressor(arch, hp, config)
     fold_metrics, fold_rows, fold_gene_frames = [], [], []
     for fold, (train, val) in enumerate(data.folds):
-        regressor, predicted = fit_fold(arch, hp, config, data.X_dev, data.Y_dev, train, val)
+        regressor, predicted = fit_fold(arch, hp, config, data.X_dev, data.Y_dev, train, val, regressor=regressor)
         metrics = regression_metrics(data.Y_dev[val], predicted, *_ranges(data.Y_dev[train]))
         fold_metrics.append(metrics)
         fold_rows.append({"fold": fold, "n_train": len(train), "n_val": len(val),
                           **_scalar_metrics(metrics), "epochs_trained": regressor.epochs_trained})
         fold_gene_frames.append(_per_gene_frame(data.target_genes, metrics).assign(fold=fold))
 
-    regressor = make_regressor(arch, hp, config).fit(data.X_dev, data.Y_dev)
+    regressor.fit(data.X_dev, data.Y_dev)
     test_pred = np.asarray(regressor.predict(data.X_test), dtype=np.float64)
     test_full = regression_metrics(data.Y_test, test_pred, *_ranges(data.Y_dev))
     test = _scalar_metrics(test_full)

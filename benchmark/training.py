@@ -43,13 +43,25 @@ FORMAT_VERSION = 1
 EpochCallback = Callable[[int, float], None]
 
 
+_TF_READY = False
+
+
 def _import_keras():
-    """Import TensorFlow and Keras quietly (only deep architectures get here)."""
+    """Import and set up TensorFlow and Keras (only deep architectures get here)."""
+    global _TF_READY
     import tensorflow as tf
     import keras
 
-    # Every new model traces new tf.functions; across a study that warning is noise.
-    tf.get_logger().setLevel("ERROR")
+    if not _TF_READY:
+        # Every new model traces new tf.functions; across a study that warning is noise.
+        tf.get_logger().setLevel("ERROR")
+        if not tf.config.list_physical_devices("GPU"):
+            # Grappler's graph rewrites are made for large graphs and accelerators. For the
+            # small models here on a CPU, skipping them made the first fit of a recurrent
+            # model about 0.5 s faster and its training steps about 15% faster, with
+            # identical predictions (measured on the 2-core CI machine).
+            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+        _TF_READY = True
     return tf, keras
 
 
@@ -119,6 +131,8 @@ class Regressor:
         self.n_targets: Optional[int] = None
         self.epochs_trained = 0
         self._attention_model = None
+        self._initial_state: Optional[list] = None  # see _ready_model
+        self._built_for: Optional[tuple[int, int]] = None
 
     @property
     def is_deep(self) -> bool:
@@ -186,8 +200,7 @@ class Regressor:
         )
         stop_data = tf.data.Dataset.from_tensor_slices((Xs[stop], Ys[stop])).batch(batch_size)
 
-        hp = {**self.hp, "learning_rate": self.learning_rate}
-        self.model = build_model(self.arch, hp, Xs.shape[1], Ys.shape[1])
+        self._ready_model(build_model, Xs.shape[1], Ys.shape[1])
         callbacks = [
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=int(self.training["patience"]), restore_best_weights=True
@@ -204,6 +217,30 @@ class Regressor:
             verbose=0,
         )
         self.epochs_trained = len(history.history["loss"])
+
+    def _ready_model(self, build_model, n_features: int, n_targets: int) -> None:
+        """A freshly initialised model in `self.model`, built once per shape.
+
+        The first fit builds and compiles the model and its optimizer and keeps every
+        variable's initial value (weights, dropout seed state, optimizer slots). A later
+        fit of the same Regressor on the same shapes (the next CV fold, the refit)
+        restores those values instead of building again, so it starts from exactly the
+        state a new model would have (same seed, same values) while the traced training
+        and prediction functions are reused: tracing costs seconds per model on a CPU.
+        """
+        shape = (n_features, n_targets)
+        if self.model is not None and self._initial_state is not None and self._built_for == shape:
+            for variable, value in zip(self._state_variables(), self._initial_state):
+                variable.assign(value)
+            return
+        hp = {**self.hp, "learning_rate": self.learning_rate}
+        self.model = build_model(self.arch, hp, n_features, n_targets)
+        self.model.optimizer.build(self.model.trainable_variables)
+        self._initial_state = [variable.numpy() for variable in self._state_variables()]
+        self._built_for = shape
+
+    def _state_variables(self) -> list:
+        return list(self.model.variables) + list(self.model.optimizer.variables)
 
     # -- prediction ------------------------------------------------------------------
 
@@ -313,16 +350,21 @@ def fit_fold(
     train: np.ndarray,
     val: np.ndarray,
     epoch_callback: Optional[EpochCallback] = None,
+    regressor: Optional[Regressor] = None,
 ) -> tuple[Regressor, np.ndarray]:
     """Fit on rows `train` of X, Y and predict rows `val`: `(regressor, Y_pred_val)`.
 
     Nothing is fitted on `val` rows: preprocessing and the early-stopping set both come
-    from `train`.
+    from `train`. `regressor`: refit this one (made by `make_regressor(arch, hp, config)`)
+    rather than a new one; across folds a deep model then reuses its traced functions
+    and starts each fold from the same initial state.
     """
     Y = _as_targets(Y)
     train, val = np.asarray(train), np.asarray(val)
     overlap = np.intersect1d(train, val)
     if overlap.size:
         raise ValueError(f"fold: {overlap.size} rows are in both the training and the validation part")
-    regressor = make_regressor(arch, hp, config).fit(X[train], Y[train], epoch_callback)
+    if regressor is None:
+        regressor = make_regressor(arch, hp, config)
+    regressor.fit(X[train], Y[train], epoch_callback)
     return regressor, regressor.predict(X[val])

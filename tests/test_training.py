@@ -118,6 +118,22 @@ def test_same_parameters_give_identical_predictions_on_rerun():
     np.testing.assert_array_equal(first, second)
 
 
+def test_refitting_one_regressor_matches_a_new_one_per_fold():
+    """evaluate refits one Regressor on every fold and then on all rows: each fit must
+    start from the state a new model would have, whatever was fitted before it."""
+    X, Y = linear_data(n=60, n_features=8, n_targets=2)
+    cfg = config(max_epochs=2)
+    hp = {"dropout": 0.2}
+    parts = [np.arange(0, 40), np.arange(20, 60), np.arange(60)]
+    reused = make_regressor("attention_gru", hp, cfg)
+    for rows in parts:
+        fresh = make_regressor("attention_gru", hp, cfg).fit(X[rows], Y[rows]).predict(X)
+        np.testing.assert_array_equal(reused.fit(X[rows], Y[rows]).predict(X), fresh)
+    # The same Regressor on other shapes builds a new model instead of reusing the old one.
+    assert reused.fit(X[:, :6], Y).predict(X[:, :6]).shape == (60, 2)
+    assert reused.fit(X, Y[:, 0]).predict(X).shape == (60, 1)
+
+
 def test_epoch_callback_exception_propagates_unchanged():
     optuna = pytest.importorskip("optuna")
     X, Y = linear_data(n=40, n_features=8, n_targets=2)

@@ -182,15 +182,20 @@ def make_pruner(config: Config):
     """Pruner of `tuning.pruner`. Steps are `fold * max_epochs + epoch` over `tuning.folds` folds.
 
     median: prunes a trial whose best loss so far is above the median of complete trials
-    at the same step, once `tuning.n_startup_trials` trials have completed and after a
-    warm-up of `max_epochs // 5` steps (the first epochs of every model are noisy).
+    at the same step, once `tuning.n_startup_trials` trials have completed, at least two
+    complete trials reached that step, and only after the first `max_epochs // 2` epochs.
+    `n_trials` counts complete trials, so every pruned trial is an extra one: pruning
+    after a fifth of the epochs against the median of two curves (measured on the bundled
+    data) stopped 31-44 recurrent trials per study, most of them still improving and some
+    ending near the best, and tripled the tune stage's time. Half-way, slow learners are
+    still stopped and the rest are not.
     """
     import optuna
 
     tuning, max_epochs = config.params.tuning, config.params.training.max_epochs
     if tuning.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=tuning.n_startup_trials,
-                                           n_warmup_steps=max_epochs // 5)
+                                           n_warmup_steps=max_epochs // 2, n_min_trials=2)
     if tuning.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=tuning.folds * max_epochs,
                                               reduction_factor=3)
@@ -389,9 +394,10 @@ class TrialRunner:
         import optuna
         from sklearn.metrics import mean_squared_error
 
-        from benchmark.training import fit_fold
+        from benchmark.training import fit_fold, make_regressor
 
         hp = dict(trial.params)  # sampled by the coordinator at ask time
+        regressor = make_regressor(self.spec.arch, hp, self.config)  # one per trial, refitted per fold
         for fold in range(self.config.params.tuning.folds):
             _check_stop()
             train, val = self.data.folds[fold]
@@ -405,7 +411,8 @@ class TrialRunner:
                     raise optuna.TrialPruned(f"pruned at fold {fold} epoch {epoch}")
 
             _, predicted = fit_fold(self.spec.arch, hp, self.config, self.data.X_dev, self.data.Y_dev,
-                                    train, val, epoch_callback=on_epoch if self.deep else None)
+                                    train, val, epoch_callback=on_epoch if self.deep else None,
+                                    regressor=regressor)
             if not np.all(np.isfinite(predicted)):
                 raise FloatingPointError("non-finite validation predictions (training diverged)")
             fold_rmse.append(math.sqrt(mean_squared_error(self.data.Y_dev[val], predicted)))

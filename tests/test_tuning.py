@@ -292,7 +292,7 @@ def test_poisoned_test_split_does_not_change_tuning(project, scratch, monkeypatc
 def killed_and_resumed(project):
     """`tune dnn` killed with SIGKILL while a trial runs (after one completed), then rerun."""
     db = project / "deep.db"
-    argv = ("tune", "--task", "multi", "--arch", "dnn", "--trials", "4", "--storage", f"sqlite:///{db.name}")
+    argv = ("tune", "--task", "multi", "--arch", "dnn", "--trials", "6", "--storage", f"sqlite:///{db.name}")
     proc = subprocess.Popen([str(VENV_BIN / "genebench"), *argv], cwd=project, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
@@ -324,14 +324,14 @@ def killed_and_resumed(project):
 def test_resume_after_sigkill_reaches_n_trials_and_keeps_finished_trials(killed_and_resumed):
     killed, after = killed_and_resumed["killed"], killed_and_resumed["after"]
     assert states(killed).get("RUNNING", 0) == 1
-    assert states(after)["COMPLETE"] == 4 and "RUNNING" not in states(after)
+    assert states(after)["COMPLETE"] == 6 and "RUNNING" not in states(after)
     for old in killed:
         if old["state"] == "COMPLETE":
             assert after[old["number"]] == old
     interrupted = next(t for t in killed if t["state"] == "RUNNING")
     assert after[interrupted["number"]]["state"] == "FAIL"
     saved = killed_and_resumed["saved"]
-    assert saved["n_complete"] == 4 and saved["n_failed"] >= 1
+    assert saved["n_complete"] == 6 and saved["n_failed"] >= 1
 
 
 def test_pruned_trials_are_recorded_as_pruned(killed_and_resumed):

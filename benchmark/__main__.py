@@ -1,3 +1,3 @@
-from benchmark.cli import main
+from benchmark.cli import run
 
-raise SystemExit(main())
+run()

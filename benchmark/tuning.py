@@ -187,7 +187,7 @@ def make_pruner(config: Config):
     `n_trials` counts complete trials, so every pruned trial is an extra one: pruning
     after a fifth of the epochs against the median of two curves (measured on the bundled
     data) stopped 31-44 recurrent trials per study, most of them still improving and some
-    ending near the best, and tripled the tune stage's time. Half-way, slow learners are
+    ending near the best, and more than doubled the tune stages' time. Half-way, slow learners are
     still stopped and the rest are not.
     """
     import optuna

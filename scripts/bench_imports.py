@@ -8,8 +8,10 @@ file caches: every set runs once before timing) and records the median wall time
 The stage rows are the sets a genebench stage process imports: a deep model's tune or evaluate stage needs TensorFlow+Keras,
 MLflow's SQL store, Optuna and scikit-learn; a baseline's needs all but TensorFlow. The
 last column multiplies by the number of such processes in one `dvc repro` (2 tasks x
-5 deep architectures, tune and evaluate each: 20 deep-model processes; 2 x 3 baselines:
-12), which is the time a `dvc repro` spends importing whatever its configuration.
+5 deep architectures, tune and evaluate each: 20 deep-model processes; per task, the
+evaluate stages of mean, ridge and knn and the tune stages of ridge and knn: 10 baseline
+processes; mean's tune stage runs no trial and imports neither), which is the time a
+`dvc repro` spends importing whatever its configuration.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ SETS = [
     ("tensorflow + keras", "import tensorflow, keras", 0),
     ("baseline stage (no TensorFlow)",
      "import sklearn.model_selection, sklearn.linear_model, sklearn.neighbors, optuna, mlflow, "
-     "mlflow.store.tracking.sqlalchemy_store, matplotlib.pyplot", 12),
+     "mlflow.store.tracking.sqlalchemy_store, matplotlib.pyplot", 10),
     ("deep-model stage",
      "import tensorflow, keras, sklearn.model_selection, optuna, mlflow, "
      "mlflow.store.tracking.sqlalchemy_store, matplotlib.pyplot", 20),

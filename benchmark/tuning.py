@@ -195,7 +195,7 @@ def make_pruner(config: Config):
     tuning, max_epochs = config.params.tuning, config.params.training.max_epochs
     if tuning.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=tuning.n_startup_trials,
-                                           n_warmup_steps=max_epochs // 2, n_min_trials=2)
+                                           n_warmup_steps=max_epochs // 3, n_min_trials=2)
     if tuning.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=tuning.folds * max_epochs,
                                               reduction_factor=3)

@@ -126,7 +126,7 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
         f"params.yaml), bundled pbmc68k_reduced data as prepared, TPE with "
         f"`n_startup_trials={args.startup}`, `tuning.folds={args.folds}`, `max_epochs={args.max_epochs}` "
         f"with early stopping (`training.patience={args.patience}`); median pruner with "
-        f"`n_startup_trials={args.startup}`, `n_warmup_steps={args.max_epochs // 5}`; objective = mean "
+        f"{args.pruner}; objective = mean "
         f"validation RMSE over the folds; epochs summed over all trials and folds.",
         f"- Total wall time of the script: {seconds / 60:.1f} min",
         "",
@@ -190,7 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     none = run_study(none_config, args.task, args.arch, args.trials)
     print(f"median pruner: {args.trials} trials" + (" then on to as many complete" if args.to_complete else ""),
           flush=True)
-    median = run_study(_config(args.params, "median", args.max_epochs, args.folds), args.task, args.arch,
+    from benchmark import tuning
+
+    median_config = _config(args.params, "median", args.max_epochs, args.folds)
+    pruner = tuning.make_pruner(median_config)  # what `genebench tune` builds; its settings go in the report
+    args.pruner = ", ".join(f"`{name.strip('_')}={getattr(pruner, name)}`"
+                            for name in ("_n_startup_trials", "_n_warmup_steps", "_n_min_trials")
+                            if hasattr(pruner, name))
+    median = run_study(median_config, args.task, args.arch,
                        args.trials, complete_wanted=args.trials if args.to_complete else None)
     command = " ".join([".venv/bin/python", "scripts/bench_pruning.py", *map(shlex.quote, argv or sys.argv[1:])])
     text = report(args, none, median, command.strip(), time.monotonic() - started)

@@ -180,7 +180,6 @@ class Regressor:
 
     def _fit_deep(self, Xs: np.ndarray, Ys: np.ndarray, epoch_callback: Optional[EpochCallback]) -> None:
         tf, keras = _import_keras()
-        from benchmark.models.architectures import build_model
 
         seed = int(self.training["seed"])
         n = len(Xs)
@@ -201,7 +200,7 @@ class Regressor:
         )
         stop_data = tf.data.Dataset.from_tensor_slices((Xs[stop], Ys[stop])).batch(batch_size)
 
-        self._ready_model(build_model, Xs.shape[1], Ys.shape[1])
+        self._ready_model(Xs.shape[1], Ys.shape[1])
         callbacks = [
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=int(self.training["patience"]), restore_best_weights=True
@@ -219,7 +218,7 @@ class Regressor:
         )
         self.epochs_trained = len(history.history["loss"])
 
-    def _ready_model(self, build_model, n_features: int, n_targets: int) -> None:
+    def _ready_model(self, n_features: int, n_targets: int) -> None:
         """A freshly initialised model in `self.model`, built once per shape.
 
         The first fit builds and compiles the model and its optimizer and keeps every
@@ -234,6 +233,8 @@ class Regressor:
             for variable, value in zip(self._state_variables(), self._initial_state):
                 variable.assign(value)
             return
+        from benchmark.models.architectures import build_model
+
         hp = {**self.hp, "learning_rate": self.learning_rate}
         self.model = build_model(self.arch, hp, n_features, n_targets)
         self.model.optimizer.build(self.model.trainable_variables)

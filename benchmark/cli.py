@@ -185,8 +185,8 @@ def run() -> None:
     """Console-script entry (`genebench`, `python -m benchmark`): `main`, then a quick exit.
 
     Tearing the interpreter down once TensorFlow, MLflow and scikit-learn are loaded takes
-    1-2 s (measured on a 2-core machine), and one `dvc repro` starts 36 genebench
-    processes. So once `main` has returned, the exit handlers (`atexit`: MLflow's,
+    about 1.6 s on a 2-core machine (scripts/bench_overheads.py), and one `dvc repro`
+    starts 36 genebench processes. So once `main` has returned, the exit handlers (`atexit`: MLflow's,
     multiprocessing's, logging's) run and the streams are flushed as at a normal exit,
     and the process then ends without the module teardown. An exception escaping `main`
     (an internal error) exits the usual way, with its traceback.

@@ -57,10 +57,9 @@ def _import_keras():
         tf.get_logger().setLevel("ERROR")
         if not tf.config.list_physical_devices("GPU"):
             # Grappler's graph rewrites are made for large graphs and accelerators. For the
-            # small models here on a CPU, skipping them made the first fit of a recurrent
-            # model about 0.5 s faster and its training steps about 15% faster on a 2-core
-            # machine, and gave identical predictions wherever we compared (three
-            # architectures, and the default benchmark's metrics).
+            # small recurrent models here on a 2-core CPU, skipping them made refits up to
+            # 13% faster, first fits within 0.3 s either way, with bit-identical predictions
+            # (scripts/bench_overheads.py, results/overheads.md).
             tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
         _TF_READY = True
     return tf, keras

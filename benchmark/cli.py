@@ -186,9 +186,9 @@ def run() -> None:
 
     Tearing the interpreter down once TensorFlow, MLflow and scikit-learn are loaded takes
     about 1.6 s on a 2-core machine (scripts/bench_overheads.py), and one `dvc repro`
-    starts 36 genebench processes. So once `main` has returned, the exit handlers (`atexit`: MLflow's,
-    multiprocessing's, logging's) run and the streams are flushed as at a normal exit,
-    and the process then ends without the module teardown. An exception escaping `main`
+    starts 36 genebench processes. So once `main` has returned, the exit handlers
+    (`atexit`: MLflow's, multiprocessing's, logging's) run and the streams are flushed as
+    at a normal exit, and the process then ends without the module teardown. An exception escaping `main`
     (an internal error) exits the usual way, with its traceback.
     """
     code = main()

@@ -228,7 +228,7 @@ class Regressor:
         and prediction functions are reused: tracing costs seconds per model on a CPU.
         """
         shape = (n_features, n_targets)
-        if self.model is not None and self._initial_state is not None and self._built_for == shape:
+        if self._initial_state is not None and self._built_for == shape:  # set only with self.model
             for variable, value in zip(self._state_variables(), self._initial_state):
                 variable.assign(value)
             return

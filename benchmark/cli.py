@@ -30,22 +30,29 @@ def _config(args):
     return load_config(args.params)
 
 
+def _dataset_config(args):
+    """The params bound to `--dataset` (which may be left out where `datasets` lists one)."""
+    return _config(args).for_dataset(args.dataset)
+
+
 def _cmd_bootstrap(args) -> int:
     from benchmark.data.commands import bootstrap
 
-    return bootstrap(_config(args))
+    return bootstrap(_config(args), dataset=args.dataset)
 
 
 def _cmd_import(args) -> int:
     from benchmark.data.commands import import_matrix
 
-    return import_matrix(_config(args), Path(args.path), fmt=args.format, transpose=args.transpose)
+    return import_matrix(_config(args), Path(args.path), name=args.name, fmt=args.format,
+                         transpose=args.transpose, transform=args.transform)
 
 
 def _cmd_validate(args) -> int:
     from benchmark.data.commands import validate_matrix
 
-    return validate_matrix(_config(args), Path(args.path), fmt=args.format, transpose=args.transpose)
+    return validate_matrix(_config(args), Path(args.path), fmt=args.format, transpose=args.transpose,
+                           transform=args.transform)
 
 
 def _cmd_synth(args) -> int:
@@ -57,15 +64,17 @@ def _cmd_synth(args) -> int:
 def _cmd_prepare(args) -> int:
     from benchmark.data.prepare import prepare
 
-    out = prepare(_config(args))
-    print(f"prepared {out}")
+    config = _config(args)
+    for name in [args.dataset] if args.dataset else config.datasets:
+        out = prepare(config.for_dataset(name))
+        print(f"prepared {name}: {out.relative_to(config.root) if out.is_relative_to(config.root) else out}")
     return 0
 
 
 def _cmd_tune(args) -> int:
     from benchmark.tuning import tune
 
-    tune(_config(args), args.task, args.arch, trials=args.trials, workers=args.workers,
+    tune(_dataset_config(args), args.task, args.arch, trials=args.trials, workers=args.workers,
          storage=args.storage, timeout=args.timeout)
     return 0
 
@@ -73,7 +82,23 @@ def _cmd_tune(args) -> int:
 def _cmd_evaluate(args) -> int:
     from benchmark.evaluation import evaluate
 
-    evaluate(_config(args), args.task, args.arch)
+    evaluate(_dataset_config(args), args.task, args.arch)
+    return 0
+
+
+def _cmd_run(args) -> int:
+    """Tune and evaluate one architecture on both tasks of one dataset, in one process.
+
+    A DVC stage runs this rather than four `tune`/`evaluate` processes because each
+    process pays several seconds of imports (TensorFlow, MLflow, Optuna, scikit-learn).
+    """
+    from benchmark.evaluation import evaluate
+    from benchmark.tuning import tune
+
+    config = _dataset_config(args)
+    for task in args.tasks or TASKS:
+        tune(config, task, args.arch)
+        evaluate(config, task, args.arch)
     return 0
 
 
@@ -87,7 +112,8 @@ def _cmd_compare(args) -> int:
 def _cmd_promote(args) -> int:
     from benchmark.registry import promote
 
-    return promote(_config(args), task=args.task, candidate=args.candidate, force=args.force, rollback=args.rollback)
+    return promote(_config(args), dataset=args.dataset, task=args.task, candidate=args.candidate, force=args.force,
+                   rollback=args.rollback)
 
 
 def _cmd_ui(args) -> int:
@@ -109,15 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="bring a dataset into data/")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    p = data_sub.add_parser("bootstrap", parents=[common], help="write the bundled pbmc68k_reduced dataset into data/")
+    p = data_sub.add_parser("bootstrap", parents=[common],
+                            help="write the bundled datasets (pbmc68k, zeisel, cbmc, synthetic) into data/")
+    p.add_argument("--dataset", default=None, help="only this bundled dataset")
     p.set_defaults(func=_cmd_bootstrap)
-    for name, func, text in (("import", _cmd_import, "validate a matrix, write data/ and run `dvc add data`"),
+    for name, func, text in (("import", _cmd_import, "validate a matrix, write data/NAME/, `dvc add data`, list NAME in datasets"),
                              ("validate", _cmd_validate, "validate a matrix, write nothing")):
         p = data_sub.add_parser(name, parents=[common], help=text)
         p.add_argument("path")
+        if name == "import":
+            p.add_argument("--name", required=True, help="dataset name: data/NAME/, datasets.NAME in params.yaml")
         p.add_argument("--format", choices=["csv", "tsv", "parquet", "h5ad", "gct"], default=None,
                        help="file format (default: from the extension)")
         p.add_argument("--transpose", action="store_true", help="the file has genes as rows and samples as columns")
+        p.add_argument("--transform", choices=["none", "log1p"], default=None,
+                       help="what the benchmark applies to the values (log1p for raw counts); default none, "
+                            "or the dataset's current datasets.NAME.transform")
         p.set_defaults(func=func)
     p = data_sub.add_parser("synth", help="write a synthetic matrix with known low-rank gene-gene structure")
     p.add_argument("out", help="output file; its extension picks the format (.csv, .tsv, .parquet, .h5ad, .gct)")
@@ -128,10 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.1, help="noise standard deviation relative to signal")
     p.set_defaults(func=_cmd_synth)
 
+    dataset_help = "a dataset listed in `datasets` (may be left out where it lists one)"
     p = sub.add_parser("prepare", parents=[common], help="stage: held-out split, CV folds, task genes")
+    p.add_argument("--dataset", default=None, help="only this dataset (default: every dataset in `datasets`)")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("tune", parents=[common], help="stage: Optuna study for one architecture")
+    p.add_argument("--dataset", default=None, help=dataset_help)
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.add_argument("--trials", type=int, default=None, help="completed trials wanted (default: tuning.n_trials)")
@@ -141,14 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("evaluate", parents=[common], help="stage: CV and held-out evaluation, model logged to MLflow")
+    p.add_argument("--dataset", default=None, help=dataset_help)
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("run", parents=[common], help="stage: tune and evaluate one architecture on both tasks")
+    p.add_argument("--dataset", default=None, help=dataset_help)
+    p.add_argument("--arch", choices=ARCHS, required=True)
+    p.add_argument("--tasks", choices=TASKS, nargs="+", default=None, help="default: both tasks")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("compare", parents=[common], help="stage: comparison tables, statistics, plots")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("promote", parents=[common], help="stage: register and gate the champion model")
+    p.add_argument("--dataset", default=None, help="default: every dataset in `datasets`")
     p.add_argument("--task", choices=TASKS, default=None, help="default: both tasks")
     p.add_argument("--candidate", choices=(*ARCHS, "best"), default=None, help="default: promotion.candidate")
     p.add_argument("--force", action="store_true", help="move champion without the gate")

@@ -27,8 +27,25 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
-    dir: str = "data"
+    dir: str = "data"  # datasets live in <dir>/<name>/, tracked as a whole by <dir>.dvc
+
+
+DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Sections a dataset may override for its own stages (its size decides its budgets).
+DATASET_OVERRIDES = ("features", "training", "tuning")
+
+
+class DatasetParams(_Section):
+    """One benchmarked dataset: its value transform and, optionally, its own budgets.
+
+    `features`, `training` and `tuning` hold a subset of the keys of the top-level
+    sections of the same name; they override those for this dataset's stages only.
+    """
+
     transform: Literal["none", "log1p"] = "none"
+    features: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    tuning: dict[str, Any] = Field(default_factory=dict)
 
 
 class TaskParams(_Section):
@@ -124,8 +141,13 @@ class PromotionParams(_Section):
         return candidate
 
 
+def _default_datasets() -> dict[str, "DatasetParams"]:
+    return {"pbmc68k": DatasetParams()}
+
+
 class Params(_Section):
     data: DataParams = DataParams()
+    datasets: dict[str, DatasetParams] = Field(default_factory=_default_datasets)
     task: TaskParams = TaskParams()
     features: FeatureParams = FeatureParams()
     split: SplitParams = SplitParams()
@@ -137,26 +159,101 @@ class Params(_Section):
 
     @model_validator(mode="after")
     def _check_models(self) -> "Params":
+        import re
+
+        if not self.datasets:
+            raise ValueError("datasets: list at least one dataset")
+        bad = next((name for name in self.datasets if not re.match(DATASET_NAME, name)), None)
+        if bad is not None:
+            raise ValueError(f"datasets: {bad!r} is not a valid dataset name (letters, digits, '_', '-', '.')")
         unknown = sorted(set(self.models) - set(ARCHS))
         if unknown:
             raise ValueError(f"unknown architecture {unknown[0]!r}; expected one of {', '.join(ARCHS)}")
-        if self.tuning.folds > self.split.folds:
+        if self.split.folds - self.tuning.folds < 2:
+            # Tuning's folds are never scored, so the reported CV and the paired tests need
+            # at least two folds besides them.
             raise ValueError(
-                f"tuning.folds ({self.tuning.folds}) cannot exceed split.folds ({self.split.folds})"
+                f"split.folds ({self.split.folds}) must exceed tuning.folds ({self.tuning.folds}) by at least 2: "
+                "the folds tuning validates on are not scored, and CV needs two scored folds"
             )
+        for name in self.datasets:  # each dataset's overrides must give valid sections
+            try:
+                effective = self.for_dataset(name)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = tuple(part for part in first["loc"] if not str(part).startswith("function"))
+                raise ValueError(f"datasets.{name}.{_format_loc(loc)}: {_describe(first)}") from None
+            if effective.split.folds - effective.tuning.folds < 2:
+                raise ValueError(f"datasets.{name}: tuning.folds ({effective.tuning.folds}) leaves fewer than "
+                                 f"2 of split.folds ({effective.split.folds}) to score")
         return self
 
     def model(self, arch: str) -> ModelParams:
         return self.models.get(arch, ModelParams())
 
+    def for_dataset(self, name: str) -> "Params":
+        """These params with dataset `name`'s overrides applied to its sections.
+
+        Raises pydantic's ValidationError (located at `<section>.<key>`) for a bad override.
+        """
+        entry = self.datasets[name]
+        sections = {}
+        for section in DATASET_OVERRIDES:
+            override = getattr(entry, section)
+            if override:
+                current = getattr(self, section)
+                try:
+                    sections[section] = type(current).model_validate({**current.model_dump(), **override})
+                except ValidationError as exc:  # re-raised with the section in its location
+                    raise ValidationError.from_exception_data(exc.title, [
+                        {**e, "loc": (section, *e["loc"])} for e in exc.errors()]) from None
+        return self.model_copy(update=sections)
+
 
 class Config:
-    """Validated params plus where they came from and the project root they resolve against."""
+    """Validated params plus where they came from and the project root they resolve against.
 
-    def __init__(self, params: Params, path: Path, root: Path):
+    A config bound to a dataset (`config.for_dataset(name)`) carries that dataset's
+    effective params (its `features`/`training`/`tuning` overrides applied), and its
+    `data_dir`, `transform` and stage paths (`benchmark.paths`) are that dataset's.
+    """
+
+    def __init__(self, params: Params, path: Path, root: Path, dataset: str | None = None):
         self.params = params
         self.path = path
         self.root = root
+        self.dataset = dataset
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.params.datasets)
+
+    def for_dataset(self, name: str | None) -> "Config":
+        """This config bound to dataset `name`; None picks the only one listed in `datasets`."""
+        if name is None:
+            if self.dataset is not None:
+                return self
+            if len(self.params.datasets) != 1:
+                raise UserError(f"{self.path.name}: datasets lists {len(self.params.datasets)} datasets "
+                                f"({', '.join(self.params.datasets)}); pass --dataset NAME")
+            name = next(iter(self.params.datasets))
+        if name not in self.params.datasets:
+            raise UserError(f"{self.path.name}: datasets: no dataset {name!r} (listed: {', '.join(self.params.datasets)})")
+        return Config(self.params.for_dataset(name), self.path, self.root, dataset=name)
+
+    @property
+    def data_root(self) -> Path:
+        """`<root>/<data.dir>`: one sub-directory per dataset, tracked by `<data.dir>.dvc`."""
+        return self.resolve(self.params.data.dir)
+
+    @property
+    def transform(self) -> str:
+        return self.params.datasets[self._bound()].transform
+
+    def _bound(self) -> str:
+        if self.dataset is None:
+            raise RuntimeError("this needs a config bound to a dataset (config.for_dataset(name))")
+        return self.dataset
 
     def __getattr__(self, name: str) -> Any:  # config.split, config.tuning, ...
         return getattr(self.params, name)
@@ -170,7 +267,8 @@ class Config:
 
     @property
     def data_dir(self) -> Path:
-        return self.resolve(self.params.data.dir)
+        """`<data root>/<dataset>`: the bound dataset's canonical files."""
+        return self.data_root / self._bound()
 
     @property
     def tracking_uri(self) -> str:
@@ -178,7 +276,7 @@ class Config:
 
     @property
     def storage_url(self) -> str:
-        return self.resolve_url(self.params.tuning.storage)
+        return self.resolve_url(os.environ.get("OPTUNA_STORAGE") or self.params.tuning.storage)
 
 
 def resolve_url(url: str, root: Path) -> str:
@@ -246,7 +344,11 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(part for part in first["loc"] if not str(part).startswith("function"))
-        raise UserError(f"{source}: {_format_loc(loc)}: {_describe(first)}") from None
+        if loc == ("data", "transform") and first.get("type") == "extra_forbidden":
+            raise UserError(f"{source}: data.transform: moved to datasets.<name>.transform "
+                            "(each dataset has its own)") from None
+        where = f"{_format_loc(loc)}: " if loc else ""
+        raise UserError(f"{source}: {where}{_describe(first)}") from None
 
 
 def load_config(path: str | os.PathLike | None = None, root: Path | None = None) -> Config:

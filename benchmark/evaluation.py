@@ -1,24 +1,26 @@
 """The evaluate stage: K-fold CV on development samples, refit, one held-out score.
 
-`evaluate(config, task, arch)`:
+`evaluate(config.for_dataset(name), task, arch)`:
 
 1. Hyperparameters: `models.<arch>.defaults` overlaid with the tuning result
-   `artifacts/tuning/<task>/<arch>.json` (`best_params`) when it exists; the source is
-   recorded (`params_source`).
-2. CV over the prepared folds with `training.fit_fold` (everything fitted on the
-   training part of each fold); per-fold metrics with that training part's per-gene
-   ranges for the scaled metrics; mean and sample std across folds.
+   `artifacts/tuning/<dataset>/<task>/<arch>.json` (`best_params`) when it exists; the
+   source is recorded (`params_source`).
+2. CV over the prepared scored folds (every fold but those tuning validated on, so no
+   sample that chose the hyperparameters is scored) with `training.fit_fold`
+   (everything fitted on the training part of each fold); per-fold metrics with that
+   training part's per-gene ranges for the scaled metrics; mean and sample std across
+   the scored folds.
 3. Refit on all development samples; one score on the held-out split (scaled metrics
    with the development ranges).
-4. One MLflow run `evaluate-<arch>` in the task's experiment: params, `cv_<m>_mean`,
+4. One MLflow run `evaluate-<arch>` in the (dataset, task) experiment: params, `cv_<m>_mean`,
    `cv_<m>_std`, `test_<m>`, `fold_<m>` per fold (step = fold), the artifact files
    below, and the refit model as a pyfunc.
 
-Outputs: `artifacts/evaluation/<task>/<arch>/` (`folds.csv`, `fold_per_gene.csv`,
+Outputs: `artifacts/evaluation/<dataset>/<task>/<arch>/` (`folds.csv`, `fold_per_gene.csv`,
 `test_predictions.csv`, `test_per_gene.csv`, `test_scatter.png`, for attention models
 `attention.csv`, `attention.png` and, where tokens are single genes, `gene_importance.csv`;
 `run.json`) and, written last so that a failed evaluate leaves the previous result in
-place, `metrics/<task>/<arch>.json`.
+place, `metrics/<dataset>/<task>/<arch>.json`.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def resolve_params(config: Config, task: str, arch: str) -> tuple[dict[str, Any]
     try:
         result = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON (line {exc.lineno}); rerun `genebench tune --task {task} --arch {arch}`") from None
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}); rerun "
+                        f"`genebench tune --dataset {config.dataset} --task {task} --arch {arch}`") from None
     best = result.get("best_params") if isinstance(result, dict) else None
     if not isinstance(best, dict):
         raise UserError(f"{path}: best_params: expected a mapping of hyperparameters")
@@ -129,14 +132,16 @@ def _mlflow_params(config: Config, arch: str, hp: dict, source: str, data: TaskD
     params = {f"hp.{k}": v for k, v in sorted(hp.items())}
     params.update({f"training.{k}": getattr(training, k) for k in _TRAINING_PARAMS})
     params.update({
+        "dataset": data.dataset,
         "arch": arch,
         "params_source": source,
         "split.folds": len(data.folds),
+        "scored_folds": ",".join(map(str, data.scored_folds)),
         "split.test_size": config.params.split.test_size,
         "split.seed": config.params.split.seed,
         "features.pca_components": config.params.features.pca_components,
         "features.max_genes": config.params.features.max_genes,
-        "data.transform": data.transform,
+        "transform": data.transform,
         "n_features": len(data.feature_genes),
         "n_targets": len(data.target_genes),
         "n_dev": len(data.X_dev),
@@ -167,7 +172,8 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
     # starts from the same initial state, and a deep model is built and traced once.
     regressor = make_regressor(arch, hp, config)
     fold_metrics, fold_rows, fold_gene_frames = [], [], []
-    for fold, (train, val) in enumerate(data.folds):
+    for fold in data.scored_folds:
+        train, val = data.folds[fold]
         regressor, predicted = fit_fold(arch, hp, config, data.X_dev, data.Y_dev, train, val, regressor=regressor)
         metrics = regression_metrics(data.Y_dev[val], predicted, *_ranges(data.Y_dev[train]))
         fold_metrics.append(metrics)
@@ -237,6 +243,7 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
         mlflow.log_artifacts(str(tmp), artifact_path="evaluation")
 
     document = {
+        "dataset": data.dataset,
         "task": task,
         "arch": arch,
         "n_dev": int(len(data.X_dev)),
@@ -246,7 +253,7 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
         "mlflow_run_id": run_id,
     }
     write_json(metrics_file(config, task, arch), document)
-    print(f"evaluate {task}/{arch}: cv rmse {_fmt(cv['rmse']['mean'])} +- {_fmt(cv['rmse']['std'])}, "
+    print(f"evaluate {data.dataset}/{task}/{arch}: cv rmse {_fmt(cv['rmse']['mean'])} +- {_fmt(cv['rmse']['std'])}, "
           f"test rmse {_fmt(test['rmse'])}, r2 {_fmt(test['r2'])} (params: {source}; mlflow run {run_id})")
     return document
 

@@ -1,9 +1,11 @@
 """The promote stage: register the candidate, gate the `champion` alias, roll back.
 
-Per task, registered model `genebench-<task>` with aliases `challenger` and `champion`:
+Per (dataset, task), registered model `genebench-<dataset>-<task>` with aliases
+`challenger` and `champion`:
 
 1. The candidate is `promotion.candidate` (or `--candidate`): an architecture, or `best`
-   (lowest held-out RMSE among `metrics/<task>/*.json`). Its evaluation run's pyfunc is
+   (lowest CV RMSE among `metrics/<dataset>/<task>/*.json`; chosen on CV, never on the
+   held-out split that the gate then scores). Its evaluation run's pyfunc is
    registered as a new version, unless that run already has one (then that version is
    reused), and gets the alias `challenger`. Inside `dvc exp run` (`DVC_EXP_NAME` set)
    promotion stops here.
@@ -19,7 +21,8 @@ Per task, registered model `genebench-<task>` with aliases `challenger` and `cha
    `champion_history` tag, kept by every move).
 
 Every decision is tagged on the candidate's version (`decision`, `decision_reason`) and
-written to `reports/promotion.json` (one entry per task; other tasks' entries are kept).
+written to `reports/promotion.json` (`{dataset: {task: entry}}`; entries of datasets and
+tasks not promoted this time are kept while their dataset is still listed).
 `promotion.enabled: false` records `skipped` and touches no registry.
 """
 
@@ -42,14 +45,15 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 # Version tags copied from the evaluation run; metrics are copied as `test_<m>`/`cv_rmse_mean`.
-_RUN_TAGS = ("task", "arch", "data_version", "git_commit", "git_dirty", "targets_md5", "transform",
+_RUN_TAGS = ("dataset", "task", "arch", "data_version", "git_commit", "git_dirty", "targets_md5", "transform",
              "n_targets", "n_features")
 _METRIC_TAGS = ("test_rmse", "test_mae", "test_mse", "test_r2", "test_pearson",
                 "test_rmse_scaled", "test_mae_scaled", "cv_rmse_mean", "cv_rmse_std")
 
 
-def registered_model_name(task: str) -> str:
-    return f"genebench-{task}"
+def registered_model_name(config: Config, task: str) -> str:
+    """`genebench-<dataset>-<task>` (config bound to the dataset)."""
+    return f"genebench-{config.dataset}-{task}"
 
 
 def promotion_file(config: Config) -> Path:
@@ -68,10 +72,12 @@ def _client(config: Config):
 def _read_metrics(config: Config, task: str, arch: str) -> dict:
     path = metrics_file(config, task, arch)
     if not path.exists():
-        raise UserError(f"{path.relative_to(config.root)}: not found; run `genebench evaluate --task {task} --arch {arch}` first")
+        raise UserError(f"{path.relative_to(config.root)}: not found; run "
+                        f"`genebench evaluate --dataset {config.dataset} --task {task} --arch {arch}` first")
     document = json.loads(path.read_text())
     if not document.get("mlflow_run_id"):
-        raise UserError(f"{path.relative_to(config.root)}: mlflow_run_id is empty; rerun `genebench evaluate --task {task} --arch {arch}`")
+        raise UserError(f"{path.relative_to(config.root)}: mlflow_run_id is empty; rerun "
+                        f"`genebench evaluate --dataset {config.dataset} --task {task} --arch {arch}`")
     return document
 
 
@@ -81,13 +87,15 @@ def _candidate_arch(config: Config, task: str, candidate: Optional[str]) -> str:
         if arch not in ARCHS:
             raise UserError(f"promotion.candidate: expected 'best' or one of {', '.join(ARCHS)}, got {arch!r}")
         return arch
+    # Chosen on CV: the held-out split is what the gate scores, so it must not pick too.
     scored = []
     for path in sorted(metrics_file(config, task, ARCHS[0]).parent.glob("*.json")):
-        rmse = (json.loads(path.read_text()).get("test") or {}).get("rmse")
+        rmse = ((json.loads(path.read_text()).get("cv") or {}).get("rmse") or {}).get("mean")
         if path.stem in ARCHS and rmse is not None:
             scored.append((float(rmse), path.stem))
     if not scored:
-        raise UserError(f"metrics/{task}/: no evaluated architecture to pick the best from; run `genebench evaluate --task {task} --arch A` first")
+        raise UserError(f"metrics/{config.dataset}/{task}/: no evaluated architecture to pick the best from; "
+                        f"run `genebench evaluate --dataset {config.dataset} --task {task} --arch A` first")
     return min(scored)[1]
 
 
@@ -101,7 +109,8 @@ def _model_uri(config: Config, task: str, arch: str, run) -> str:
     outputs = getattr(run, "outputs", None)
     models = getattr(outputs, "model_outputs", None) or []
     if not models:
-        raise UserError(f"mlflow run {run.info.run_id} ({task}/{arch}) has no logged model; rerun `genebench evaluate --task {task} --arch {arch}`")
+        raise UserError(f"mlflow run {run.info.run_id} ({config.dataset}/{task}/{arch}) has no logged model; "
+                        f"rerun `genebench evaluate --dataset {config.dataset} --task {task} --arch {arch}`")
     return f"models:/{models[-1].model_id}"
 
 
@@ -127,7 +136,7 @@ def _register(client, name: str, model_uri: str, run) -> tuple[Any, bool]:
     from mlflow.exceptions import MlflowException
 
     try:
-        client.create_registered_model(name, description="genebench champion/challenger models for one task")
+        client.create_registered_model(name, description="genebench champion/challenger models for one dataset and task")
     except MlflowException as exc:
         if "already exists" not in str(exc).lower() and exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -205,7 +214,7 @@ def _comparable(version, data_version: str, targets: str) -> Optional[str]:
 
 def _promote_task(config: Config, task: str, candidate: Optional[str], force: bool) -> dict:
     client = _client(config)
-    name = registered_model_name(task)
+    name = registered_model_name(config, task)
     arch = _candidate_arch(config, task, candidate)
     metrics = _read_metrics(config, task, arch)
     run = client.get_run(metrics["mlflow_run_id"])
@@ -216,8 +225,8 @@ def _promote_task(config: Config, task: str, candidate: Optional[str], force: bo
     elif run.data.tags.get("targets_md5") != targets:
         stale = "another target gene set than today's task"
     if stale:
-        raise UserError(f"metrics/{task}/{arch}.json: its evaluation (mlflow run {run.info.run_id}) used {stale}; "
-                        f"rerun `genebench evaluate --task {task} --arch {arch}`")
+        raise UserError(f"metrics/{config.dataset}/{task}/{arch}.json: its evaluation (mlflow run {run.info.run_id}) "
+                        f"used {stale}; rerun `genebench evaluate --dataset {config.dataset} --task {task} --arch {arch}`")
 
     version, created = _register(client, name, _model_uri(config, task, arch, run), run)
     v = str(version.version)
@@ -225,7 +234,7 @@ def _promote_task(config: Config, task: str, candidate: Optional[str], force: bo
     champion = _alias_version(client, name, CHAMPION)
     before = str(champion.version) if champion is not None else None
     entry = {
-        "task": task, "registered_model": name, "candidate_arch": arch, "candidate_run_id": run.info.run_id,
+        "dataset": config.dataset, "task": task, "registered_model": name, "candidate_arch": arch, "candidate_run_id": run.info.run_id,
         "version": v, "new_version": created, "champion_before": before, "champion_after": before,
         "candidate_rmse": None, "champion_rmse": None, "evaluation_rmse": metrics["test"]["rmse"],
         "min_improvement": config.params.promotion.min_improvement, "data_version": data.data_version,
@@ -262,10 +271,11 @@ def _promote_task(config: Config, task: str, candidate: Optional[str], force: bo
 def _rollback_plan(config: Config, task: str) -> tuple[str, str, str, list[str]]:
     """`(name, current, target, history)` of a rollback; raises UserError when there is none."""
     client = _client(config)
-    name = registered_model_name(task)
+    name = registered_model_name(config, task)
     champion = _alias_version(client, name, CHAMPION) if _exists(client, name) else None
     if champion is None:
-        raise UserError(f"{name}: no champion to roll back; run `genebench promote --task {task}` first")
+        raise UserError(f"{name}: no champion to roll back; run `genebench promote --dataset {config.dataset} "
+                        f"--task {task}` first")
     current = str(champion.version)
     history = _history(client, name)
     if not history or history[-1] != current:
@@ -293,7 +303,7 @@ def _rollback_task(config: Config, task: str, plan: tuple[str, str, str, list[st
     client.set_model_version_tag(name, target, "decision", "rolled_back")
     client.set_model_version_tag(name, target, "decision_reason", reason)
     client.set_model_version_tag(name, current, "decision", "rolled_back_from")
-    return {"task": task, "registered_model": name, "decision": "rolled_back", "reason": reason,
+    return {"dataset": config.dataset, "task": task, "registered_model": name, "decision": "rolled_back", "reason": reason,
             "version": target, "champion_before": current, "champion_after": target}
 
 
@@ -301,19 +311,21 @@ def _exists(client, name: str) -> bool:
     return bool(client.search_registered_models(f"name='{name}'"))
 
 
-def promote(config: Config, task: Optional[str] = None, candidate: Optional[str] = None,
-            force: bool = False, rollback: bool = False) -> int:
-    """Run the promote stage for one task or both; writes `reports/promotion.json`. Returns 0."""
-    tasks = [task] if task else list(TASKS)
+def promote(config: Config, dataset: Optional[str] = None, task: Optional[str] = None,
+            candidate: Optional[str] = None, force: bool = False, rollback: bool = False) -> int:
+    """Run the promote stage for one dataset or all, one task or both; writes `reports/promotion.json`."""
+    configs = [config.for_dataset(name) for name in ([dataset] if dataset else config.datasets)]
+    items = [(c, t) for c in configs for t in ([task] if task else TASKS)]
     if rollback and (force or candidate):
         raise UserError("--rollback restores the previous champion; it takes no --candidate or --force")
     if not config.params.promotion.enabled:
-        entries = {t: {"task": t, "decision": "skipped", "reason": "promotion.enabled is false"} for t in tasks}
+        entries = [{"dataset": c.dataset, "task": t, "decision": "skipped", "reason": "promotion.enabled is false"}
+                   for c, t in items]
     elif rollback:
-        plans = {t: _rollback_plan(config, t) for t in tasks}  # all checked before any moves
-        entries = {t: _rollback_task(config, t, plans[t]) for t in tasks}
+        plans = [_rollback_plan(c, t) for c, t in items]  # all checked before any moves
+        entries = [_rollback_task(c, t, plan) for (c, t), plan in zip(items, plans)]
     else:
-        entries = {t: _promote_task(config, t, candidate, force) for t in tasks}
+        entries = [_promote_task(c, t, candidate, force) for c, t in items]
 
     path = promotion_file(config)
     report = {}
@@ -322,8 +334,10 @@ def promote(config: Config, task: Optional[str] = None, candidate: Optional[str]
             report = json.loads(path.read_text())
         except json.JSONDecodeError:
             report = {}
-    report.update(entries)
-    write_json(path, {t: report[t] for t in sorted(report) if t in TASKS})
-    for entry in entries.values():
-        print(f"promote {entry['task']}: {entry['decision']} - {entry['reason']}")
+    for entry in entries:
+        report.setdefault(entry["dataset"], {})[entry["task"]] = entry
+    write_json(path, {d: {t: e for t, e in sorted(report[d].items()) if t in TASKS}
+                      for d in sorted(report) if d in config.params.datasets and isinstance(report[d], dict)})
+    for entry in entries:
+        print(f"promote {entry['dataset']}/{entry['task']}: {entry['decision']} - {entry['reason']}")
     return 0

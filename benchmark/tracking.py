@@ -37,7 +37,7 @@ from mlflow.types import ColSpec, Schema
 from benchmark.config import Config
 from benchmark.data.canonical import load_dataset
 from benchmark.data.prepare import TaskData
-from benchmark.paths import PREPARED
+from benchmark.paths import prepared_dir
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE_DIR = Path(__file__).parent
@@ -71,11 +71,12 @@ def _is_local_store(uri: str) -> bool:
 
 
 def experiment_name(config: Config, task: str) -> str:
-    return f"{config.params.mlflow.experiment}-{task}"
+    """`<mlflow.experiment>-<dataset>-<task>`: one experiment per (dataset, task)."""
+    return f"{config.params.mlflow.experiment}-{config.dataset}-{task}"
 
 
 def experiment_id(config: Config, task: str) -> str:
-    """Id of the task's experiment `<mlflow.experiment>-<task>`, created on first use.
+    """Id of the (dataset, task) experiment `<mlflow.experiment>-<dataset>-<task>`, created on first use.
 
     A local store gets `<root>/mlruns` (a file URI) as artifact location; an experiment
     deleted in the UI is restored rather than shadowing the name.
@@ -125,6 +126,7 @@ def targets_digest(genes: list[str]) -> str:
 def standard_tags(config: Config, task: str, arch: str, data: TaskData) -> dict[str, str]:
     """Tags every evaluation run carries (and registry versions copy)."""
     return {
+        "dataset": data.dataset,
         "task": task,
         "arch": arch,
         "data_version": data.data_version,
@@ -148,7 +150,7 @@ def raw_features(config: Config, data: TaskData, part: str) -> pd.DataFrame:
 
 def raw_frame(config: Config, part: str, genes: list[str] | None = None) -> pd.DataFrame:
     """Raw `data/` values of the prepared `part` ("test" or "dev") rows; all genes by default."""
-    split = json.loads((config.resolve(PREPARED) / "split.json").read_text())
+    split = json.loads((prepared_dir(config) / "split.json").read_text())
     ds = load_dataset(config.data_dir)
     genes = list(ds.genes) if genes is None else list(genes)
     col = {g: i for i, g in enumerate(ds.genes)}
@@ -185,6 +187,7 @@ def log_model(regressor: Any, data: TaskData, input_example: pd.DataFrame, deep:
             "feature_genes": list(data.feature_genes),
             "target_genes": list(data.target_genes),
             "transform": data.transform,
+            "dataset": data.dataset,
             "task": data.task,
             "data_version": data.data_version,
         }, sort_keys=True, indent=2) + "\n")

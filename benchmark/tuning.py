@@ -1,17 +1,20 @@
-"""The tune stage: one Optuna study per (task, architecture), tracked in MLflow.
+"""The tune stage: one Optuna study per (dataset, task, architecture), tracked in MLflow.
 
-    tune(config, "multi", "dnn", trials=None, workers=1, storage=None, timeout=None)
+    tune(config.for_dataset("pbmc68k"), "multi", "dnn", trials=None, workers=1, storage=None, timeout=None)
 
 - Search space: `models.<arch>.search_space`, turned into `trial.suggest_*` calls in one
   place (`suggest`). An empty space (`mean`) records that without trials, Optuna or
   TensorFlow.
-- Objective: mean validation RMSE (original target units) over the first `tuning.folds`
-  prepared CV folds, development samples only (`load_task` without `held_out`). Deep
-  models report their per-epoch early-stopping loss at step `fold * max_epochs + epoch`
-  to the pruner (`tuning.pruner`: none, median, hyperband).
-- Study name: `<task>-<arch>-d<data version>-s<hash>`, the hash covering everything that
-  changes what a trial's value means (search space, untuned defaults, prepared folds and
-  genes, `tuning.folds`, `features`, and `training` for deep models). A rerun resumes the
+- Objective: mean validation RMSE (original target units) over the prepared tuning
+  folds (the first `tuning.folds`), development samples only (`load_task` without
+  `held_out`). evaluate never scores those folds, so no sample tuning validated on is
+  in the reported CV. Deep models report their per-epoch early-stopping loss at step
+  `fold * max_epochs + epoch` to the pruner (`tuning.pruner`: none, median, hyperband).
+- Study name: `<dataset>-<task>-<arch>-d<data version>-s<hash>`, the hash covering
+  everything that changes what a trial's value means (search space, untuned defaults,
+  prepared folds and genes, `tuning.folds`, `features`, `training` for deep models, and
+  the source of the code that trains and scores a model: a code change starts a new
+  study and never returns the old code's results). A rerun resumes the
   study and tops it up to `n_trials` COMPLETE trials; pruned and failed trials do not
   count. The result is the best of the study's first `n_trials` complete trials (by
   trial number), so a smaller `n_trials` gives the answer that budget gave.
@@ -36,7 +39,7 @@
   (`mlflow.start_run(parent_run_id=...)`) with its params, per-epoch `val_loss`, fold
   RMSEs, `value` and a `genebench.trial_state` tag; the parent carries best params, best
   value, trial counts and Optuna's optimisation-history and importance plots.
-- Output: `artifacts/tuning/<task>/<arch>.json` (written atomically).
+- Output: `artifacts/tuning/<dataset>/<task>/<arch>.json` (written atomically).
 """
 
 from __future__ import annotations
@@ -127,8 +130,23 @@ def suggest(trial, space: dict[str, SearchParam]) -> dict[str, Any]:
 # -- study identity and storage ------------------------------------------------------
 
 
+# The code a trial's value depends on: fitting, models, preprocessing, the task arrays.
+_TRAINING_CODE = ("training.py", "models", "metrics.py", "data/prepare.py", "data/validation.py")
+
+
+def code_digest() -> str:
+    """sha256 over the source of the modules that train and score a model (`_TRAINING_CODE`)."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for entry in _TRAINING_CODE:
+        path = package / entry
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def study_name(config: Config, task: str, arch: str, space: dict[str, SearchParam], data_version: str) -> str:
-    """`<task>-<arch>-d<data version[:8]>-s<hash[:8]>`: equal names mean comparable trials."""
+    """`<dataset>-<task>-<arch>-d<data version[:8]>-s<hash[:8]>`: equal names mean comparable trials."""
     model = config.params.model(arch)
     prepared = prepared_dir(config)
     meaning = {
@@ -140,9 +158,10 @@ def study_name(config: Config, task: str, arch: str, space: dict[str, SearchPara
         # Folds, held-out split, targets and features as prepared.
         "prepared": {name: hashlib.md5((prepared / name).read_bytes()).hexdigest()
                      for name in ("split.json", f"{task}.json") if (prepared / name).exists()},
+        "code": code_digest(),
     }
     digest = hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{task}-{arch}-d{data_version[:8]}-s{digest[:8]}"
+    return f"{config.dataset}-{task}-{arch}-d{data_version[:8]}-s{digest[:8]}"
 
 
 def is_journal(url: str) -> bool:
@@ -342,15 +361,15 @@ class StudySpec:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         config = state.pop("config")
-        state["_config"] = (config.params.model_dump(), str(config.path), str(config.root))
+        state["_config"] = (config.params.model_dump(), str(config.path), str(config.root), config.dataset)
         return state
 
     def __setstate__(self, state: dict) -> None:
         from benchmark.config import Params
 
-        params, path, root = state.pop("_config")
+        params, path, root, dataset = state.pop("_config")
         self.__dict__.update(state)
-        self.config = Config(Params.model_validate(params), Path(path), Path(root))
+        self.config = Config(Params.model_validate(params), Path(path), Path(root), dataset=dataset)
 
 
 def _quiet() -> None:
@@ -399,12 +418,12 @@ class TrialRunner:
 
         hp = dict(trial.params)  # sampled by the coordinator at ask time
         regressor = make_regressor(self.spec.arch, hp, self.config)  # one per trial, refitted per fold
-        for fold in range(self.config.params.tuning.folds):
+        for position, fold in enumerate(self.data.tuning_folds):
             _check_stop()
             train, val = self.data.folds[fold]
 
-            def on_epoch(epoch: int, val_loss: float, fold: int = fold) -> None:
-                step = fold * self.max_epochs + epoch
+            def on_epoch(epoch: int, val_loss: float, fold: int = fold, position: int = position) -> None:
+                step = position * self.max_epochs + epoch
                 curve.append((step, float(val_loss)))
                 trial.report(float(val_loss), step)
                 _check_stop()
@@ -458,7 +477,7 @@ class TrialRunner:
 
 
 def _mlflow_setup(config: Config, task: str) -> str:
-    """Point MLflow at the project store; the task's experiment id."""
+    """Point MLflow at the project store; the (dataset, task) experiment's id."""
     from benchmark.tracking import configure, experiment_id
 
     configure(config)
@@ -489,10 +508,11 @@ def _parent_run(config: Config, experiment: str, name: str, uid: str, task: str,
 
     runs = find()
     if not runs:
-        run = client.create_run(experiment, run_name=name, tags={STUDY_TAG: name, STUDY_UID: uid, "task": task,
-                                                                 "arch": arch, "data_version": data_version})
+        run = client.create_run(experiment, run_name=name, tags={
+            STUDY_TAG: name, STUDY_UID: uid, "dataset": str(config.dataset), "task": task, "arch": arch,
+            "data_version": data_version})
         client.log_batch(run.info.run_id, params=[
-            Param("task", task), Param("arch", arch), Param("study_name", name),
+            Param("dataset", str(config.dataset)), Param("task", task), Param("arch", arch), Param("study_name", name),
             Param("data_version", data_version),
             Param("tuning_folds", str(config.params.tuning.folds)),
             Param("max_epochs", str(config.params.training.max_epochs)),
@@ -975,25 +995,26 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
         print(f"{arch} has an empty search space: nothing to tune; wrote {_rel(config, out)}", flush=True)
         return result
 
-    from benchmark.data.prepare import data_version, load_task
+    from benchmark.data.prepare import load_task
 
-    load_task(config, task)  # fails early (exit 2) when prepare has not run
-    name = study_name(config, task, arch, space, data_version(config))
+    version = load_task(config, task).data_version  # fails early (exit 2) when prepare has not run
+    name = study_name(config, task, arch, space, version)
     _quiet()
     spec = StudySpec(config, task, arch, name, storage_url, None, None)
     study, optuna_storage = _load_study(spec, create=True)
+    study.set_user_attr("dataset", config.dataset)
     study.set_user_attr("task", task)
     study.set_user_attr("arch", arch)
     stale = fail_stale_trials(study, optuna_storage, tuning.grace_period)
     spec.experiment_id = _mlflow_setup(config, task)
     spec.parent_run_id = _parent_run(config, spec.experiment_id, name, study_uid(study), task, arch, space,
-                                     data_version(config), storage_url, n_trials)
+                                     version, storage_url, n_trials)
     counts = _counts(study)
     complete = counts.get("COMPLETE", 0)
     print(f"study {name} on {mask_url(storage_url)}: {complete}/{n_trials} complete"
           + (f", failed {len(stale)} stale trial(s) {stale}" if stale else "")
           + (f", {workers} workers" if workers > 1 else ""), flush=True)
-    progress = _Progress(n_trials, complete, f"tune {task}/{arch}")
+    progress = _Progress(n_trials, complete, f"tune {config.dataset}/{task}/{arch}")
     deadline = time.monotonic() + timeout if timeout is not None else None
     interrupted = True
     try:

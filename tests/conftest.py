@@ -1,7 +1,8 @@
 """Shared fixtures: a throwaway genebench project and a way to run the CLI in it.
 
 `project` is a fresh directory with `git init`, `dvc init`, and a copy of the repository's
-params.yaml; `project.set_params({...})` deep-merges overrides into it. The git/DVC
+params.yaml that lists one dataset, `toy` (`project.data_dir` is `data/toy/`), so commands
+need no `--dataset`; `project.set_params({...})` deep-merges overrides into it. The git/DVC
 skeleton is built once per session and copied for each test (`dvc init` costs seconds).
 `run_cli(cwd, *args)` runs `python -m benchmark ARGS` as a subprocess, with the venv's
 `bin/` on PATH (DVC stage commands and `uvicorn` are found there) and no
@@ -25,6 +26,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+DATASET = "toy"  # the one dataset a test project lists
 
 
 def free_port() -> int:
@@ -97,17 +99,20 @@ class Project:
 
     @property
     def data_dir(self) -> Path:
-        return self.root / "data"
+        """`data/toy/`: the canonical directory of the project's one dataset."""
+        return self.root / "data" / DATASET
 
     def set_params(self, overrides: dict[str, Any]) -> "Project":
         raw = yaml.safe_load(self.params_path.read_text())
         self.params_path.write_text(yaml.safe_dump(_merge(raw, overrides), sort_keys=False))
         return self
 
-    def config(self):
+    def config(self, dataset: str | None = DATASET):
+        """The project's params, bound to `dataset` (None: unbound, as compare and promote take it)."""
         from benchmark.config import load_config
 
-        return load_config(self.params_path, root=self.root)
+        config = load_config(self.params_path, root=self.root)
+        return config.for_dataset(dataset) if dataset else config
 
     def run(self, *args: str, timeout: float = 300) -> CliResult:
         return run_cli(self.root, *args, timeout=timeout)
@@ -120,7 +125,9 @@ def _project_template(tmp_path_factory) -> Path:
     run_tool(template, "git", "init", "-q")
     run_tool(template, sys.executable, "-m", "dvc", "init", "-q")
     run_tool(template, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
-    shutil.copy(REPO / "params.yaml", template / "params.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"] = {DATASET: {"transform": "none"}}
+    (template / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (template / ".gitignore").write_text("/data/\n/artifacts/\n")
     return template
 

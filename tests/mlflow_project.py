@@ -29,7 +29,8 @@ from conftest import cli_env, run_cli
 N_SAMPLES, N_GENES, RANK = 60, 30, 3
 
 PARAMS = {
-    "data": {"dir": "data", "transform": "none"},
+    "data": {"dir": "data"},
+    "datasets": {"toy": {"transform": "none"}},
     "task": {"top_k": 5},
     "split": {"test_size": 0.25, "folds": 3, "seed": 1},
     "training": {"max_epochs": 2, "batch_size": 16, "patience": 2, "seed": 7},
@@ -70,10 +71,10 @@ class SharedProject:
         return load_config(params or self.root / "params.yaml", root=self.root)
 
     def metrics(self, task: str, arch: str) -> dict:
-        return json.loads((self.root / "metrics" / task / f"{arch}.json").read_text())
+        return json.loads((self.root / "metrics" / "toy" / task / f"{arch}.json").read_text())
 
     def evaluation(self, task: str, arch: str) -> Path:
-        return self.root / "artifacts" / "evaluation" / task / arch
+        return self.root / "artifacts" / "evaluation" / "toy" / task / arch
 
     def run_record(self, task: str, arch: str) -> dict:
         return json.loads((self.evaluation(task, arch) / "run.json").read_text())

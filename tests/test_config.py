@@ -43,7 +43,7 @@ def _set(section: str, key: str, value):
         (_set("task", "top_k", "fifty"), "task.top_k"),
         (_set("training", "max_epochs", 0), "training.max_epochs"),
         (_set("tuning", "pruner", "random"), "tuning.pruner"),
-        (_set("data", "transform", "log2"), "data.transform"),
+        (_set("datasets", "toy", {"transform": "log2"}), "datasets.toy.transform"),
         (_set("split", "sed", 3), "split.sed"),
         (lambda raw: raw.update(extra={"a": 1}), "extra"),
         (lambda raw: raw["models"].update(transformer={}), "transformer"),
@@ -57,6 +57,12 @@ def _set(section: str, key: str, value):
          "models.lstm.search_space.steps"),
         (_set("promotion", "candidate", "transformer"), "promotion.candidate"),
         (_set("tuning", "folds", 9), "tuning.folds"),
+        (_set("tuning", "folds", 4), "split.folds (5) must exceed tuning.folds (4) by at least 2"),
+        (lambda raw: raw.update(datasets={}), "datasets: list at least one dataset"),
+        (_set("datasets", "bad/name", {"transform": "none"}), "'bad/name' is not a valid dataset name"),
+        (_set("datasets", "zeisel", {"training": {"max_epochs": 0}}), "datasets.zeisel.training.max_epochs"),
+        (_set("datasets", "zeisel", {"training": {"epochs": 3}}), "datasets.zeisel.training.epochs: unknown key"),
+        (_set("data", "transform", "log1p"), "data.transform: moved to datasets.<name>.transform"),
     ],
 )
 def test_bad_params_exit_2_with_one_line_naming_the_key(tmp_path, edit, expected):
@@ -112,3 +118,31 @@ def test_mlflow_tracking_uri_env_overrides_params(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text("{}\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://team@db.example/mlflow")
     assert load_config(tmp_path / "params.yaml", root=tmp_path).tracking_uri == "postgresql://team@db.example/mlflow"
+
+
+def test_a_dataset_overrides_budgets_for_its_own_stages_only(tmp_path):
+    path = _params(tmp_path, _set("datasets", "zeisel", {"transform": "none", "training": {"max_epochs": 3},
+                                                         "features": {"max_genes": 100}}))
+    config = load_config(path, root=tmp_path)
+    zeisel, pbmc = config.for_dataset("zeisel"), config.for_dataset("pbmc68k")
+    assert (zeisel.params.training.max_epochs, zeisel.params.features.max_genes) == (3, 100)
+    assert pbmc.params.training.max_epochs == config.params.training.max_epochs != 3
+    assert zeisel.data_dir == tmp_path / "data" / "zeisel"
+    assert config.for_dataset("cbmc").transform == "log1p"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("prepare", "--dataset", "nope"), "datasets: no dataset 'nope' (listed: cbmc, pbmc68k, synthetic, zeisel)"),
+    (("tune", "--task", "multi", "--arch", "ridge"), "datasets lists 4 datasets (cbmc, pbmc68k, synthetic, zeisel); pass --dataset NAME"),
+])
+def test_unknown_or_missing_dataset_exits_2_naming_the_choices(tmp_path, args, expected):
+    path = _params(tmp_path, lambda raw: None)
+    result = _run(tmp_path, *args, "--params", str(path))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"genebench: error: params.yaml: {expected}"]
+
+
+def test_optuna_storage_environment_overrides_tuning_storage(tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text("{}\n")
+    monkeypatch.setenv("OPTUNA_STORAGE", "sqlite:///elsewhere.db")
+    assert load_config(tmp_path / "params.yaml", root=tmp_path).storage_url == f"sqlite:///{tmp_path.resolve()}/elsewhere.db"

@@ -11,7 +11,7 @@ from benchmark.data.synthetic import make_synthetic
 from conftest import run_cli, run_tool, tree_digest
 
 # Small enough for a 10 x 5 matrix: 2 targets + 1 feature, 2 folds.
-SMALL = {"task": {"top_k": 2}, "split": {"folds": 2, "test_size": 0.25}, "tuning": {"folds": 1}}
+SMALL = {"task": {"top_k": 2}, "split": {"folds": 3, "test_size": 0.25}, "tuning": {"folds": 1}}
 GENES = ["G1", "G2", "G3", "G4", "G5"]
 
 
@@ -65,7 +65,7 @@ CASES = {
                             ["m.csv", "duplicate sample id 's4'"]),
     "too few samples": ("m.csv", _csv(_good_rows(5)), {}, ["m.csv", "5 samples", "split.test_size", "split.folds"]),
     "too few variable genes": ("m.csv", _constant_genes(), {}, ["m.csv", "only 2 of 5 genes vary", "task.top_k=2"]),
-    "log1p of negatives": ("m.csv", _with_cell(6, 4, "-0.5"), {"data": {"transform": "log1p"}},
+    "log1p of negatives": ("m.csv", _with_cell(6, 4, "-0.5"), {"datasets": {"toy": {"transform": "log1p"}}},
                            ["m.csv", "log1p", "negative", "sample 's7'", "gene 'G4'"]),
     "ragged row": ("m.csv", _csv(_good_rows()) + "s99,1,2,3,4,5,6,7\n", {}, ["m.csv", "fields"]),
     "corrupt h5ad": ("m.h5ad", _write_corrupt_h5ad, {}, ["m.h5ad", "not a readable h5ad"]),
@@ -111,7 +111,7 @@ def test_bad_import_exits_2_and_leaves_data_alone(small_project, case):
         small_project.set_params(overrides)
     path = _write_input(small_project.root, name, content)
     before = tree_digest(small_project.data_dir)
-    result = small_project.run("data", "import", path.name)
+    result = small_project.run("data", "import", path.name, "--name", "toy")
     _assert_one_line_exit_2(result, fragments)
     assert tree_digest(small_project.data_dir) == before
     assert not (small_project.root / "data.dvc").exists()
@@ -139,7 +139,7 @@ def test_validate_prints_a_summary_and_writes_nothing(small_project):
 
 def test_import_writes_canonical_data_and_tracks_it_with_dvc(small_project):
     _write_input(small_project.root, "m.tsv", _csv(_good_rows()).replace(",", "\t"))
-    result = small_project.run("data", "import", "m.tsv")
+    result = small_project.run("data", "import", "m.tsv", "--name", "toy")
     assert result.rc == 0, result.stderr
     ds = load_dataset(small_project.data_dir)
     assert ds.shape == (10, 5) and ds.genes == GENES and ds.samples[0] == "s1"
@@ -158,7 +158,7 @@ def test_params_errors_are_exit_2_too(small_project):
 def test_synth_then_import_round_trips_through_the_cli(small_project):
     result = small_project.run("data", "synth", "synthetic.parquet", "--samples", "30", "--genes", "8", "--seed", "2")
     assert result.rc == 0, result.stderr
-    result = small_project.run("data", "import", "synthetic.parquet")
+    result = small_project.run("data", "import", "synthetic.parquet", "--name", "toy")
     assert result.rc == 0, result.stderr
     want, _ = make_synthetic(30, 8, seed=2)
     got = load_dataset(small_project.data_dir)

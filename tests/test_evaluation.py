@@ -79,7 +79,7 @@ def test_run_is_named_tagged_and_parameterised(evaluated, client):
     assert experiment.name == "gbtest-single"
     assert experiment.artifact_location == (evaluated.root / "mlruns").as_uri()
     assert run.info.run_name == "evaluate-attention_lstm" and run.info.status == "FINISHED"
-    summary = json.loads((evaluated.root / "artifacts" / "prepared" / "summary.json").read_text())
+    summary = json.loads((evaluated.root / "artifacts" / "prepared" / "toy" / "summary.json").read_text())
     tags = run.data.tags
     assert tags["arch"] == "attention_lstm" and tags["task"] == "single"
     assert tags["data_version"] == summary["data_version"]
@@ -113,7 +113,7 @@ def test_attention_export_is_a_gene_importance_table(evaluated):
     assert len(tokens) == N_GENES - 1  # steps >= features: one token per feature gene
     assert tokens["mean_weight"].sum() == pytest.approx(1.0, abs=1e-5)
     genes = pd.read_csv(directory / "gene_importance.csv")
-    features = json.loads((evaluated.root / "artifacts" / "prepared" / "single.json").read_text())["features"]
+    features = json.loads((evaluated.root / "artifacts" / "prepared" / "toy" / "single.json").read_text())["features"]
     assert sorted(genes["gene"]) == sorted(features)
     assert list(genes["rank"]) == list(range(1, len(features) + 1))
     assert genes["mean_attention"].is_monotonic_decreasing
@@ -124,20 +124,20 @@ def test_baseline_evaluate_does_not_import_tensorflow(evaluated):
 
 
 def test_tuned_parameters_override_the_defaults(evaluated):
-    tuning = evaluated.root / "artifacts" / "tuning" / "single" / "ridge.json"
+    tuning = evaluated.root / "artifacts" / "tuning" / "toy" / "single" / "ridge.json"
     tuning.parent.mkdir(parents=True, exist_ok=True)
     try:
         tuning.write_text(json.dumps({"best_params": {"alpha": 123.0}, "best_value": 0.1}))
         hp, source = resolve_params(evaluated.config(), "single", "ridge")
-        assert hp == {"alpha": 123.0} and source == "tuning:artifacts/tuning/single/ridge.json"
+        assert hp == {"alpha": 123.0} and source == "tuning:artifacts/tuning/toy/single/ridge.json"
     finally:
         tuning.unlink()
     assert resolve_params(evaluated.config(), "single", "ridge") == ({"alpha": PARAMS["models"]["ridge"]["defaults"]["alpha"]}, "defaults")
 
 
 def test_a_failed_evaluate_keeps_the_previous_result(evaluated):
-    before = (evaluated.root / "metrics" / "single" / "ridge.json").read_bytes()
-    tuning = evaluated.root / "artifacts" / "tuning" / "single" / "ridge.json"
+    before = (evaluated.root / "metrics" / "toy" / "single" / "ridge.json").read_bytes()
+    tuning = evaluated.root / "artifacts" / "tuning" / "toy" / "single" / "ridge.json"
     tuning.parent.mkdir(parents=True, exist_ok=True)
     try:
         tuning.write_text(json.dumps({"best_params": {"lambda": 3.0}}))
@@ -146,7 +146,7 @@ def test_a_failed_evaluate_keeps_the_previous_result(evaluated):
         tuning.unlink()
     assert result.rc == 2
     assert result.stderr_lines == ["genebench: error: " + str(tuning) + ": best_params: 'lambda' is not a hyperparameter of models.ridge"]
-    assert (evaluated.root / "metrics" / "single" / "ridge.json").read_bytes() == before
+    assert (evaluated.root / "metrics" / "toy" / "single" / "ridge.json").read_bytes() == before
 
 
 def test_zz_timings(evaluated):

@@ -28,7 +28,7 @@ def prepared_project(project):
 
 
 def _read(project, name: str) -> dict:
-    return json.loads((project.root / "artifacts" / "prepared" / name).read_text())
+    return json.loads((project.root / "artifacts" / "prepared" / "toy" / name).read_text())
 
 
 def test_test_and_dev_are_disjoint_and_cover_every_sample(prepared_project):
@@ -97,7 +97,7 @@ def test_targets_are_chosen_on_development_samples_only(prepared_project):
 
 
 def test_reruns_are_byte_identical_in_process_and_from_the_cli(prepared_project):
-    out = prepared_project.root / "artifacts" / "prepared"
+    out = prepared_project.root / "artifacts" / "prepared" / "toy"
     prepare(prepared_project.config())
     first = tree_digest(out)
     prepare(prepared_project.config())
@@ -121,7 +121,7 @@ def test_held_out_rows_are_read_only_on_request(prepared_project):
 
 
 def test_log1p_transform_is_applied_before_choosing_and_loading(prepared_project):
-    prepared_project.set_params({"data": {"transform": "log1p"}})
+    prepared_project.set_params({"datasets": {"toy": {"transform": "log1p"}}})
     config = prepared_project.config()
     prepare(config)
     assert _read(prepared_project, "summary.json")["transform"] == "log1p"
@@ -140,7 +140,7 @@ def test_log1p_of_negative_values_is_a_user_error(prepared_project):
     X = np.array(ds.X)
     X[7, 2] = -1.0
     write_dataset(Dataset(X=X, genes=ds.genes, samples=ds.samples), prepared_project.data_dir)
-    prepared_project.set_params({"data": {"transform": "log1p"}})
+    prepared_project.set_params({"datasets": {"toy": {"transform": "log1p"}}})
     with pytest.raises(UserError, match=r"negative values .*sample 'S0008', gene 'G0003'"):
         prepare(prepared_project.config())
-    assert not (prepared_project.root / "artifacts" / "prepared").exists()
+    assert not (prepared_project.root / "artifacts" / "prepared" / "toy").exists()

@@ -51,7 +51,7 @@ def test_first_candidate_becomes_champion(evaluated, client):
     assert _alias(client, "champion") == _alias(client, "challenger") == "1"
     version = client.get_model_version(NAME, "1")
     metrics = evaluated.metrics("single", "ridge")
-    summary = json.loads((evaluated.root / "artifacts" / "prepared" / "summary.json").read_text())
+    summary = json.loads((evaluated.root / "artifacts" / "prepared" / "toy" / "summary.json").read_text())
     assert version.run_id == metrics["mlflow_run_id"]
     assert version.tags["arch"] == "ridge" and version.tags["data_version"] == summary["data_version"]
     assert float(version.tags["test_rmse"]) == metrics["test"]["rmse"]
@@ -119,7 +119,7 @@ def test_stale_candidate_must_be_evaluated_again(evaluated):
     pointer.write_text(yaml.safe_dump({"outs": [{"md5": "f" * 32 + ".dir", "path": "data"}]}))
     try:
         prepare(evaluated.config())
-        with pytest.raises(UserError, match=r"metrics/single/ridge.json: its evaluation .* used data version"):
+        with pytest.raises(UserError, match=r"metrics/toy/single/ridge.json: its evaluation .* used data version"):
             promote(evaluated.config(), task="single", candidate="ridge")
     finally:
         pointer.unlink()

@@ -66,7 +66,7 @@ def test_signature_and_input_example(evaluated, task, arch):
     record = evaluated.run_record(task, arch)
     directory = next(d for d in _model_dirs(evaluated) if record["model_id"] in str(d))
     mlmodel = yaml.safe_load((directory / "MLmodel").read_text())
-    spec = json.loads((evaluated.root / "artifacts" / "prepared" / f"{task}.json").read_text())
+    spec = json.loads((evaluated.root / "artifacts" / "prepared" / "toy" / f"{task}.json").read_text())
     inputs = json.loads(mlmodel["signature"]["inputs"])
     outputs = json.loads(mlmodel["signature"]["outputs"])
     assert [c["name"] for c in inputs] == spec["features"]
@@ -133,14 +133,14 @@ def test_fresh_process_load_predicts_what_evaluate_predicted(evaluated):
 
 
 def test_pyfunc_takes_raw_values_and_applies_the_transform_itself(tmp_path):
-    """With `data.transform: log1p` the model's input is data/ as is; it applies log1p."""
+    """With `datasets.toy.transform: log1p` the model's input is data/ as is; it applies log1p."""
     from benchmark.config import load_config
     from benchmark.evaluation import evaluate
     from mlflow_project import PARAMS, write_linear_dataset
 
     root = tmp_path / "log1p"
     root.mkdir()
-    params = {**PARAMS, "data": {"dir": "data", "transform": "log1p"}}
+    params = {**PARAMS, "datasets": {"toy": {"transform": "log1p"}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     write_linear_dataset(root / "data", counts=True)
     config = load_config(root / "params.yaml", root=root)
@@ -148,11 +148,11 @@ def test_pyfunc_takes_raw_values_and_applies_the_transform_itself(tmp_path):
 
     prepare(config)
     evaluate(config, "multi", "ridge")
-    record = json.loads((root / "artifacts" / "evaluation" / "multi" / "ridge" / "run.json").read_text())
+    record = json.loads((root / "artifacts" / "evaluation" / "toy" / "multi" / "ridge" / "run.json").read_text())
     data = load_task(config, "multi", held_out=True)
     raw = tracking.raw_features(config, data, "test")
     np.testing.assert_array_equal(np.log1p(raw.to_numpy(np.float32)), data.X_test)  # raw really is raw
     predicted = mlflow.pyfunc.load_model(record["model_uri"]).predict(raw)
-    table = pd.read_csv(root / "artifacts" / "evaluation" / "multi" / "ridge" / "test_predictions.csv", float_precision="round_trip")
+    table = pd.read_csv(root / "artifacts" / "evaluation" / "toy" / "multi" / "ridge" / "test_predictions.csv", float_precision="round_trip")
     expected = table.pivot(index="sample", columns="gene", values="predicted").loc[raw.index, data.target_genes]
     np.testing.assert_allclose(predicted.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)

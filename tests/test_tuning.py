@@ -28,7 +28,7 @@ from benchmark.data.canonical import Dataset, write_dataset
 VENV_BIN = Path(sys.executable).parent
 PARAMS = {
     "task": {"top_k": 3},
-    "split": {"test_size": 0.2, "folds": 3, "seed": 1},
+    "split": {"test_size": 0.2, "folds": 4, "seed": 1},
     "training": {"max_epochs": 3, "batch_size": 16, "patience": 3},
     "tuning": {"n_trials": 3, "n_startup_trials": 1, "folds": 2, "pruner": "median",
                "heartbeat_interval": 1, "grace_period": 2},
@@ -132,7 +132,7 @@ def child_runs(project: Path, saved: dict) -> list:
 
 
 def result_of(project: Path, arch: str) -> dict:
-    return json.loads((project / "artifacts" / "tuning" / "multi" / f"{arch}.json").read_text())
+    return json.loads((project / "artifacts" / "tuning" / "toy" / "multi" / f"{arch}.json").read_text())
 
 
 # -- configuration errors and the empty space ---------------------------------------
@@ -269,8 +269,8 @@ def test_ctrl_c_stops_workers_and_leaves_no_running_trial(project):
 def test_poisoned_test_split_does_not_change_tuning(project, scratch, monkeypatch):
     poisoned = scratch / "poisoned"
     shutil.copytree(project, poisoned, ignore=shutil.ignore_patterns("*.db", "mlruns", "artifacts"))
-    shutil.copytree(project / "artifacts" / "prepared", poisoned / "artifacts" / "prepared")
-    test_rows = json.loads((poisoned / "artifacts" / "prepared" / "split.json").read_text())["test"]
+    shutil.copytree(project / "artifacts" / "prepared" / "toy", poisoned / "artifacts" / "prepared" / "toy")
+    test_rows = json.loads((poisoned / "artifacts" / "prepared" / "toy" / "split.json").read_text())["test"]
     X = np.load(poisoned / "data" / "expression.npy")
     X[test_rows] = np.nan
     np.save(poisoned / "data" / "expression.npy", X)

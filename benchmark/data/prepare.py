@@ -1,9 +1,12 @@
-"""The prepare stage: held-out split, CV folds, and the genes of each task.
+"""The prepare stage: held-out split, CV folds, and the genes of each task, per dataset.
 
-Outputs under `artifacts/prepared/` (sorted-key JSON, byte-identical on rerun):
+Outputs under `artifacts/prepared/<dataset>/` (sorted-key JSON, byte-identical on rerun):
 
-- `split.json`: `test` and `dev` sample indices (rows of `data/expression.npy`) and
-  `folds`, the validation indices of each of the K folds over `dev`.
+- `split.json`: `test` and `dev` sample indices (rows of `data/<dataset>/expression.npy`),
+  `folds` (the validation indices of each of the K folds over `dev`), and which folds
+  serve tuning (`tuning_folds`, the first `tuning.folds`) and which are scored by the
+  reported CV and the paired tests (`scored_folds`, the rest). No sample that tuning
+  validated on is ever scored: tuning folds are kept apart from the scored folds.
 - `<task>.json` for `single` and `multi`: `targets` and `features` (gene ids), chosen by
   variance on development samples only.
 - `summary.json`: sizes, seeds, transform and the data version.
@@ -18,32 +21,37 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from sklearn.model_selection import KFold, train_test_split
 
 from benchmark import TASKS
 from benchmark.config import Config
-from benchmark.data.canonical import FILES, load_dataset
+from benchmark.data.canonical import load_dataset
 from benchmark.data.validation import apply_transform, check_dataset
 from benchmark.errors import UserError
 from benchmark.outputs import atomic_dir, dumps_json
 
-from benchmark.paths import PREPARED as PREPARED_DIR
+from benchmark.paths import prepared_dir
 
 
 def data_version(config: Config) -> str:
-    """The md5 DVC records for data/ in data.dvc; else a hash of the canonical files."""
-    pointer = config.data_dir.with_name(config.data_dir.name + ".dvc")  # what `dvc add <data.dir>` writes
-    if pointer.exists():
-        outs = (yaml.safe_load(pointer.read_text()) or {}).get("outs") or []
-        if outs and outs[0].get("md5"):
-            return str(outs[0]["md5"]).removesuffix(".dir")
-    digest = hashlib.md5()
-    for name in FILES:
-        path = config.data_dir / name
-        if path.exists():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    """The dataset's version: the md5 DVC gives its directory `data/<dataset>/`.
+
+    Per dataset, so that adding or re-importing one dataset leaves the others' studies,
+    evaluations and champions current. Files are hashed in chunks (memory stays flat).
+    """
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.meta import Meta
+    from dvc_data.hashfile.tree import Tree
+
+    tree = Tree()
+    for path in sorted(p for p in config.data_dir.iterdir() if p.is_file()):
+        digest = hashlib.md5()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(chunk)
+        tree.add((path.name,), Meta(size=path.stat().st_size), HashInfo("md5", digest.hexdigest()))
+    tree.digest()
+    return str(tree.hash_info.value).removesuffix(".dir")
 
 
 def _rank_by_variance(X_dev: np.ndarray) -> np.ndarray:
@@ -80,7 +88,7 @@ def prepare(config: Config) -> Path:
     ds = load_dataset(config.data_dir)
     source = str(config.data_dir.relative_to(config.root)) if config.data_dir.is_relative_to(config.root) else str(config.data_dir)
     check_dataset(ds, config, source)
-    X = apply_transform(ds.X, config.params.data.transform)
+    X = apply_transform(ds.X, config.transform)
     split = config.params.split
     n = X.shape[0]
     dev, test = train_test_split(np.arange(n), test_size=split.test_size, random_state=split.seed, shuffle=True)
@@ -90,7 +98,9 @@ def prepare(config: Config) -> Path:
     tasks = choose_genes(X[dev], ds.genes, config)
     summary = {
         "data_version": data_version(config),
-        "transform": config.params.data.transform,
+        "dataset": config.dataset,
+        "transform": config.transform,
+        "tuning_folds": config.params.tuning.folds,
         "n_samples": int(n),
         "n_genes": int(X.shape[1]),
         "n_dev": int(len(dev)),
@@ -100,10 +110,12 @@ def prepare(config: Config) -> Path:
         "test_size": split.test_size,
         "tasks": {t: {"n_targets": len(v["targets"]), "n_features": len(v["features"])} for t, v in tasks.items()},
     }
-    out = config.resolve(PREPARED_DIR)
+    out = prepared_dir(config)
+    n_tuning = config.params.tuning.folds
     with atomic_dir(out) as tmp:
         (tmp / "split.json").write_text(dumps_json({
             "dev": [int(i) for i in dev], "test": [int(i) for i in test], "folds": folds,
+            "tuning_folds": list(range(n_tuning)), "scored_folds": list(range(n_tuning, len(folds))),
         }))
         for task, spec in tasks.items():
             (tmp / f"{task}.json").write_text(dumps_json(spec))
@@ -115,10 +127,13 @@ def prepare(config: Config) -> Path:
 class TaskData:
     """A task's arrays. Rows are samples; `X_*` (n, n_features), `Y_*` (n, n_targets), float32.
 
-    `folds` holds (train, validation) row positions into `X_dev`/`Y_dev`.
-    `X_test`/`Y_test` are None unless loaded with `held_out=True`.
+    `folds` holds (train, validation) row positions into `X_dev`/`Y_dev`, for every fold;
+    `tuning_folds` are the indices of the folds tuning validates on and `scored_folds`
+    those the reported CV scores (disjoint). `X_test`/`Y_test` are None unless loaded
+    with `held_out=True`.
     """
 
+    dataset: str
     task: str
     feature_genes: list[str]
     target_genes: list[str]
@@ -126,6 +141,8 @@ class TaskData:
     Y_dev: np.ndarray
     dev_samples: list[str]
     folds: list[tuple[np.ndarray, np.ndarray]]
+    tuning_folds: list[int]
+    scored_folds: list[int]
     X_test: np.ndarray | None
     Y_test: np.ndarray | None
     test_samples: list[str] | None
@@ -137,7 +154,7 @@ def _read_json(path: Path) -> dict:
     import json
 
     if not path.exists():
-        raise UserError(f"{path}: not found; run `genebench prepare` first")
+        raise UserError(f"{path}: not found; run `genebench prepare --dataset {path.parent.name}` first")
     return json.loads(path.read_text())
 
 
@@ -145,7 +162,7 @@ def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
     """Arrays of one task; the held-out rows are read only when `held_out` is True."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    prepared = config.resolve(PREPARED_DIR)
+    prepared = prepared_dir(config)
     split = _read_json(prepared / "split.json")
     spec = _read_json(prepared / f"{task}.json")
     summary = _read_json(prepared / "summary.json")
@@ -153,7 +170,8 @@ def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
     col = {g: i for i, g in enumerate(ds.genes)}
     missing = [g for g in spec["features"] + spec["targets"] if g not in col]
     if missing:
-        raise UserError(f"{config.data_dir}: gene {missing[0]!r} of the prepared task is not in the data; rerun `genebench prepare`")
+        raise UserError(f"{config.data_dir}: gene {missing[0]!r} of the prepared task is not in the data; "
+                        f"rerun `genebench prepare --dataset {config.dataset}`")
     feat = np.array([col[g] for g in spec["features"]], dtype=np.int64)
     targ = np.array([col[g] for g in spec["targets"]], dtype=np.int64)
 
@@ -173,7 +191,11 @@ def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
     if held_out:
         X_test, Y_test = rows(split["test"])
         test_samples = [ds.samples[i] for i in split["test"]]
+    if "scored_folds" not in split:
+        raise UserError(f"{prepared / 'split.json'}: written by an older genebench (no scored_folds); "
+                        f"rerun `genebench prepare --dataset {config.dataset}`")
     return TaskData(
+        dataset=config.dataset,
         task=task,
         feature_genes=list(spec["features"]),
         target_genes=list(spec["targets"]),
@@ -181,6 +203,8 @@ def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
         Y_dev=Y_dev,
         dev_samples=[ds.samples[i] for i in dev],
         folds=folds,
+        tuning_folds=list(split["tuning_folds"]),
+        scored_folds=list(split["scored_folds"]),
         X_test=X_test,
         Y_test=Y_test,
         test_samples=test_samples,

@@ -54,19 +54,20 @@ def check_values(ds: Dataset, source: str) -> None:
         )
 
 
-def check_transform(X: np.ndarray, transform: str, source: str, samples: list[str], genes: list[str]) -> None:
+def check_transform(X: np.ndarray, transform: str, source: str, samples: list[str], genes: list[str],
+                    key: str = "transform") -> None:
     if transform == "log1p":
         neg = np.asarray(X) < 0
         if neg.any():
             row, col = map(int, np.argwhere(neg)[0])
             raise UserError(
-                f"{source}: data.transform is log1p but the matrix has negative values "
+                f"{source}: {key} is log1p but the matrix has negative values "
                 f"(first at sample {samples[row]!r}, gene {genes[col]!r}); is it already log-scaled?"
             )
 
 
 def apply_transform(X: np.ndarray, transform: str) -> np.ndarray:
-    """The `data.transform` of params.yaml, as float32."""
+    """A dataset's `datasets.<name>.transform` of params.yaml, as float32."""
     X = np.asarray(X, dtype=np.float32)
     if transform == "log1p":
         return np.log1p(X)
@@ -83,8 +84,8 @@ def check_protocol(ds: Dataset, config: Config, source: str) -> None:
             f"{source}: {n_samples} samples are too few for split.test_size={split.test_size:g} "
             f"and split.folds={split.folds} (need at least {need})"
         )
-    check_transform(ds.X, config.params.data.transform, source, ds.samples, ds.genes)
-    X = apply_transform(ds.X, config.params.data.transform)
+    check_transform(ds.X, config.transform, source, ds.samples, ds.genes, key=f"datasets.{config.dataset}.transform")
+    X = apply_transform(ds.X, config.transform)
     variable = int((np.var(X, axis=0) > 0).sum())
     if variable < top_k + 1:
         raise UserError(

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from benchmark import ARCHS, TASKS
-from benchmark.errors import DataVersionMismatch, UserError
+from benchmark.errors import UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -215,9 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"genebench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except DataVersionMismatch as exc:
         print(f"genebench: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

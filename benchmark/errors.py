@@ -10,8 +10,3 @@ class UserError(Exception):
 
     exit_code = 2
 
-
-class DataVersionMismatch(Exception):
-    """Bundled data bytes differ from what data.dvc records (exit 1)."""
-
-    exit_code = 1

@@ -6,6 +6,9 @@ Files (all written deterministically and atomically, as one directory swap):
 - `genes.txt`, `samples.txt`: one id per line, in matrix order.
 - `provenance.json`: where the matrix came from and what the source already did to the
   values; sorted keys, no paths, versions or timestamps (so the bytes are stable).
+- `truth.npy` (optional, generated datasets only): float32, the same shape and units as
+  `expression.npy`, the noiseless value of every cell, so a report can score the oracle.
+  `FILES` lists the files every dataset has; this one is not among them.
 """
 
 from __future__ import annotations
@@ -24,17 +27,27 @@ MATRIX_FILE = "expression.npy"
 GENES_FILE = "genes.txt"
 SAMPLES_FILE = "samples.txt"
 PROVENANCE_FILE = "provenance.json"
+TRUTH_FILE = "truth.npy"
 FILES = (MATRIX_FILE, GENES_FILE, SAMPLES_FILE, PROVENANCE_FILE)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """An expression matrix: `X` is float32 (n_samples, n_genes)."""
+    """An expression matrix: `X` is float32 (n_samples, n_genes).
+
+    `truth`, where known (a generated dataset), is the noiseless value of every cell:
+    float32, the shape and units of `X`.
+    """
 
     X: np.ndarray
     genes: list[str]
     samples: list[str]
     provenance: dict = field(default_factory=dict)
+    truth: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.truth is not None and self.truth.shape != self.X.shape:
+            raise ValueError(f"truth is {self.truth.shape} but X is {self.X.shape}")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -52,24 +65,32 @@ def _npy_bytes(X: np.ndarray) -> bytes:
 
 
 def canonical_bytes(ds: Dataset) -> dict[str, bytes]:
-    """The exact bytes of every canonical file, keyed by file name."""
-    return {
+    """The exact bytes of every canonical file, keyed by file name (`truth.npy` only with a truth)."""
+    files = {
         MATRIX_FILE: _npy_bytes(ds.X),
         GENES_FILE: _ids_text(ds.genes),
         SAMPLES_FILE: _ids_text(ds.samples),
         PROVENANCE_FILE: dumps_json(ds.provenance).encode("utf-8"),
     }
+    if ds.truth is not None:
+        files[TRUTH_FILE] = _npy_bytes(ds.truth)
+    return files
 
 
 def write_dataset(ds: Dataset, directory: str | Path) -> None:
     """Replace `directory` with the canonical form of `ds` in one atomic swap."""
+    write_files(canonical_bytes(ds), directory)
+
+
+def write_files(files: dict[str, bytes], directory: str | Path) -> None:
+    """Replace `directory` with exactly `files` (name -> bytes, e.g. `canonical_bytes`) in one atomic swap."""
     with atomic_dir(directory) as tmp:
-        for name, data in canonical_bytes(ds).items():
+        for name, data in files.items():
             (tmp / name).write_bytes(data)
 
 
 def load_dataset(directory: str | Path, mmap: bool = True) -> Dataset:
-    """Read the canonical form; raises UserError naming what is missing."""
+    """Read the canonical form (and `truth.npy` where present); raises UserError naming what is missing."""
     directory = Path(directory)
     missing = [name for name in FILES if not (directory / name).exists()]
     if missing:
@@ -86,4 +107,10 @@ def load_dataset(directory: str | Path, mmap: bool = True) -> Dataset:
             f"{directory}: {MATRIX_FILE} is {X.shape[0]} x {X.shape[1]} but the id files "
             f"list {len(samples)} samples and {len(genes)} genes"
         )
-    return Dataset(X=X, genes=genes, samples=samples, provenance=provenance)
+    truth = None
+    if (directory / TRUTH_FILE).exists():
+        truth = np.load(directory / TRUTH_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
+        if truth.shape != X.shape:
+            raise UserError(f"{directory}: {TRUTH_FILE} is {truth.shape[0]} x {truth.shape[1]} "
+                            f"but {MATRIX_FILE} is {X.shape[0]} x {X.shape[1]}")
+    return Dataset(X=X, genes=genes, samples=samples, provenance=provenance, truth=truth)

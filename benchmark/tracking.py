@@ -76,13 +76,17 @@ def experiment_name(config: Config, task: str) -> str:
 
 
 def experiment_id(config: Config, task: str) -> str:
-    """Id of the (dataset, task) experiment `<mlflow.experiment>-<dataset>-<task>`, created on first use.
+    """Id of the (dataset, task) experiment `<mlflow.experiment>-<dataset>-<task>`, created on first use."""
+    return named_experiment_id(config, experiment_name(config, task))
+
+
+def named_experiment_id(config: Config, name: str) -> str:
+    """Id of the experiment `name`, created on first use.
 
     A local store gets `<root>/mlruns` (a file URI) as artifact location; an experiment
     deleted in the UI is restored rather than shadowing the name.
     """
     client = mlflow.MlflowClient(config.tracking_uri)
-    name = experiment_name(config, task)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = None

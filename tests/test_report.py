@@ -1,7 +1,11 @@
-"""`genebench compare`: tables, statistics, plots and the MLflow summary run.
+"""`genebench compare`: the leaderboard across datasets, and per dataset the tables, statistics, plots
+and the MLflow summary run.
 
-The inputs are the evaluate stage's files, written here in exactly its layout for a
-small prepared project (real data/ and artifacts/prepared/, a real sqlite MLflow store).
+The inputs are the evaluate stage's files, written here in exactly its layout for a small
+prepared project of three datasets (real data/ and artifacts/prepared/, a real sqlite
+MLflow store): `alpha` with chosen numbers (hand-computed expectations), `synthetic` with a
+noiseless truth (`truth.npy`) and held-out metrics computed from real predictions, and
+`empty`, listed in params.yaml but never evaluated.
 """
 
 from __future__ import annotations
@@ -24,32 +28,42 @@ from benchmark.config import load_config
 from benchmark.data.canonical import Dataset, write_dataset
 from benchmark.data.prepare import load_task, prepare
 from benchmark.errors import UserError
+from benchmark.metrics import regression_metrics
 from benchmark.report import compare
+from benchmark.report.leaderboard import METRICS as LEADERBOARD_METRICS
 from benchmark.report.statistics import corrected_resampled_ttest, cv_test_train_ratio
 
 PARAMS = """\
-data: {dir: data, transform: none}
+data: {dir: data}
+datasets:
+  alpha: {transform: none}
+  synthetic: {transform: none}
+  empty: {transform: none}
 task: {top_k: 3, single_gene: null}
 split: {test_size: 0.2, folds: 5, seed: 7}
+tuning: {folds: 1}
 mlflow: {tracking_uri: "sqlite:///mlflow.db", experiment: gbtest}
 """
+N_SAMPLES, N_GENES = 50, 10  # 40 development samples: 5 folds of 8, fold 0 tunes, folds 1-4 are scored
 
-# Per-fold CV RMSE of each architecture (5 folds). dnn is the best model, ridge the best baseline.
+# Per-scored-fold CV RMSE of each architecture (folds 1-4). dnn is the best model, ridge the best baseline.
 FOLD_RMSE = {
-    "dnn": [0.50, 0.52, 0.48, 0.51, 0.49],
-    "lstm": [0.56, 0.57, 0.55, 0.58, 0.54],
-    "gru": [0.55, 0.54, 0.53, 0.56, 0.52],  # identical to ridge: differences all zero
-    "attention_lstm": [0.53, 0.55, 0.52, 0.54, 0.51],
-    "attention_gru": [0.60, 0.50, 0.58, 0.52, 0.55],
-    "mean": [0.90, 0.92, 0.88, 0.91, 0.89],
-    "ridge": [0.55, 0.54, 0.53, 0.56, 0.52],
-    "knn": [0.60, 0.61, 0.59, 0.62, 0.58],
+    "dnn": [0.52, 0.49, 0.50, 0.51],
+    "lstm": [0.57, 0.55, 0.58, 0.54],
+    "gru": [0.55, 0.54, 0.53, 0.56],  # identical to ridge: differences all zero
+    "attention_lstm": [0.55, 0.52, 0.54, 0.51],
+    "attention_gru": [0.50, 0.58, 0.52, 0.55],
+    "mean": [0.92, 0.88, 0.91, 0.89],
+    "ridge": [0.55, 0.54, 0.53, 0.56],
+    "knn": [0.61, 0.59, 0.62, 0.58],
 }
-# Held-out per-gene RMSE for the multi task's three target genes.
+# Held-out per-gene RMSE for alpha's multi task's three target genes.
 GENE_RMSE = {
     "dnn": [0.40, 0.60, 0.50],
     "ridge": [0.50, 0.50, 0.55],
 }
+# On synthetic, deep models predict w * truth + (1 - w) * development mean.
+TRUTH_WEIGHT = {"dnn": 0.9, "lstm": 0.5, "gru": 0.6, "attention_lstm": 0.8, "attention_gru": 0.7}
 
 
 def _env() -> dict:
@@ -58,16 +72,44 @@ def _env() -> dict:
     return env
 
 
-def _write_results(config, task: str, arch: str) -> None:
-    """The files `genebench evaluate --task <task> --arch <arch>` writes, with chosen numbers."""
-    data = load_task(config, task, held_out=True)
+def _truth(cfg) -> np.ndarray:
+    return np.load(cfg.data_dir / "truth.npy")
+
+
+def _predict(cfg, data, arch: str) -> np.ndarray:
+    """A held-out prediction (n_test, n_targets) for synthetic: controls and baselines fitted for real."""
+    from sklearn.linear_model import Ridge
+    from sklearn.neighbors import KNeighborsRegressor
+
+    dev_mean = data.Y_dev.mean(axis=0, keepdims=True).repeat(len(data.test_samples), 0).astype(np.float64)
+    if arch == "mean":
+        return dev_mean
+    if arch == "ridge":
+        return Ridge(alpha=1.0).fit(data.X_dev, data.Y_dev).predict(data.X_test)
+    if arch == "knn":
+        return KNeighborsRegressor(n_neighbors=5).fit(data.X_dev, data.Y_dev).predict(data.X_test)
+    rows = [int(s.removeprefix("cell")) for s in data.test_samples]
+    genes = [int(g.removeprefix("G")) for g in data.target_genes]
+    truth = _truth(cfg)[np.ix_(rows, genes)].astype(np.float64)
+    return TRUTH_WEIGHT[arch] * truth + (1 - TRUTH_WEIGHT[arch]) * dev_mean
+
+
+def _write_results(cfg, task: str, arch: str) -> None:
+    """The files `genebench evaluate --dataset <d> --task <task> --arch <arch>` writes.
+
+    CV numbers are chosen (FOLD_RMSE); held-out numbers are chosen on alpha and computed
+    from real predictions on synthetic.
+    """
+    data = load_task(cfg, task, held_out=True)
     genes = data.target_genes
     folds_rmse = np.array(FOLD_RMSE[arch]) * (0.1 if task == "single" else 1.0)
     constant = arch == "mean"  # the mean baseline predicts a constant: Pearson r undefined
+    scored = data.scored_folds
     folds = pd.DataFrame({
-        "fold": range(5), "n_train": [len(t) for t, _ in data.folds], "n_val": [len(v) for _, v in data.folds],
+        "fold": scored, "n_train": [len(data.folds[f][0]) for f in scored],
+        "n_val": [len(data.folds[f][1]) for f in scored],
         "rmse": folds_rmse, "mae": folds_rmse * 0.8, "mse": folds_rmse ** 2,
-        "r2": 1 - folds_rmse, "pearson": [None] * 5 if constant else list(0.9 - folds_rmse / 2),
+        "r2": 1 - folds_rmse, "pearson": [None] * len(scored) if constant else list(0.9 - folds_rmse / 2),
         "rmse_scaled": folds_rmse / 4, "mae_scaled": folds_rmse / 5, "epochs_trained": 0,
     })
 
@@ -77,30 +119,35 @@ def _write_results(config, task: str, arch: str) -> None:
             return {"mean": None, "std": None} if task == "multi" else None
         return {"mean": float(values.mean()), "std": float(values.std(ddof=1))}
 
-    base = GENE_RMSE.get(arch, [float(folds_rmse.mean())] * 3)
-    gene_rmse = base[: len(genes)] if task == "multi" else [float(folds_rmse.mean())]
-    test_rmse = float(np.sqrt(np.mean(np.square(gene_rmse))))
+    if cfg.dataset == "synthetic":
+        predicted = _predict(cfg, data, arch).reshape(len(data.test_samples), len(genes))
+        full = regression_metrics(data.Y_test, predicted, data.Y_dev.min(axis=0), data.Y_dev.max(axis=0))
+        gene_rmse, gene_r2 = full["per_gene"]["rmse"], full["per_gene"]["r2"]
+        test = {m: full[m] for m in ("rmse", "mae", "mse", "r2", "pearson", "rmse_scaled", "mae_scaled")}
+    else:
+        base = GENE_RMSE.get(arch, [float(folds_rmse.mean())] * 3)
+        gene_rmse = base[: len(genes)] if task == "multi" else [float(folds_rmse.mean())]
+        gene_r2 = [1 - r for r in gene_rmse]
+        test_rmse = float(np.sqrt(np.mean(np.square(gene_rmse))))
+        test = {"rmse": test_rmse, "mae": test_rmse * 0.8, "mse": test_rmse ** 2, "r2": 1 - test_rmse,
+                "pearson": None if constant else 0.9 - test_rmse / 2,
+                "rmse_scaled": test_rmse / 4, "mae_scaled": test_rmse / 5}
+        offset = 0.0 if constant else float(np.mean(gene_rmse))
+        predicted = data.Y_test.mean(axis=0, keepdims=True).repeat(len(data.test_samples), 0) if constant \
+            else data.Y_test + offset
     metrics = {
-        "task": task, "arch": arch, "n_dev": len(data.dev_samples), "n_test": len(data.test_samples),
+        "dataset": cfg.dataset, "task": task, "arch": arch,
+        "n_dev": len(data.dev_samples), "n_test": len(data.test_samples),
         "cv": {m: summary(m) for m in ("rmse", "mae", "mse", "r2", "pearson", "rmse_scaled", "mae_scaled")},
-        "test": {"rmse": test_rmse, "mae": test_rmse * 0.8, "mse": test_rmse ** 2, "r2": 1 - test_rmse,
-                 "pearson": None if constant else 0.9 - test_rmse / 2,
-                 "rmse_scaled": test_rmse / 4, "mae_scaled": test_rmse / 5},
-        "mlflow_run_id": f"run-{task}-{arch}",
+        "test": test, "mlflow_run_id": f"run-{cfg.dataset}-{task}-{arch}",
     }
-    mfile = config.root / "metrics" / task / f"{arch}.json"
+    mfile = cfg.root / "metrics" / cfg.dataset / task / f"{arch}.json"
     mfile.parent.mkdir(parents=True, exist_ok=True)
     mfile.write_text(json.dumps(metrics))
-    edir = config.root / "artifacts" / "evaluation" / task / arch
+    edir = cfg.root / "artifacts" / "evaluation" / cfg.dataset / task / arch
     edir.mkdir(parents=True, exist_ok=True)
     folds.to_csv(edir / "folds.csv", index=False)
-    pd.DataFrame([{"fold": f, "gene": g, "r2": 0.5, "rmse": r} for f in range(5) for g, r in zip(genes, gene_rmse)]
-                 ).to_csv(edir / "fold_per_gene.csv", index=False)
-    pd.DataFrame({"gene": genes, "r2": [1 - r for r in gene_rmse], "rmse": gene_rmse}).to_csv(
-        edir / "test_per_gene.csv", index=False)
-    offset = 0.0 if constant else float(np.mean(gene_rmse))
-    predicted = data.Y_test.mean(axis=0, keepdims=True).repeat(len(data.test_samples), 0) if constant \
-        else data.Y_test + offset
+    pd.DataFrame({"gene": genes, "r2": gene_r2, "rmse": gene_rmse}).to_csv(edir / "test_per_gene.csv", index=False)
     n, k = predicted.shape
     pd.DataFrame({"sample": np.repeat(data.test_samples, k), "gene": np.tile(genes, n),
                   "observed": data.Y_test.astype(np.float64).reshape(-1), "predicted": predicted.reshape(-1)}
@@ -121,27 +168,50 @@ def _write_results(config, task: str, arch: str) -> None:
                                                "target_genes": list(genes)}))
 
 
-def make_project(root: Path, tasks=TASKS, skip=()) -> object:
+def _ids(n: int, prefix: str, width: int = 2) -> list[str]:
+    return [f"{prefix}{i:0{width}d}" for i in range(n)]
+
+
+def _write_data(root: Path) -> None:
+    """alpha: plain random expression. synthetic: three latent programmes; the three most
+    variable genes are their pairwise products (what ridge cannot reach), the others linear
+    read-outs; `truth.npy` holds the noiseless values."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(2.0, 1.0, size=(N_SAMPLES, N_GENES)).astype(np.float32) * np.linspace(0.5, 2.0, N_GENES,
+                                                                                          dtype=np.float32)
+    write_dataset(Dataset(X=X, genes=_ids(N_GENES, "G"), samples=_ids(N_SAMPLES, "cell"),
+                          provenance={"source": "test"}), root / "data" / "alpha")
+    z = rng.standard_normal((N_SAMPLES, 3))
+    readouts = z @ rng.normal(0.0, 0.6, size=(3, N_GENES - 3))
+    products = 3.0 * np.stack([z[:, 0] * z[:, 1], z[:, 1] * z[:, 2], z[:, 0] * z[:, 2]], axis=1)
+    truth = (np.concatenate([readouts, products], axis=1) + 5.0).astype(np.float32)
+    observed = (truth + rng.normal(0.0, 0.3, size=truth.shape)).astype(np.float32)
+    write_dataset(Dataset(X=observed, genes=_ids(N_GENES, "G"), samples=_ids(N_SAMPLES, "cell"),
+                          provenance={"source": "test synthetic"}, truth=truth), root / "data" / "synthetic")
+
+
+def make_project(root: Path, skip=(), evaluated=("alpha", "synthetic")):
+    """A project with data, prepared splits and evaluate outputs; `skip`: (dataset, task, arch) left out."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(PARAMS)
-    rng = np.random.default_rng(0)
-    X = rng.normal(2.0, 1.0, size=(40, 10)).astype(np.float32) * np.linspace(0.5, 2.0, 10, dtype=np.float32)
-    write_dataset(Dataset(X=X, genes=[f"G{i:02d}" for i in range(10)], samples=[f"cell{i:02d}" for i in range(40)],
-                          provenance={"source": "test"}), root / "data")
+    _write_data(root)
     config = load_config(root / "params.yaml", root=root)
-    prepare(config)
-    for task in tasks:
-        for arch in ARCHS:
-            if (task, arch) not in skip:
-                _write_results(config, task, arch)
+    for name in ("alpha", "synthetic"):
+        prepare(config.for_dataset(name))
+    for name in evaluated:
+        cfg = config.for_dataset(name)
+        for task in TASKS:
+            for arch in ARCHS:
+                if (name, task, arch) not in skip:
+                    _write_results(cfg, task, arch)
     return config
 
 
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
-    """A fixture project (single's lstm never evaluated) after one `compare`; its Config."""
+    """A fixture project (alpha's single lstm never evaluated, `empty` never) after one `compare`; its Config."""
     root = tmp_path_factory.mktemp("report") / "proj"
-    config = make_project(root, skip={("single", "lstm")})
+    config = make_project(root, skip={("alpha", "single", "lstm")})
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         compare(config)
@@ -158,10 +228,17 @@ def report(reported):
     return (reported.root / "reports" / "benchmark.md").read_text()
 
 
-def _section(report: str, task: str) -> str:
-    start = report.index(f"## Task `{task}`")
-    end = report.find("## Task `", start + 1)
+def _section(report: str, dataset: str, task: str) -> str:
+    start = report.index(f"### `{dataset}`, task `{task}`")
+    end = report.find("\n### ", start + 1)
     return report[start:] if end < 0 else report[start:end]
+
+
+def _leaderboard_section(report: str, task: str) -> str:
+    start = report.index(f"### Task `{task}`")
+    end = report.find("\n## ", start + 1)
+    nxt = report.find("\n### ", start + 1)
+    return report[start:min(e for e in (end, nxt) if e >= 0)]
 
 
 def _row(section: str, arch: str, nth: int = 0) -> list[str]:
@@ -170,27 +247,28 @@ def _row(section: str, arch: str, nth: int = 0) -> list[str]:
 
 
 def test_metrics_table_lists_every_architecture_with_cv_and_held_out_values(report):
-    multi = _section(report, "multi")
+    multi = _section(report, "alpha", "multi")
     for arch in ARCHS:
         assert _row(multi, arch), arch
     dnn = _row(multi, "dnn")
-    # RMSE CV: mean of 0.50 0.52 0.48 0.51 0.49 = 0.50; std (ddof=1) = sqrt(0.001/4) = 0.0158.
+    # RMSE CV over the 4 scored folds: mean of 0.52 0.49 0.50 0.51 = 0.505; std (ddof=1) = sqrt(5e-4 / 3) = 0.0129.
     assert dnn[0] == "`dnn` (best CV RMSE)"
-    assert dnn[1] == "0.5000 ± 0.0158"
+    assert dnn[1] == "0.5050 ± 0.0129"
     # Held-out RMSE pools the genes: sqrt((0.16 + 0.36 + 0.25) / 3) = 0.5066.
     assert dnn[2] == f"{math.sqrt((0.16 + 0.36 + 0.25) / 3):.4f}" == "0.5066"
     assert _row(multi, "ridge")[0] == "`ridge` (best baseline)"
     # The mean baseline's Pearson r is undefined (JSON null): a dash in CV and test columns.
     mean = _row(multi, "mean")
     assert mean[9:11] == ["–", "–"]
-    assert mean[1] == "0.9000 ± 0.0158"
+    assert mean[1] == "0.9000 ± 0.0183"
 
 
 def test_scaled_table_sits_beside_the_seeds_figures_with_the_caveat(report):
-    multi, single = _section(report, "multi"), _section(report, "single")
+    multi, single = _section(report, "alpha", "multi"), _section(report, "alpha", "single")
     scaled = _row(multi, "attention_lstm", nth=1)
     assert scaled[-1] == "0.1651 / 0.1040"
-    assert scaled[1] == f"{0.53 / 4:.4f} ± {np.std(np.array([0.53, 0.55, 0.52, 0.54, 0.51]) / 4, ddof=1):.4f}"
+    folds = np.array(FOLD_RMSE["attention_lstm"]) / 4
+    assert scaled[1] == f"{folds.mean():.4f} ± {np.std(folds, ddof=1):.4f}"
     assert _row(multi, "dnn", nth=1)[-1] == "–"
     assert _row(single, "attention_lstm", nth=1)[-1] == "0.0107 / 0.0078"
     assert "whether they are CV or held-out numbers, are unknown" in multi
@@ -198,75 +276,188 @@ def test_scaled_table_sits_beside_the_seeds_figures_with_the_caveat(report):
     assert "top 50 genes; this run's multi task has 3" in multi
 
 
-def test_corrected_resampled_ttest_matches_hand_computation(summary):
-    c = summary["tasks"]["multi"]["versus_best_baseline"]["dnn"]
-    assert summary["tasks"]["multi"]["best_baseline"] == "ridge"
-    # d = dnn - ridge per fold = [-0.05, -0.02, -0.05, -0.05, -0.03]; mean -0.04.
-    # deviations -0.01, 0.02, -0.01, -0.01, 0.01 -> sum of squares 8e-4, var (ddof=1) = 2e-4.
-    # 32 dev samples, 5 folds: n_test/n_train = 6.4 / 25.6 = 0.25; (1/5 + 0.25) * 2e-4 = 9e-5.
-    t = -0.04 / math.sqrt(9e-5)  # = -4.2164
+def test_corrected_resampled_ttest_over_the_scored_folds_matches_hand_computation(summary):
+    multi = summary["datasets"]["alpha"]["multi"]
+    c = multi["versus_best_baseline"]["dnn"]
+    assert multi["best_baseline"] == "ridge"
+    assert multi["scored_folds"] == [1, 2, 3, 4]
+    # d = dnn - ridge per scored fold = [-0.03, -0.05, -0.03, -0.05]; mean -0.04; var (ddof=1) = 4e-4 / 3.
+    # 40 dev samples in 5 folds of 8: n_test/n_train = 8 / 32 = 0.25; (1/4 + 0.25) * 4e-4 / 3 = 2e-4 / 3.
+    t = -0.04 / math.sqrt(2e-4 / 3)  # = -2 sqrt(6) = -4.8990
     assert c["mean_difference"] == pytest.approx(-0.04)
     assert c["test_train_ratio"] == pytest.approx(0.25)
-    assert c["t"] == pytest.approx(t) and round(c["t"], 4) == -4.2164
-    assert c["df"] == 4
-    assert c["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), 4))
-    assert 0.013 < c["p_value"] < 0.014  # t table, df 4: two-sided p for |t| = 4.216
-    # The plain paired t-test has 1/5 in place of 0.45: t = -0.04 / sqrt(4e-5) = -6.32, a smaller p.
+    assert c["t"] == pytest.approx(t) and round(c["t"], 4) == -4.8990
+    assert c["df"] == 3 and c["folds"] == 4
+    assert c["p_value"] == pytest.approx(2 * stats.t.sf(abs(t), 3))
+    assert 0.016 < c["p_value"] < 0.017  # t table, df 3: two-sided p for |t| = 4.899
+    # The plain paired t-test has 1/4 in place of 0.5: t = -0.04 / sqrt(1e-4 / 3) = -6.93, a smaller p.
     plain = stats.ttest_rel(FOLD_RMSE["dnn"], FOLD_RMSE["ridge"])
-    assert plain.statistic == pytest.approx(-0.04 / math.sqrt(4e-5))
-    assert plain.pvalue < c["p_value"] / 4
+    assert plain.statistic == pytest.approx(-0.04 / math.sqrt(1e-4 / 3))
+    assert plain.pvalue < c["p_value"] / 2
 
 
 def test_comparison_table_and_undefined_t(report, summary):
-    multi = _section(report, "multi")
+    multi = _section(report, "alpha", "multi")
     dnn = _row(multi, "dnn", nth=2)
-    assert dnn == ["`dnn`", "-0.0400", "-4.22", "4", "0.0135", "0.67 (2/3)"]
+    assert dnn == ["`dnn`", "-0.0400", "-4.90", "3", "0.0163", "0.67 (2/3)"]
     # gru's fold RMSEs equal ridge's: the differences do not vary, t is undefined.
-    gru = summary["tasks"]["multi"]["versus_best_baseline"]["gru"]
-    assert gru["t"] is None and gru["p_value"] is None
-    assert _row(multi, "gru", nth=2)[2:5] == ["–", "4", "–"]
+    versus = summary["datasets"]["alpha"]["multi"]["versus_best_baseline"]
+    assert versus["gru"]["t"] is None and versus["gru"]["p_value"] is None
+    assert _row(multi, "gru", nth=2)[2:5] == ["–", "3", "–"]
     # Every architecture but the best baseline itself is compared with it, the other baselines too.
-    assert set(summary["tasks"]["multi"]["versus_best_baseline"]) == set(ARCHS) - {"ridge"}
+    assert set(versus) == set(ARCHS) - {"ridge"}
     assert [r[0] for r in (_row(multi, a, nth=2) for a in ("mean", "knn"))] == ["`mean`", "`knn`"]
 
 
 def test_per_gene_win_rate(summary, report):
     # dnn 0.40 0.60 0.50 vs ridge 0.50 0.50 0.55 per gene: dnn wins on genes 1 and 3.
-    c = summary["tasks"]["multi"]["versus_best_baseline"]["dnn"]
+    c = summary["datasets"]["alpha"]["multi"]["versus_best_baseline"]["dnn"]
     assert (c["wins"], c["genes"], c["win_rate"]) == (2, 3, pytest.approx(2 / 3))
-    single = summary["tasks"]["single"]["versus_best_baseline"]
+    single = summary["datasets"]["alpha"]["single"]["versus_best_baseline"]
     assert all(v["genes"] == 1 and v["win_rate"] in (0.0, 1.0) for v in single.values())
-    assert "one target gene, so the win rate is 0 or 1" in _section(report, "single")
-    assert "win rate is 0 or 1" not in _section(report, "multi")
+    assert "one target gene, so the win rate is 0 or 1" in _section(report, "alpha", "single")
+    assert "win rate is 0 or 1" not in _section(report, "alpha", "multi")
 
 
-def test_missing_architecture_is_listed_not_fatal(summary, report):
-    assert summary["tasks"]["single"]["missing"] == {"lstm": "metrics/single/lstm.json"}
-    assert "lstm" not in summary["tasks"]["single"]["versus_best_baseline"]
-    assert "`lstm` (`metrics/single/lstm.json` missing)" in _section(report, "single")
-    assert summary["tasks"]["multi"]["missing"] == {}
+def test_missing_architecture_and_dataset_are_listed_not_fatal(summary, report):
+    alpha = summary["datasets"]["alpha"]
+    assert alpha["single"]["missing"] == {"lstm": "metrics/alpha/single/lstm.json"}
+    assert "lstm" not in alpha["single"]["versus_best_baseline"]
+    assert "`lstm` (`metrics/alpha/single/lstm.json` missing)" in _section(report, "alpha", "single")
+    assert alpha["multi"]["missing"] == {}
+    # `empty` is listed in params.yaml but has no results at all.
+    for task in TASKS:
+        empty = summary["datasets"]["empty"][task]
+        assert empty["architectures"] == {}
+        assert empty["missing"]["dnn"] == f"metrics/empty/{task}/dnn.json"
+        assert "`empty` (no results)" in _leaderboard_section(report, task)
+        assert all("empty" not in e["scaled_scores"] for e in summary["leaderboard"][task])
+    assert "## Dataset `empty`" in report
+    assert "**No results**: `metrics/empty/multi/dnn.json`" in report
+
+
+def test_leaderboard_scales_between_the_controls(summary):
+    """Held-out scores scaled between mean (0) and the positive control (1), checked by hand on alpha."""
+    for task in TASKS:
+        for name in ("alpha", "synthetic"):
+            scaled = summary["datasets"][name][task]["scaled"]
+            # The controls come out exactly at the ends of the scale, on every metric.
+            for metric in LEADERBOARD_METRICS + ("score",):
+                assert scaled["mean"][metric] == 0.0
+                if name == "synthetic":
+                    assert scaled["oracle"][metric] == 1.0
+            assert ("oracle" in scaled) == (name == "synthetic")
+    alpha = summary["datasets"]["alpha"]["multi"]
+    assert alpha["controls"]["positive"] == {"name": "perfect prediction", "truth": None,
+                                             "test": {"rmse": 0.0, "mae": 0.0, "mse": 0.0, "r2": 1.0}}
+    # mean: RMSE 0.9, MAE 0.72, MSE 0.81, R² 0.1. dnn: RMSE r = sqrt(0.77 / 3), MAE 0.8 r, MSE r², R² 1 - r.
+    r = math.sqrt(0.77 / 3)
+    expected = {"rmse": (r - 0.9) / (0 - 0.9), "mae": (0.8 * r - 0.72) / (0 - 0.72),
+                "mse": (r * r - 0.81) / (0 - 0.81), "r2": ((1 - r) - 0.1) / (1 - 0.1)}
+    dnn = alpha["scaled"]["dnn"]
+    for metric, value in expected.items():
+        assert dnn[metric] == pytest.approx(value)
+    assert dnn["score"] == pytest.approx(sum(expected.values()) / 4)
+    assert dnn["rank"] == 1.0
+
+
+def test_oracle_is_the_truth_scored_like_a_model(reported, summary):
+    cfg = reported.for_dataset("synthetic")
+    for task in TASKS:
+        data = load_task(cfg, task, held_out=True)
+        rows = [int(s.removeprefix("cell")) for s in data.test_samples]
+        genes = [int(g.removeprefix("G")) for g in data.target_genes]
+        truth = _truth(cfg)[np.ix_(rows, genes)]
+        oracle = regression_metrics(data.Y_test, truth, data.Y_dev.min(axis=0), data.Y_dev.max(axis=0))
+        positive = summary["datasets"]["synthetic"][task]["controls"]["positive"]
+        assert positive["name"] == "oracle" and positive["truth"] == "data/synthetic/truth.npy"
+        for metric in LEADERBOARD_METRICS:
+            assert positive["test"][metric] == pytest.approx(oracle[metric], rel=1e-6)
+        # Ridge reads linear read-outs of the programmes; the targets are their products: far below the oracle.
+        scaled = summary["datasets"]["synthetic"][task]["scaled"]
+        assert scaled["ridge"]["score"] < 0.5 < scaled["dnn"]["score"]
+        assert scaled["oracle"]["rank"] is None
+
+
+def test_leaderboard_ranks_on_mean_scaled_score_with_mean_rank(summary, report):
+    for task in TASKS:
+        entries = summary["leaderboard"][task]
+        datasets = {"alpha": summary["datasets"]["alpha"][task]["scaled"],
+                    "synthetic": summary["datasets"]["synthetic"][task]["scaled"]}
+        scores = [e["mean_scaled_score"] for e in entries]
+        assert scores == sorted(scores, reverse=True)
+        by_arch = {e["arch"]: e for e in entries}
+        assert by_arch["oracle"]["role"] == "positive control" and by_arch["oracle"]["mean_rank"] is None
+        assert by_arch["oracle"]["mean_scaled_score"] == 1.0 and by_arch["oracle"]["datasets"] == 1
+        assert by_arch["mean"]["role"] == "negative control" and by_arch["mean"]["mean_scaled_score"] == 0.0
+        for arch, entry in by_arch.items():
+            present = {d: s[arch] for d, s in datasets.items() if arch in s}
+            assert entry["scaled_scores"] == {d: e["score"] for d, e in present.items()}
+            assert entry["mean_scaled_score"] == pytest.approx(np.mean([e["score"] for e in present.values()]))
+            if arch != "oracle":
+                assert entry["mean_rank"] == pytest.approx(np.mean([e["rank"] for e in present.values()]))
+        table = _leaderboard_section(report, task)
+        assert _row(table, "dnn")[:3] == ["`dnn`", f"{by_arch['dnn']['mean_scaled_score']:.4f}",
+                                         f"{by_arch['dnn']['mean_rank']:.2f}"]
+        assert _row(table, "oracle")[0] == "`oracle` (positive control)"
+        assert _row(table, "oracle")[1:] == ["1.0000", "–", "1/2", "–", "1.0000"]
+        assert _row(table, "mean")[0] == "`mean` (negative control)"
+    # alpha's single task lacks lstm: its mean is over synthetic alone, and the table says so.
+    lstm = {e["arch"]: e for e in summary["leaderboard"]["single"]}["lstm"]
+    assert lstm["datasets"] == 1 and set(lstm["scaled_scores"]) == {"synthetic"}
+    row = _row(_leaderboard_section(report, "single"), "lstm")
+    assert row[3:] == ["1/2", "–", f"{lstm['mean_scaled_score']:.4f}"]
+
+
+def test_report_states_the_oracle_and_ridge_on_synthetic(summary, report):
+    assert report.index("## Leaderboard") < report.index("## Dataset `alpha`")
+    for task in TASKS:
+        scaled = summary["datasets"]["synthetic"][task]["scaled"]
+        text = _leaderboard_section(report, task)
+        assert "`oracle` on `synthetic` scores 1.0000 (by construction 1 on every metric" in text
+        assert f"`ridge` on `synthetic` scores {scaled['ridge']['score']:.4f} (the linear reference" in text
+        assert f"![Leaderboard, task {task}](figures/leaderboard_{task}.png)" in text
 
 
 def test_figures_and_plot_data_are_written(reported, summary):
     reports = reported.root / "reports"
-    for task in TASKS:
-        for name in ("cv_rmse", "predicted_vs_observed", "per_gene_r2", "attention"):
-            assert (reports / "figures" / f"{name}_{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-            assert (reports / "plots" / f"{name}_{task}.csv").stat().st_size > 0
-        for path in summary["tasks"][task]["figures"].values():
-            assert (reports / path).exists()
-    cv = pd.read_csv(reports / "plots" / "cv_rmse_multi.csv")
+    for name in ("alpha", "synthetic"):
+        for task in TASKS:
+            for figure in ("cv_rmse", "predicted_vs_observed", "per_gene_r2", "attention"):
+                assert (reports / "figures" / f"{figure}_{name}_{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+                assert (reports / "plots" / f"{figure}_{name}_{task}.csv").stat().st_size > 0
+            for path in summary["datasets"][name][task]["figures"].values():
+                assert (reports / path).exists()
+    assert not list((reports / "figures").glob("*empty*"))
+    cv = pd.read_csv(reports / "plots" / "cv_rmse_alpha_multi.csv")
     assert list(cv.columns) == ["arch", "rmse_mean", "rmse_std"]
     assert list(cv["arch"]) == list(ARCHS)
     assert cv.set_index("arch").loc["knn", "rmse_mean"] == pytest.approx(0.60)
-    r2 = pd.read_csv(reports / "plots" / "per_gene_r2_multi.csv")
+    r2 = pd.read_csv(reports / "plots" / "per_gene_r2_alpha_multi.csv")
     assert len(r2) == 8 * 3
 
 
+def test_leaderboard_heatmap_and_its_data(reported, summary):
+    reports = reported.root / "reports"
+    for task in TASKS:
+        assert (reports / "figures" / f"leaderboard_{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        data = pd.read_csv(reports / "plots" / f"leaderboard_{task}.csv")
+        assert list(data.columns) == ["arch", "role", "dataset", "scaled_score", "rank"]
+        entries = summary["leaderboard"][task]
+        assert list(dict.fromkeys(data["arch"])) == [e["arch"] for e in entries]  # leaderboard order
+        assert list(dict.fromkeys(data["dataset"])) == ["alpha", "synthetic"]
+        cells = data.set_index(["arch", "dataset"])["scaled_score"]
+        assert cells[("oracle", "synthetic")] == 1.0 and math.isnan(cells[("oracle", "alpha")])
+        assert cells[("mean", "alpha")] == 0.0
+        dnn = next(e for e in entries if e["arch"] == "dnn")
+        assert cells[("dnn", "alpha")] == pytest.approx(dnn["scaled_scores"]["alpha"], rel=1e-9)
+
+
 def test_predicted_vs_observed_uses_the_best_model_and_the_held_out_truth(reported, summary):
-    assert summary["tasks"]["multi"]["best_model"] == "dnn"
-    data = load_task(reported, "multi", held_out=True)
-    table = pd.read_csv(reported.root / "reports" / "plots" / "predicted_vs_observed_multi.csv", dtype={"sample": str})
+    assert summary["datasets"]["alpha"]["multi"]["best_model"] == "dnn"
+    data = load_task(reported.for_dataset("alpha"), "multi", held_out=True)
+    table = pd.read_csv(reported.root / "reports" / "plots" / "predicted_vs_observed_alpha_multi.csv",
+                        dtype={"sample": str})
     assert len(table) == len(data.test_samples) * 3
     observed = table.pivot(index="sample", columns="gene", values="observed").loc[data.test_samples, data.target_genes]
     np.testing.assert_allclose(observed.to_numpy(), data.Y_test, rtol=1e-6)
@@ -275,11 +466,11 @@ def test_predicted_vs_observed_uses_the_best_model_and_the_held_out_truth(report
 
 
 def test_attention_plot_data_ranks_genes_or_tokens(reported):
-    table = pd.read_csv(reported.root / "reports" / "plots" / "attention_multi.csv", dtype={"label": str})
+    table = pd.read_csv(reported.root / "reports" / "plots" / "attention_alpha_multi.csv", dtype={"label": str})
     lstm = table[table["arch"] == "attention_lstm"]
     gru = table[table["arch"] == "attention_gru"]
     assert set(lstm["kind"]) == {"gene"} and set(gru["kind"]) == {"token"}
-    features = load_task(reported, "multi").feature_genes
+    features = load_task(reported.for_dataset("alpha"), "multi").feature_genes
     assert list(lstm["label"]) == features  # weights decrease along the feature list
     assert list(lstm["rank"]) == list(range(1, len(features) + 1))
     # Tokens of several genes are labelled by their first and last gene, by decreasing weight 0.5 0.3 0.2.
@@ -292,26 +483,44 @@ def test_attention_plot_data_ranks_genes_or_tokens(reported):
 def test_wide_predictions_take_observed_values_from_the_prepared_split(tmp_path):
     from benchmark.report import build
 
-    config = make_project(tmp_path / "wide")
-    edir = config.root / "artifacts" / "evaluation" / "multi" / "dnn"
+    config = make_project(tmp_path / "wide", evaluated=("alpha",))
+    edir = config.root / "artifacts" / "evaluation" / "alpha" / "multi" / "dnn"
     long = pd.read_csv(edir / "test_predictions.csv", dtype={"sample": str})
     wide = long.pivot(index="sample", columns="gene", values="predicted").reset_index()
     wide.to_csv(edir / "test_predictions.csv", index=False)
-    _, _, plot_data = build(config)
-    table = pd.read_csv(io.BytesIO(plot_data["predicted_vs_observed_multi.csv"]), dtype={"sample": str})
+    summary, _, plot_data = build(config)
+    table = pd.read_csv(io.BytesIO(plot_data["predicted_vs_observed_alpha_multi.csv"]), dtype={"sample": str})
     merged = table.merge(long, on=["sample", "gene"], suffixes=("", "_evaluate"))
     assert len(merged) == len(long)
     np.testing.assert_allclose(merged["observed"], merged["observed_evaluate"], rtol=1e-6)
     np.testing.assert_allclose(merged["predicted"], merged["predicted_evaluate"], rtol=1e-9)
+    # synthetic and empty have no results here: listed, and the leaderboard stands on alpha alone.
+    assert summary["datasets"]["synthetic"]["multi"]["architectures"] == {}
+    assert {d for e in summary["leaderboard"]["multi"] for d in e["scaled_scores"]} == {"alpha"}
+
+
+def test_dataset_without_the_negative_control_is_left_off_the_leaderboard(tmp_path):
+    from benchmark.report import build
+    from benchmark.report.markdown import render
+
+    config = make_project(tmp_path / "nomean", skip={("synthetic", "multi", "mean")})
+    summary, _, _ = build(config)
+    section = summary["datasets"]["synthetic"]["multi"]
+    assert section["scaled"] == {} and section["controls"]["negative"]["test"] is None
+    assert {d for e in summary["leaderboard"]["multi"] for d in e["scaled_scores"]} == {"alpha"}
+    assert all(e["arch"] != "oracle" for e in summary["leaderboard"]["multi"])
+    text = _leaderboard_section(render(summary, config.datasets), "multi")
+    assert "`synthetic` (`mean`, the negative control, has no results)" in text
 
 
 def test_results_from_different_data_versions_are_refused(tmp_path):
-    config = make_project(tmp_path / "stale", tasks=("single", "multi"))
-    path = config.root / "artifacts" / "evaluation" / "multi" / "knn" / "run.json"
+    config = make_project(tmp_path / "stale", evaluated=("alpha",))
+    path = config.root / "artifacts" / "evaluation" / "alpha" / "multi" / "knn" / "run.json"
     run = json.loads(path.read_text())
     run["data_version"] = "0123456789abcdef"
     path.write_text(json.dumps(run))
-    with pytest.raises(UserError, match=r"artifacts/evaluation/multi/knn/run.json: data_version 0123456789abcdef differs"):
+    with pytest.raises(UserError, match=r"artifacts/evaluation/alpha/multi/knn/run.json: data_version "
+                                        r"0123456789abcdef differs.*genebench evaluate --dataset alpha --task multi"):
         compare(config)
 
 
@@ -324,34 +533,47 @@ def test_rerun_is_byte_identical(reported):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         compare(reported)
     assert {f: (reports / f).read_bytes() for f in files} == before
-    assert json.loads(before["summary.json"]) is not None
     text = before["summary.json"].decode()
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
+    assert set(json.loads(text)) == {"leaderboard", "datasets", "seed_reported"}
 
 
-def test_summary_run_logged_to_mlflow(reported):
+def test_one_summary_run_holds_the_leaderboard_table_and_few_metrics(reported, summary, tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=reported.tracking_uri)
+    experiment = client.get_experiment_by_name("gbtest-leaderboard")
+    assert experiment is not None
+    assert experiment.artifact_location == (reported.root / "mlruns").as_uri()
+    # No per-(dataset, task) compare runs any more: the evaluate experiments are left alone.
+    assert client.get_experiment_by_name("gbtest-alpha-multi") is None
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'compare'")
+    assert runs
+    run = runs[-1]
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["stage"] == "compare" and tags["git_commit"]
     for task in TASKS:
-        experiment = client.get_experiment_by_name(f"gbtest-{task}")
-        assert experiment is not None
-        assert experiment.artifact_location == (reported.root / "mlruns").as_uri()
-        runs = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'compare'")
-        assert runs, task
-        run = runs[0]
-        assert run.info.status == "FINISHED"
-        assert run.data.tags["best_model"] == "dnn"
-        assert run.data.tags["best_baseline"] == "ridge"
-        scale = 0.1 if task == "single" else 1.0
-        assert run.data.metrics["dnn.cv_rmse_mean"] == pytest.approx(0.50 * scale)
-        assert run.data.metrics["ridge.cv_rmse_mean"] == pytest.approx(0.54 * scale)
-        assert "mean.test_pearson" not in run.data.metrics  # undefined: not logged
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"benchmark.md", "summary.json", "figures", "plots"} <= artifacts
-        figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
-        assert f"figures/cv_rmse_{task}.png" in figures
-    assert client.get_experiment_by_name("gbtest-multi") is not None
+        top = next(e["arch"] for e in summary["leaderboard"][task] if e["arch"] != "oracle")
+        assert tags[f"best_model_{task}"] == top
+    assert tags["missing"] == "empty/single,empty/multi"
+    metrics = run.data.metrics
+    assert 0 < len(metrics) <= 20
+    best_multi = next(e for e in summary["leaderboard"]["multi"] if e["arch"] != "oracle")
+    assert metrics["multi.best_mean_scaled_score"] == pytest.approx(best_multi["mean_scaled_score"])
+    assert metrics["synthetic.multi.ridge_scaled_score"] == pytest.approx(
+        summary["datasets"]["synthetic"]["multi"]["scaled"]["ridge"]["score"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"benchmark.md", "summary.json", "leaderboard.json", "figures", "plots"} <= artifacts
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/leaderboard_multi.png", "figures/cv_rmse_synthetic_multi.png"} <= figures
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "leaderboard.json", str(tmp_path))).read_text())
+    frame = pd.DataFrame(table["data"], columns=table["columns"])
+    assert len(frame) == sum(len(e) for e in summary["leaderboard"].values())
+    assert {"task", "position", "arch", "role", "mean_scaled_score", "mean_rank", "scaled_alpha",
+            "scaled_synthetic", "scaled_empty"} <= set(frame.columns)
+    oracle = frame[(frame["task"] == "multi") & (frame["arch"] == "oracle")].iloc[0]
+    assert oracle["role"] == "positive control" and oracle["scaled_synthetic"] == 1.0
 
 
 def test_compare_does_not_import_tensorflow(reported):
@@ -363,26 +585,30 @@ def test_compare_does_not_import_tensorflow(reported):
     assert done.stdout.strip().splitlines()[-1] == "NO-TF"
 
 
-def test_no_results_exits_2_with_one_line_naming_the_file(tmp_path):
-    root = tmp_path / "empty"
-    make_project(root, tasks=("multi",))  # single has no results at all
+def test_no_results_on_any_dataset_exits_2_with_one_line_naming_the_file(tmp_path):
+    root = tmp_path / "none"
+    make_project(root, evaluated=())
     done = subprocess.run([sys.executable, "-m", "benchmark", "compare", "--params", str(root / "params.yaml")],
                           capture_output=True, text=True, env=_env(), cwd=root, timeout=300)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert "metrics/single/dnn.json: not found" in lines[0]
-    assert "genebench evaluate --task single" in lines[0]
+    assert "metrics/alpha/single/dnn.json: not found, and no dataset has results" in lines[0]
+    assert "genebench evaluate --dataset" in lines[0]
     assert not (root / "reports" / "summary.json").exists()
 
 
 def test_malformed_metrics_file_names_the_key(tmp_path):
-    config = make_project(tmp_path / "bad")
-    path = config.root / "metrics" / "multi" / "ridge.json"
+    config = make_project(tmp_path / "bad", evaluated=("alpha",))
+    path = config.root / "metrics" / "alpha" / "multi" / "ridge.json"
     data = json.loads(path.read_text())
     del data["cv"]["mae"]
     path.write_text(json.dumps(data))
-    with pytest.raises(UserError, match=r"metrics/multi/ridge.json: missing key 'cv.mae'"):
+    with pytest.raises(UserError, match=r"metrics/alpha/multi/ridge.json: missing key 'cv.mae'"):
+        compare(config)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(data, dataset="synthetic")))
+    with pytest.raises(UserError, match=r"metrics/alpha/multi/ridge.json: holds dataset 'synthetic', expected 'alpha'"):
         compare(config)
 
 

@@ -1,32 +1,52 @@
-"""The compare stage: comparison tables, statistics and plots over every evaluated architecture.
+"""The compare stage: the leaderboard across datasets, and per dataset the comparison tables, statistics and plots.
 
-`compare(config)` reads `metrics/<task>/<arch>.json` and `artifacts/evaluation/<task>/<arch>/`
-for both tasks and all eight architectures and writes
+`compare(config)` (a config not bound to a dataset) reads, for every dataset listed in
+`datasets` of params.yaml, both tasks and all eight architectures,
+`metrics/<dataset>/<task>/<arch>.json` and `artifacts/evaluation/<dataset>/<task>/<arch>/`,
+and writes
 
-- `reports/benchmark.md`: per task, the metrics table (CV mean ± std and held-out), the
-  scaled metrics beside the seed's reported figures, and every other architecture
-  against the best baseline (corrected resampled t-test over folds, per-gene win rate);
-- `reports/summary.json`: the same numbers, sorted keys, byte-identical on rerun;
-- `reports/figures/*.png` and, for `dvc plots show`, the data behind them in `reports/plots/*.csv`;
+- `reports/benchmark.md`: first the leaderboard (per task: every architecture's held-out
+  score scaled between the negative control `mean` (0) and the positive control (1: the
+  oracle on a dataset with a truth, a perfect prediction elsewhere), averaged over
+  datasets, with the mean rank; see `benchmark.report.leaderboard`), then per dataset and
+  task the metrics table (CV mean ± std over the scored folds, and held-out), the scaled
+  metrics beside the seed's reported figures, every other architecture against the best
+  baseline (corrected resampled t-test over the scored folds, per-gene win rate), the
+  scores scaled between the controls, and figures;
+- `reports/summary.json`: the same numbers, sorted keys, byte-identical on rerun:
+  `{"leaderboard": {task: [row, ...]}, "datasets": {dataset: {task: {...}}},
+  "seed_reported": {task: {...}}}`;
+- `reports/figures/*.png` and, for `dvc plots show`, the data behind them in
+  `reports/plots/*.csv`: `<figure>_<dataset>_<task>` per dataset and task, and
+  `leaderboard_<task>` (heatmap, architecture x dataset);
 
-then logs one `compare` run per task to MLflow with the report, the figures and the
-table values. No TensorFlow is imported: this stage reads files only.
+then logs one summary run to the MLflow experiment `<mlflow.experiment>-leaderboard`: the
+leaderboard as a table, a few headline metrics, tags, and the report, summary and
+figures as artifacts. A (dataset, task) without any result is listed as missing; only
+when no dataset has any result is it an error. No TensorFlow is imported: this stage
+reads files only.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
 
 from benchmark import ARCHS, DEEP_ARCHS, TASKS
 from benchmark.config import Config
 from benchmark.errors import UserError
 from benchmark.outputs import atomic_dir, dumps_json, write_text
-from benchmark.paths import reports_dir
+from benchmark.paths import prepared_dir, reports_dir
+from benchmark.report import leaderboard
 from benchmark.report.results import METRICS, SCALED, ArchResult, TaskResults, load_task_results, relative
 
-__all__ = ["compare", "SEED_REPORTED"]
+if TYPE_CHECKING:
+    from benchmark.data.prepare import TaskData
+
+__all__ = ["compare", "build", "SEED_REPORTED"]
 
 # The seed's attention-LSTM figures, RMSE / MAE on min-max scaled targets (DESIGN.md).
 SEED_REPORTED = {
@@ -41,15 +61,33 @@ SUMMARY_FILE = "summary.json"
 FIGURES_DIR = "figures"
 PLOTS_DIR = "plots"
 RUN_NAME = "compare"
+EXPERIMENT_SUFFIX = "leaderboard"  # the summary run's experiment: <mlflow.experiment>-leaderboard
+TABLE_FILE = "leaderboard.json"  # the leaderboard as an MLflow table artifact
 LONG_COLUMNS = ("sample", "gene", "observed", "predicted")
 
 
-def _held_out(config: Config, task: str, result: ArchResult):
+def _check_prepared(config: Config, results: TaskResults, data) -> None:
+    """The prepared split must be the one the results were evaluated on; else observed values would not match."""
+    rerun = f"rerun `genebench evaluate --dataset {config.dataset} --task {results.task}`"
+    source = relative(config, prepared_dir(config) / "split.json")
+    if len(data.test_samples) != results.n_test:
+        raise UserError(f"{source}: {len(data.test_samples)} held-out samples, but the results were evaluated on "
+                        f"{results.n_test}; {rerun}")
+    if set(data.target_genes) != set(results.genes):
+        odd = sorted(set(data.target_genes) ^ set(results.genes))[0]
+        raise UserError(f"{relative(config, prepared_dir(config) / (results.task + '.json'))}: gene {odd!r} is not "
+                        f"a target of both the prepared task and the evaluated results; {rerun}")
+    if results.data_version is not None and results.data_version != data.data_version:
+        raise UserError(f"{relative(config, prepared_dir(config) / 'summary.json')}: data_version "
+                        f"{data.data_version} differs from the evaluated {results.data_version}; {rerun}")
+
+
+def _held_out(config: Config, results: TaskResults, result: ArchResult, held_out_data: Callable[[], TaskData]):
     """Long table (sample, gene, observed, predicted) of one model's held-out predictions.
 
     evaluate writes `test_predictions.csv` in this long form. A wide file (a `sample`
     column, then one column per target gene) is accepted too; its observed values then
-    come from the prepared split (`load_task(..., held_out=True)`).
+    come from the prepared split (`held_out_data()`, the task loaded with `held_out=True`).
     """
     import pandas as pd
 
@@ -73,17 +111,14 @@ def _held_out(config: Config, task: str, result: ArchResult):
         if genes != set(result.per_gene.index):
             odd = sorted(genes ^ set(result.per_gene.index))[0]
             raise UserError(f"{source}: gene {odd!r} is not in both this file and test_per_gene.csv")
-        return table.reset_index(drop=True), None
-    return _held_out_wide(config, task, result, predictions.set_index("sample"))
+        return table.reset_index(drop=True)
+    return _held_out_wide(config, results.task, result, predictions.set_index("sample"), held_out_data())
 
 
-def _held_out_wide(config: Config, task: str, result: ArchResult, predictions):
+def _held_out_wide(config: Config, task: str, result: ArchResult, predictions, data: TaskData):
     import pandas as pd
 
-    from benchmark.data.prepare import load_task
-
     source = relative(config, result.predictions)
-    data = load_task(config, task, held_out=True)
     absent = [g for g in data.target_genes if g not in predictions.columns]
     if absent:
         raise UserError(f"{source}: missing column {absent[0]!r} (a target gene of task {task!r})")
@@ -91,8 +126,8 @@ def _held_out_wide(config: Config, task: str, result: ArchResult, predictions):
     lacking = [s for s in data.test_samples if s not in set(predictions.index)]
     if unknown or lacking:
         what = f"sample {unknown[0]!r} is not in" if unknown else f"held-out sample {lacking[0]!r} is missing from"
-        raise UserError(f"{source}: {what} the prepared held-out split; rerun `genebench evaluate --task {task} "
-                        f"--arch {result.arch}`")
+        raise UserError(f"{source}: {what} the prepared held-out split; rerun `genebench evaluate "
+                        f"--dataset {config.dataset} --task {task} --arch {result.arch}`")
     observed = pd.DataFrame(data.Y_test, index=data.test_samples, columns=data.target_genes)
     predicted = predictions.loc[data.test_samples, data.target_genes].astype("float64")
     long = pd.DataFrame({
@@ -101,17 +136,19 @@ def _held_out_wide(config: Config, task: str, result: ArchResult, predictions):
         "observed": observed.to_numpy(dtype="float64").reshape(-1),
         "predicted": predicted.to_numpy().reshape(-1),
     })
-    return long, data.data_version
+    return long
 
 
-def _versus(results: TaskResults) -> dict[str, dict]:
+def _versus(config: Config, results: TaskResults) -> dict[str, dict]:
     from benchmark.report.statistics import corrected_resampled_ttest, cv_test_train_ratio, per_gene_win_rate
 
     baseline_name = results.best_baseline
     if baseline_name is None:
         return {}
     baseline = results.archs[baseline_name]
-    ratio = cv_test_train_ratio(results.n_dev, len(results.folds))
+    ratio = results.test_train_ratio
+    if ratio is None:  # folds.csv without fold sizes: those of a K-fold split over n_dev
+        ratio = cv_test_train_ratio(results.n_dev, config.params.split.folds)
     out = {}
     for arch in ARCHS:
         if arch not in results.archs or arch == baseline_name:
@@ -138,12 +175,34 @@ def _architecture(result: ArchResult) -> dict:
     }
 
 
-def _seed(task: str, n_targets: int) -> dict:
+def _seed(task: str, n_targets: Optional[int]) -> dict:
     """The seed's figures for `task`, with a note when this run predicts another number of genes."""
     seed = dict(SEED_REPORTED[task], arch="attention_lstm", caveat=SEED_CAVEAT)
-    if n_targets != seed["genes"]:
+    if n_targets is not None and n_targets != seed["genes"]:
         seed["note"] = f"They are for the top {seed['genes']} genes; this run's {task} task has {n_targets}."
     return seed
+
+
+def _controls(config: Config, results: TaskResults, held_out_data: Callable[[], TaskData]) -> tuple[dict, dict]:
+    """The controls of one (dataset, task) and every row's scores scaled between them.
+
+    Returns (`controls`, `scaled`): `controls` holds the negative (`mean`) and positive
+    control's held-out metrics; `scaled` is `leaderboard.dataset_scores` ({} when `mean`
+    has no results, which leaves this dataset off the task's leaderboard).
+    """
+    tests = {arch: {m: r.test(m) for m in leaderboard.METRICS} for arch, r in results.archs.items()}
+    if leaderboard.has_truth(config):
+        data = held_out_data()
+        _check_prepared(config, results, data)
+        positive = {"name": leaderboard.ORACLE, "test": leaderboard.oracle_metrics(config, data),
+                    "truth": relative(config, config.data_dir / leaderboard.TRUTH_FILE)}
+    else:
+        positive = {"name": leaderboard.PERFECT_NAME, "test": dict(leaderboard.PERFECT), "truth": None}
+    negative = {"name": leaderboard.NEGATIVE_CONTROL, "test": tests.get(leaderboard.NEGATIVE_CONTROL)}
+    controls = {"negative": negative, "positive": positive, "metrics": list(leaderboard.METRICS)}
+    if negative["test"] is None:
+        return controls, {}
+    return controls, leaderboard.dataset_scores(tests, positive["test"], oracle=positive["truth"] is not None)
 
 
 def _csv(frame) -> bytes:
@@ -152,57 +211,94 @@ def _csv(frame) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def build(config: Config) -> tuple[dict, dict[str, bytes], dict[str, bytes]]:
-    """The summary dict and the figure / plot-data files (name -> bytes) of every task."""
+def _task_section(config: Config, results: TaskResults) -> tuple[dict, dict[str, bytes], dict[str, bytes]]:
+    """One (dataset, task)'s summary entry and its figures and plot data (file name -> bytes)."""
+    from benchmark.data.prepare import load_task
     from benchmark.report import plots
 
-    loaded = {task: load_task_results(config, task) for task in TASKS}
-    summary: dict = {"seed_reported": {task: _seed(task, len(loaded[task].genes)) for task in TASKS}, "tasks": {}}
+    task, suffix = results.task, f"{results.dataset}_{results.task}"
+    held_out_data = functools.cache(lambda: load_task(config, task, held_out=True))
+    best = results.best()
+    held_out = _held_out(config, results, results.archs[best], held_out_data)
+    version = results.data_version
+    if version is None:
+        from benchmark.data.prepare import data_version
+
+        version = data_version(config)
+    figures, plot_data, titles = {}, {}, {}
+
+    fig, data = plots.cv_rmse(results)
+    figures[f"cv_rmse_{suffix}.png"], plot_data[f"cv_rmse_{suffix}.csv"] = plots.png_bytes(fig), _csv(data)
+    titles["CV RMSE per architecture"] = f"cv_rmse_{suffix}.png"
+
+    fig = plots.predicted_vs_observed(held_out, f"{results.dataset} / {task}", best, results.archs[best].test("rmse"))
+    figures[f"predicted_vs_observed_{suffix}.png"] = plots.png_bytes(fig)
+    plot_data[f"predicted_vs_observed_{suffix}.csv"] = _csv(held_out)
+    titles[f"Predicted vs observed, {best}, held-out split"] = f"predicted_vs_observed_{suffix}.png"
+
+    fig, data = plots.per_gene_r2(results)
+    figures[f"per_gene_r2_{suffix}.png"], plot_data[f"per_gene_r2_{suffix}.csv"] = plots.png_bytes(fig), _csv(data)
+    titles["Held-out R² per target gene"] = f"per_gene_r2_{suffix}.png"
+
+    fig, data = plots.attention_top(results)
+    if fig is not None:
+        figures[f"attention_{suffix}.png"], plot_data[f"attention_{suffix}.csv"] = plots.png_bytes(fig), _csv(data)
+        titles["Top tokens by attention weight"] = f"attention_{suffix}.png"
+
+    controls, scaled = _controls(config, results, held_out_data)
+    section = {
+        "targets": len(results.genes), "n_dev": results.n_dev, "n_test": results.n_test,
+        "folds": len(results.folds), "scored_folds": [int(f) for f in results.folds], "data_version": version,
+        "architectures": {arch: _architecture(r) for arch, r in results.archs.items()},
+        "missing": dict(results.missing),
+        "best_model": best, "best_baseline": results.best_baseline,
+        "versus_best_baseline": _versus(config, results),
+        "controls": controls, "scaled": scaled,
+        "figures": {title: f"{FIGURES_DIR}/{name}" for title, name in titles.items()},
+    }
+    return section, figures, plot_data
+
+
+def build(config: Config) -> tuple[dict, dict[str, bytes], dict[str, bytes]]:
+    """The summary dict and the figure / plot-data files (name -> bytes) over every dataset and task."""
+    from benchmark.report import plots
+
+    loaded = {name: {task: load_task_results(config.for_dataset(name), task) for task in TASKS}
+              for name in config.datasets}
+    if not any(results.archs for tasks in loaded.values() for results in tasks.values()):
+        first = loaded[config.datasets[0]][TASKS[0]].missing[ARCHS[0]]
+        raise UserError(f"{first}: not found, and no dataset has results for any task; run `genebench evaluate "
+                        f"--dataset D --task T --arch ARCH` (or `dvc repro`) first")
+    targets = {task: next((len(tasks[task].genes) for tasks in loaded.values() if tasks[task].archs), None)
+               for task in TASKS}
+    summary: dict = {"seed_reported": {task: _seed(task, targets[task]) for task in TASKS},
+                     "datasets": {}, "leaderboard": {}}
     figures: dict[str, bytes] = {}
     plot_data: dict[str, bytes] = {}
-    for task, results in loaded.items():
-        best = results.best()
-        held_out, version = _held_out(config, task, results.archs[best])
-        if results.data_version is not None:
-            version = results.data_version
-        elif version is None:
-            from benchmark.data.prepare import data_version
-
-            version = data_version(config)
-        task_figures = {}
-
-        fig, data = plots.cv_rmse(results)
-        figures[f"cv_rmse_{task}.png"], plot_data[f"cv_rmse_{task}.csv"] = plots.png_bytes(fig), _csv(data)
-        task_figures["CV RMSE per architecture"] = f"cv_rmse_{task}.png"
-
-        fig = plots.predicted_vs_observed(held_out, task, best, results.archs[best].test("rmse"))
-        figures[f"predicted_vs_observed_{task}.png"] = plots.png_bytes(fig)
-        plot_data[f"predicted_vs_observed_{task}.csv"] = _csv(held_out)
-        task_figures[f"Predicted vs observed, {best}, held-out split"] = f"predicted_vs_observed_{task}.png"
-
-        fig, data = plots.per_gene_r2(results)
-        figures[f"per_gene_r2_{task}.png"], plot_data[f"per_gene_r2_{task}.csv"] = plots.png_bytes(fig), _csv(data)
-        task_figures["Held-out R² per target gene"] = f"per_gene_r2_{task}.png"
-
-        fig, data = plots.attention_top(results)
-        if fig is not None:
-            figures[f"attention_{task}.png"], plot_data[f"attention_{task}.csv"] = plots.png_bytes(fig), _csv(data)
-            task_figures["Top tokens by attention weight"] = f"attention_{task}.png"
-
-        summary["tasks"][task] = {
-            "targets": len(results.genes), "n_dev": results.n_dev, "n_test": results.n_test,
-            "folds": len(results.folds), "data_version": version,
-            "architectures": {arch: _architecture(r) for arch, r in results.archs.items()},
-            "missing": dict(results.missing),
-            "best_model": best, "best_baseline": results.best_baseline,
-            "versus_best_baseline": _versus(results),
-            "figures": {title: f"{FIGURES_DIR}/{name}" for title, name in task_figures.items()},
-        }
+    for name, tasks in loaded.items():
+        summary["datasets"][name] = {}
+        for task, results in tasks.items():
+            if not results.archs:
+                summary["datasets"][name][task] = {"architectures": {}, "missing": dict(results.missing)}
+                continue
+            section, task_figures, task_plots = _task_section(config.for_dataset(name), results)
+            summary["datasets"][name][task] = section
+            figures.update(task_figures)
+            plot_data.update(task_plots)
+    for task in TASKS:
+        scores = {name: summary["datasets"][name][task]["scaled"] for name in config.datasets
+                  if summary["datasets"][name][task].get("scaled")}
+        entries = leaderboard.table(scores)
+        summary["leaderboard"][task] = entries
+        if entries:
+            fig, data = plots.leaderboard_heatmap(task, entries, list(scores))
+            stem = leaderboard.figure_stem(task)
+            figures[f"{stem}.png"], plot_data[f"{stem}.csv"] = plots.png_bytes(fig), _csv(data)
     return summary, figures, plot_data
 
 
 def compare(config: Config) -> Path:
-    """Write the report, summary, figures and plot data into `reports/`; log a summary run per task."""
+    """Write the report, summary, figures and plot data into `reports/`; log one summary run to MLflow."""
     from benchmark.report.markdown import render
 
     summary, figures, plot_data = build(config)
@@ -213,26 +309,50 @@ def compare(config: Config) -> Path:
             for name, data in files.items():
                 (tmp / name).write_bytes(data)
     write_text(out / SUMMARY_FILE, dumps_json(summary))
-    write_text(out / REPORT_FILE, render(summary))
+    write_text(out / REPORT_FILE, render(summary, config.datasets))
     _log_to_mlflow(config, summary, out)
     print(f"wrote {relative(config, out / REPORT_FILE)} and {relative(config, out / SUMMARY_FILE)}")
     return out
 
 
-def _flat_metrics(task: dict) -> dict[str, float]:
+def leaderboard_table(summary: dict, datasets: list[str]):
+    """The leaderboards of every task as one DataFrame, one row per (task, leaderboard row).
+
+    Columns: task, position (1 = top), arch, role, mean_scaled_score, mean_rank,
+    datasets (how many scored it), then `scaled_<dataset>` per dataset (NaN where absent).
+    """
+    import pandas as pd
+
+    rows = []
+    for task in TASKS:
+        for position, entry in enumerate(summary["leaderboard"][task], start=1):
+            row = {"task": task, "position": position, "arch": entry["arch"], "role": entry["role"],
+                   "mean_scaled_score": entry["mean_scaled_score"], "mean_rank": entry["mean_rank"],
+                   "datasets": entry["datasets"]}
+            row.update({f"scaled_{d}": entry["scaled_scores"].get(d) for d in datasets})
+            rows.append(row)
+    columns = ["task", "position", "arch", "role", "mean_scaled_score", "mean_rank", "datasets"]
+    return pd.DataFrame(rows, columns=columns + [f"scaled_{d}" for d in datasets])
+
+
+def _headline_metrics(summary: dict) -> dict[str, float]:
+    """A handful of numbers for the runs table: per task the top architecture's mean scaled
+    score and mean rank and how many datasets are on the leaderboard; per dataset with an
+    oracle, ridge's scaled score (how far the linear reference falls short of the truth)."""
     values: dict[str, float] = {}
-    for arch, result in task["architectures"].items():
-        for metric, entry in result["cv"].items():
-            for stat in ("mean", "std"):
-                if entry is not None and entry.get(stat) is not None:
-                    values[f"{arch}.cv_{metric}_{stat}"] = entry[stat]
-        for metric, value in result["test"].items():
-            if value is not None:
-                values[f"{arch}.test_{metric}"] = value
-    for arch, c in task["versus_best_baseline"].items():
-        for key in ("mean_difference", "t", "p_value", "win_rate"):
-            if c[key] is not None:
-                values[f"{arch}.vs_best_baseline_{key}"] = c[key]
+    for task, entries in summary["leaderboard"].items():
+        top = next((e for e in entries if e["arch"] != leaderboard.ORACLE), None)
+        if top is None:
+            continue
+        values[f"{task}.best_mean_scaled_score"] = top["mean_scaled_score"]
+        if top["mean_rank"] is not None:
+            values[f"{task}.best_mean_rank"] = top["mean_rank"]
+        values[f"{task}.datasets_scored"] = float(max(e["datasets"] for e in entries))
+    for name, tasks in summary["datasets"].items():
+        for task, section in tasks.items():
+            ridge = section.get("scaled", {}).get("ridge")
+            if leaderboard.ORACLE in section.get("scaled", {}) and ridge and ridge["score"] is not None:
+                values[f"{name}.{task}.ridge_scaled_score"] = ridge["score"]
     return values
 
 
@@ -243,25 +363,30 @@ def _log_to_mlflow(config: Config, summary: dict, out: Path) -> None:
     from benchmark import tracking
 
     client = MlflowClient(tracking_uri=tracking.configure(config))
-    commit = tracking.git_commit(config.root)
-    for name, task in summary["tasks"].items():
-        tags = {"task": name, "stage": "compare", "data_version": task["data_version"], "git_commit": commit,
-                "best_model": task["best_model"], "best_baseline": str(task["best_baseline"]),
-                "missing_archs": ",".join(task["missing"]) or "none"}
-        run = client.create_run(tracking.experiment_id(config, name), run_name=RUN_NAME, tags=tags)
-        run_id = run.info.run_id
-        try:
-            now = int(time.time() * 1000)
-            metrics = [Metric(key, float(value), now, 0) for key, value in sorted(_flat_metrics(task).items())]
-            for start in range(0, len(metrics), 1000):
-                client.log_batch(run_id, metrics=metrics[start:start + 1000])
-            client.log_artifact(run_id, str(out / REPORT_FILE))
-            client.log_artifact(run_id, str(out / SUMMARY_FILE))
-            for path in task["figures"].values():
-                client.log_artifact(run_id, str(out / path), artifact_path=FIGURES_DIR)
-            for path in sorted((out / PLOTS_DIR).glob(f"*_{name}.csv")):
-                client.log_artifact(run_id, str(path), artifact_path=PLOTS_DIR)
-        except BaseException:
-            client.set_terminated(run_id, status="FAILED")
-            raise
-        client.set_terminated(run_id, status="FINISHED")
+    missing = [f"{name}/{task}" for name, tasks in summary["datasets"].items()
+               for task, section in tasks.items() if not section["architectures"]]
+    tags = {"stage": "compare", "git_commit": tracking.git_commit(config.root),
+            "git_dirty": tracking.git_dirty(config.root), "datasets": ",".join(config.datasets),
+            "missing": ",".join(missing) or "none"}
+    for task, entries in summary["leaderboard"].items():
+        tags[f"best_model_{task}"] = str(leaderboard.best(entries))
+    for name, tasks in summary["datasets"].items():
+        version = next((s["data_version"] for s in tasks.values() if s.get("data_version")), None)
+        if version is not None:
+            tags[f"data_version.{name}"] = version
+    experiment = tracking.named_experiment_id(config, f"{config.params.mlflow.experiment}-{EXPERIMENT_SUFFIX}")
+    run = client.create_run(experiment, run_name=RUN_NAME, tags=tags)
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
+                                          for k, v in sorted(_headline_metrics(summary).items())])
+        client.log_table(run_id, data=leaderboard_table(summary, config.datasets), artifact_file=TABLE_FILE)
+        client.log_artifact(run_id, str(out / REPORT_FILE))
+        client.log_artifact(run_id, str(out / SUMMARY_FILE))
+        client.log_artifacts(run_id, str(out / FIGURES_DIR), artifact_path=FIGURES_DIR)
+        client.log_artifacts(run_id, str(out / PLOTS_DIR), artifact_path=PLOTS_DIR)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")

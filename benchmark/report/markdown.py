@@ -1,10 +1,17 @@
-"""`reports/benchmark.md`, rendered from the summary dict that `reports/summary.json` holds."""
+"""`reports/benchmark.md`, rendered from the summary dict that `reports/summary.json` holds.
+
+Layout: the leaderboard (per task), then one section per dataset with one subsection per
+task (metrics, scaled metrics beside the seed's figures, each architecture against the
+best baseline, the scores scaled between the controls, figures).
+"""
 
 from __future__ import annotations
 
 from typing import Optional
 
 from benchmark import ARCHS, BASELINE_ARCHS
+from benchmark.report.leaderboard import METRICS as SCALED_METRICS
+from benchmark.report.leaderboard import NEGATIVE_CONTROL, ORACLE, figure_stem
 
 DASH = "–"  # shown for undefined values (Pearson r of a constant prediction, an undefined t)
 LABELS = {"rmse": "RMSE", "mae": "MAE", "mse": "MSE", "r2": "R²", "pearson": "Pearson r"}
@@ -85,60 +92,171 @@ def _versus_table(task: dict) -> list[str]:
     return _table(header, rows)
 
 
-def render(summary: dict) -> str:
+def _role_name(arch: str, role: str) -> str:
+    return f"`{arch}`" + (f" ({role})" if "control" in role else "")
+
+
+def _leaderboard_table(entries: list[dict], datasets: list[str]) -> list[str]:
+    header = ["architecture", "mean scaled score", "mean rank", "datasets", *(f"`{d}`" for d in datasets)]
+    rows = [[_role_name(e["arch"], e["role"]), _num(e["mean_scaled_score"]), _num(e["mean_rank"], ".2f"),
+             f"{e['datasets']}/{len(datasets)}", *(_num(e["scaled_scores"].get(d)) for d in datasets)]
+            for e in entries]
+    return _table(header, rows)
+
+
+def _positive_check(name: str, section: dict) -> list[str]:
+    """The explicit positive-control check of a dataset with an oracle: the oracle's and ridge's scaled scores."""
+    scaled = section["scaled"]
+    lines = []
+    for row in (ORACLE, "ridge"):
+        entry = scaled.get(row)
+        if entry is None:
+            continue
+        metrics = ", ".join(f"{LABELS[m]} {_num(entry[m])}" for m in SCALED_METRICS)
+        what = "by construction 1 on every metric" if row == ORACLE else "the linear reference"
+        lines.append(f"`{row}` on `{name}` scores {_num(entry['score'])} ({what}: {metrics}).")
+    return [" ".join(lines)] if lines else []
+
+
+def _leaderboard(summary: dict, datasets: list[str]) -> list[str]:
+    lines = [
+        "## Leaderboard", "",
+        "Per dataset and task, each architecture's held-out RMSE, MAE, MSE and R² are scaled between the "
+        f"negative control (`{NEGATIVE_CONTROL}`, 0) and the positive control (1): the oracle, which predicts the "
+        "noiseless truth of the held-out samples, on a dataset that keeps one; a perfect prediction (RMSE = MAE = "
+        "MSE = 0, R² = 1) elsewhere. Scaled = (s − s_negative) / (s_positive − s_negative), so a score above 0 beats "
+        "the mean and 1 matches the positive control. Pearson r is left out: it is undefined for the mean's "
+        "constant prediction. A dataset's scaled score is the mean over the four metrics; the mean scaled score "
+        "averages it over datasets, and the mean rank averages the rank within each dataset (1 = best, ties share "
+        "their mean rank; the oracle reads the truth, so it is not ranked). Rows are ordered by mean scaled score; "
+        "`datasets` says on how many of the leaderboard's datasets a row was scored, and a row scored on fewer is "
+        "averaged over those only (its results elsewhere are missing, see the dataset sections).",
+    ]
+    for task, entries in summary["leaderboard"].items():
+        on = [d for d in datasets if summary["datasets"][d][task].get("scaled")]
+        lines += ["", f"### Task `{task}`", ""]
+        if not entries:
+            lines += ["No dataset has results for this task that include the negative control "
+                      f"`{NEGATIVE_CONTROL}`, so there is no leaderboard."]
+        else:
+            lines += _leaderboard_table(entries, on)
+        for name in on:
+            section = summary["datasets"][name][task]
+            if ORACLE in section["scaled"]:
+                lines += ["", *_positive_check(name, section)]
+        off = []
+        for name in datasets:
+            section = summary["datasets"][name][task]
+            if not section["architectures"]:
+                off.append(f"`{name}` (no results)")
+            elif not section.get("scaled"):
+                off.append(f"`{name}` (`{NEGATIVE_CONTROL}`, the negative control, has no results)")
+        if off:
+            lines += ["", f"Not on this leaderboard: {', '.join(off)}."]
+        if entries:
+            lines += ["", f"![Leaderboard, task {task}](figures/{figure_stem(task)}.png)"]
+    return lines
+
+
+def _controls_table(section: dict) -> list[str]:
+    header = ["architecture", *(LABELS[m] for m in SCALED_METRICS), *(f"scaled {LABELS[m]}" for m in SCALED_METRICS),
+              "scaled score", "rank"]
+    positive = section["controls"]["positive"]
+    rows = []
+    for row, entry in section["scaled"].items():
+        test = positive["test"] if row == ORACLE else section["architectures"][row]["test"]
+        role = "positive control" if row == ORACLE else "negative control" if row == NEGATIVE_CONTROL else ""
+        rows.append([f"`{row}`" + (f" ({role})" if role else ""), *(_num(test.get(m)) for m in SCALED_METRICS),
+                     *(_num(entry[m]) for m in SCALED_METRICS), _num(entry["score"]), _num(entry["rank"], ".1f")])
+    return _table(header, rows)
+
+
+def _versus(task: dict) -> list[str]:
+    genes = task["targets"]
+    baseline = task["best_baseline"]
+    if baseline is None:
+        return [f"No baseline ({', '.join(BASELINE_ARCHS)}) has results for this task, so there is no comparison."]
+    ratio = next(iter(task["versus_best_baseline"].values()), {}).get("test_train_ratio")
+    return [
+        f"Best baseline: `{baseline}` (lowest CV RMSE among {', '.join(BASELINE_ARCHS)}).",
+        "",
+        *(_versus_table(task) if task["versus_best_baseline"] else ["No other architecture has results for this task."]),
+        "",
+        f"The difference is the mean over the {task['folds']} scored folds of (model RMSE − baseline RMSE): negative "
+        "means the model is better than the baseline. t and p come from the corrected resampled t-test (Nadeau & "
+        "Bengio, 2003) over the paired folds: t = mean(d) / sqrt((1/k + n_test/n_train) · var(d)), df = k − 1"
+        + (f", with n_test/n_train = {ratio:.4f} from the fold sizes" if ratio is not None else "")
+        + "; it widens the plain paired t-test, which ignores that the folds' training sets overlap. "
+        f"{DASH} means the per-fold differences do not vary, so t is undefined. The p-values are not "
+        "adjusted for the several models compared.",
+        "",
+        "Win rate: the fraction of target genes where the model's held-out per-gene RMSE is lower than "
+        "the baseline's (the figure D-GEX reports against linear regression)."
+        + (" This task has one target gene, so the win rate is 0 or 1: it says whether the model beat "
+           "the baseline on that gene and carries no more information than the held-out RMSE."
+           if genes == 1 else ""),
+    ]
+
+
+def _task_section(dataset: str, name: str, task: dict, seed: dict) -> list[str]:
+    genes = task["targets"]
+    lines = ["", f"### `{dataset}`, task `{name}`: {genes} target gene{'s' * (genes != 1)}", "",
+             f"{task['n_dev']} development samples, {task['folds']} scored CV folds (the folds tuning validated on "
+             f"are not scored), {task['n_test']} held-out samples; data version `{task['data_version']}`."]
+    if task["missing"]:
+        listed = ", ".join(f"`{arch}` (`{path}` missing)" for arch, path in task["missing"].items())
+        lines += ["", f"**Not in this report**: {listed}. Run `genebench evaluate --dataset {dataset} --task {name} "
+                      "--arch ARCH` (or `dvc repro`) and compare again."]
+    lines += ["", "#### Metrics (expression units)", "", *_metrics_table(task)]
+    lines += ["", "#### Scaled metrics (each target gene min-max scaled to [0, 1] with its training-fold range)",
+              "", *_scaled_table(task, seed), "", f"† {seed['caveat']}"]
+    if seed.get("note"):
+        lines[-1] += " " + seed["note"]
+    lines += ["", "#### Each architecture against the best baseline", "", *_versus(task)]
+    positive = task["controls"]["positive"]
+    lines += ["", "#### Held-out scores scaled between the controls", ""]
+    if not task["scaled"]:
+        lines += [f"`{NEGATIVE_CONTROL}`, the negative control, has no results, so nothing is scaled and this "
+                  "dataset is off the leaderboard for this task."]
+    else:
+        where = (f"the oracle, the noiseless truth in `{positive['truth']}` on the held-out samples, scored like a "
+                 "model" if positive["truth"] else "a perfect prediction (RMSE = MAE = MSE = 0, R² = 1)")
+        lines += [f"Negative control (scaled 0): `{NEGATIVE_CONTROL}`. Positive control (scaled 1): {where}. "
+                  "Held-out values in expression units, then scaled; rank among the architectures (1 = best).", "",
+                  *_controls_table(task)]
+    lines += ["", "#### Figures", ""]
+    for title, path in task["figures"].items():
+        lines += [f"![{title}]({path})", ""]
+    lines += [f"Predicted vs observed shows `{task['best_model']}`, the architecture with the lowest CV RMSE "
+              "(chosen on CV, not on the held-out split)."]
+    return lines
+
+
+def render(summary: dict, datasets: Optional[list[str]] = None) -> str:
+    """The report's Markdown; `datasets` gives the order of the dataset sections (default: the summary's)."""
+    datasets = list(summary["datasets"]) if datasets is None else datasets
     lines = [
         "# genebench: benchmark report",
         "",
         "Written by `genebench compare` from `metrics/` and `artifacts/evaluation/`; the same numbers are in "
-        "`reports/summary.json`. CV: mean ± standard deviation (ddof=1) over the K development folds, every "
-        "architecture on the same folds. Test: refitted on all development samples, scored once on the "
-        "held-out split. RMSE, MAE and MSE pool all target genes; R² and Pearson r are means over genes; "
+        "`reports/summary.json`. Datasets: " + ", ".join(f"`{d}`" for d in datasets) + ". CV: mean ± standard "
+        "deviation (ddof=1) over the scored development folds, every architecture on the same folds. Test: "
+        "refitted on all development samples, scored once on the held-out split. RMSE, MAE and MSE pool all "
+        "target genes; R² and Pearson r are means over genes; "
         f"{DASH} marks a value that is undefined (Pearson r of a constant prediction, such as the mean baseline's).",
+        "",
+        *_leaderboard(summary, datasets),
     ]
-    for name, task in summary["tasks"].items():
-        seed = summary["seed_reported"][name]
-        genes = task["targets"]
-        lines += ["", f"## Task `{name}`: {genes} target gene{'s' * (genes != 1)}", "",
-                  f"{task['n_dev']} development samples in {task['folds']} CV folds, {task['n_test']} held-out "
-                  f"samples; data version `{task['data_version']}`."]
-        if task["missing"]:
-            listed = ", ".join(f"`{arch}` (`{path}` missing)" for arch, path in task["missing"].items())
-            lines += ["", f"**Not in this report**: {listed}. Run `genebench evaluate --task {name} --arch ARCH` "
-                          "(or `dvc repro`) and compare again."]
-        lines += ["", "### Metrics (expression units)", "", *_metrics_table(task)]
-        lines += ["", "### Scaled metrics (each target gene min-max scaled to [0, 1] with its training-fold range)",
-                  "", *_scaled_table(task, seed), "",
-                  f"† {seed['caveat']}"]
-        if seed.get("note"):
-            lines[-1] += " " + seed["note"]
-        lines += ["", "### Each architecture against the best baseline", ""]
-        baseline = task["best_baseline"]
-        if baseline is None:
-            lines += [f"No baseline ({', '.join(BASELINE_ARCHS)}) has results for this task, so there is no comparison."]
-        else:
-            ratio = next(iter(task["versus_best_baseline"].values()), {}).get("test_train_ratio")
-            lines += [
-                f"Best baseline: `{baseline}` (lowest CV RMSE among {', '.join(BASELINE_ARCHS)}).",
-                "",
-                *(_versus_table(task) if task["versus_best_baseline"] else ["No other architecture has results for this task."]),
-                "",
-                "The difference is the mean over folds of (model RMSE − baseline RMSE): negative means the "
-                "model is better than the baseline. t and p come from the corrected resampled t-test (Nadeau & Bengio, 2003) "
-                "over the paired folds: t = mean(d) / sqrt((1/k + n_test/n_train) · var(d)), df = k − 1"
-                + (f", with n_test/n_train = {ratio:.4f} from the fold sizes" if ratio is not None else "")
-                + "; it widens the plain paired t-test, which ignores that the folds' training sets overlap. "
-                f"{DASH} means the per-fold differences do not vary, so t is undefined. The p-values are not "
-                "adjusted for the several models compared.",
-                "",
-                "Win rate: the fraction of target genes where the model's held-out per-gene RMSE is lower than "
-                "the baseline's (the figure D-GEX reports against linear regression)."
-                + (" This task has one target gene, so the win rate is 0 or 1: it says whether the model beat "
-                   "the baseline on that gene and carries no more information than the held-out RMSE."
-                   if genes == 1 else ""),
-            ]
-        lines += ["", "### Figures", ""]
-        for title, path in task["figures"].items():
-            lines += [f"![{title}]({path})", ""]
-        lines += [f"Predicted vs observed shows `{task['best_model']}`, the architecture with the lowest CV RMSE "
-                  "(chosen on CV, not on the held-out split)."]
+    for dataset in datasets:
+        tasks = summary["datasets"][dataset]
+        lines += ["", f"## Dataset `{dataset}`"]
+        for name, task in tasks.items():
+            if not task["architectures"]:
+                first = next(iter(task["missing"].values()))
+                lines += ["", f"### `{dataset}`, task `{name}`", "",
+                          f"**No results**: `{first}` and the files of every other architecture are missing. Run "
+                          f"`genebench evaluate --dataset {dataset} --task {name} --arch ARCH` (or `dvc repro`) "
+                          "and compare again."]
+                continue
+            lines += _task_section(dataset, name, task, summary["seed_reported"][name])
     return "\n".join(lines).rstrip() + "\n"

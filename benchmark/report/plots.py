@@ -1,5 +1,8 @@
 """Comparison figures (PNG, matplotlib's Agg canvas) and the tables behind them.
 
+Per (dataset, task): CV RMSE bars, predicted vs observed, per-gene R², attention; per
+task: the leaderboard heatmap (architecture x dataset, scaled score).
+
 Each function returns the figure and the data it draws, so the same numbers can be
 written as CSV for `dvc plots show`. Figures use `matplotlib.figure.Figure` directly
 (no pyplot state, no GUI backend); PNGs are saved without the software-version metadata
@@ -44,17 +47,18 @@ def cv_rmse(results: TaskResults) -> tuple[Figure, pd.DataFrame]:
     ax = fig.add_subplot()
     ax.bar(data["arch"], data["rmse_mean"], yerr=data["rmse_std"].fillna(0.0), capsize=4,
            color=_colours(list(data["arch"])))
-    ax.set_ylabel(f"RMSE (CV mean ± std over {len(results.folds)} folds)")
-    ax.set_title(f"{results.task}: cross-validated RMSE (blue: deep, grey: baselines)")
+    ax.set_ylabel(f"RMSE (CV mean ± std over {len(results.folds)} scored folds)")
+    ax.set_title(f"{results.dataset} / {results.task}: cross-validated RMSE (blue: deep, grey: baselines)")
     ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     return fig, data
 
 
-def predicted_vs_observed(data: pd.DataFrame, task: str, arch: str, rmse: Optional[float] = None) -> Figure:
+def predicted_vs_observed(data: pd.DataFrame, title: str, arch: str, rmse: Optional[float] = None) -> Figure:
     """Held-out predictions against observed values, every (sample, target gene) one point.
 
-    `data`: columns sample, gene, observed, predicted (expression units of the task).
+    `data`: columns sample, gene, observed, predicted (expression units of the task);
+    `title`: what the figure shows, e.g. `<dataset> / <task>`.
     """
     fig = Figure(figsize=(5, 5))
     ax = fig.add_subplot()
@@ -66,7 +70,7 @@ def predicted_vs_observed(data: pd.DataFrame, task: str, arch: str, rmse: Option
     ax.set_ylabel("predicted expression")
     genes = data["gene"].nunique()
     score = f", RMSE {rmse:.4f}" if rmse is not None else ""
-    ax.set_title(f"{task}: {arch} on the held-out split\n"
+    ax.set_title(f"{title}: {arch} on the held-out split\n"
                  f"({data['sample'].nunique()} samples x {genes} gene{'s' * (genes != 1)}{score})")
     ax.legend(loc="upper left")
     fig.tight_layout()
@@ -93,7 +97,7 @@ def per_gene_r2(results: TaskResults) -> tuple[Figure, pd.DataFrame]:
             ax.scatter(i + offsets, v, s=8, alpha=0.5, color=_colours([archs[i - 1]])[0], linewidths=0)
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_ylabel("held-out R² per target gene")
-    ax.set_title(f"{results.task}: per-gene R² ({len(results.genes)} target gene{'s' * (len(results.genes) != 1)})")
+    ax.set_title(f"{results.dataset} / {results.task}: per-gene R² ({len(results.genes)} target gene{'s' * (len(results.genes) != 1)})")
     ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     return fig, data
@@ -128,7 +132,38 @@ def attention_top(results: TaskResults, top: int = TOP_TOKENS) -> tuple[Optional
         ax = fig.add_subplot(1, len(tables), i)
         ax.barh(table["label"][::-1], table["weight"][::-1], color=_DEEP_COLOUR)
         ax.set_xlabel("mean attention weight (held-out samples)")
-        ax.set_title(f"{results.task}: {arch}, top {len(table)} {'genes' if by_gene else 'tokens'}")
+        ax.set_title(f"{results.dataset} / {results.task}: {arch}, top {len(table)} {'genes' if by_gene else 'tokens'}")
         ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return fig, data
+
+
+def leaderboard_heatmap(task: str, entries: list[dict], datasets: list[str]) -> tuple[Figure, pd.DataFrame]:
+    """Scaled held-out score of every leaderboard row (y, in leaderboard order) on every dataset (x).
+
+    `entries`: `leaderboard.table` rows; `datasets`: the columns, in report order. The data
+    is long: arch, role, dataset, scaled_score, rank (None where the row has no score).
+    Colours run from the negative control (0) to the positive control (1); values outside
+    take the end colours, and every cell is annotated with its value.
+    """
+    rows = [{"arch": e["arch"], "role": e["role"], "dataset": d, "scaled_score": e["scaled_scores"].get(d),
+             "rank": e["ranks"].get(d)} for e in entries for d in datasets]
+    data = pd.DataFrame(rows, columns=["arch", "role", "dataset", "scaled_score", "rank"])
+    labels = [e["arch"] + (f" ({e['role']})" if "control" in e["role"] else "") for e in entries]
+    grid = np.array([[np.nan if e["scaled_scores"].get(d) is None else e["scaled_scores"][d] for d in datasets]
+                     for e in entries], dtype=np.float64).reshape(len(entries), len(datasets))
+    fig = Figure(figsize=(4.5 + 1.2 * max(len(datasets), 1), 1.6 + 0.45 * max(len(entries), 1)))
+    ax = fig.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for (i, j), value in np.ndenumerate(grid):
+        text = "–" if np.isnan(value) else f"{value:.3f}"
+        # Light text on the dark low end of viridis, dark text on its bright high end.
+        colour = "black" if not np.isnan(value) and value > 0.6 else "white"
+        ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if np.isnan(value) else colour)
+    ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right")
+    ax.set_yticks(range(len(entries)), labels)
+    ax.set_title(f"{task}: held-out score scaled between the controls")
+    ax.set_xlabel("dataset (0 = mean, 1 = oracle or perfect prediction)")
+    fig.colorbar(image, ax=ax, label="scaled score")
     fig.tight_layout()
     return fig, data

@@ -1,8 +1,11 @@
 """The evaluate stage's outputs, read back for the comparison (files only, no TensorFlow).
 
-For each task and architecture: `metrics/<task>/<arch>.json` (the DESIGN.md schema, with
-`cv` also carrying `rmse_scaled`/`mae_scaled`) and `artifacts/evaluation/<task>/<arch>/`:
-`folds.csv` (fold, metric columns), `test_per_gene.csv` (gene, r2, rmse),
+For each dataset, task and architecture (paths from a config bound to the dataset):
+`metrics/<dataset>/<task>/<arch>.json` (the DESIGN.md schema, with `cv` also carrying
+`rmse_scaled`/`mae_scaled`) and `artifacts/evaluation/<dataset>/<task>/<arch>/`:
+`folds.csv` (one row per scored fold: fold number, `n_train`, `n_val`, metric columns;
+fold numbers are those of the prepared split and need not start at 0),
+`test_per_gene.csv` (gene, r2, rmse),
 `test_predictions.csv` (sample, gene, observed, predicted), `run.json` (`data_version`),
 and for attention models `attention.csv` (per token) and, where tokens are single genes,
 `gene_importance.csv`. Inputs are checked once here; a malformed or inconsistent file
@@ -27,6 +30,7 @@ from benchmark.paths import evaluation_dir, metrics_file
 METRICS = ("rmse", "mae", "mse", "r2", "pearson")
 SCALED = ("rmse_scaled", "mae_scaled")
 FOLD_COLUMNS = ("fold",) + METRICS + SCALED
+FOLD_SIZES = ("n_train", "n_val")  # optional in folds.csv: the fold sizes the t-test's correction uses
 PER_GENE_COLUMNS = ("gene", "r2", "rmse")
 # Files every architecture's evaluation must leave; attention.csv is optional (attention archs only).
 REQUIRED = ("folds.csv", "test_per_gene.csv", "test_predictions.csv")
@@ -44,7 +48,8 @@ def relative(config: Config, path: Path) -> str:
 class ArchResult:
     """One architecture's evaluation on one task.
 
-    `folds`: one row per CV fold, indexed by fold number, metric columns.
+    `folds`: one row per scored CV fold, indexed by fold number, metric columns (and
+    `n_train`, `n_val` where folds.csv records them).
     `per_gene`: held-out per-gene `r2` and `rmse`, indexed by gene id.
     `attention`: mean attention weight per token over the held-out samples (`label`, `weight`).
     """
@@ -71,6 +76,12 @@ class ArchResult:
 
 @dataclass(frozen=True)
 class TaskResults:
+    """Every architecture's results on one (dataset, task); `archs` is empty when none has any.
+
+    The properties below describe the shared split and need at least one architecture.
+    """
+
+    dataset: str
     task: str
     archs: dict[str, ArchResult]
     missing: dict[str, str] = field(default_factory=dict)  # arch -> the first missing file
@@ -86,6 +97,14 @@ class TaskResults:
     @property
     def folds(self) -> list[int]:
         return sorted(next(iter(self.archs.values())).folds.index)
+
+    @property
+    def test_train_ratio(self) -> Optional[float]:
+        """Mean over the scored folds of n_val / n_train, or None where folds.csv lacks the sizes."""
+        folds = next(iter(self.archs.values())).folds
+        if not all(c in folds.columns for c in FOLD_SIZES):
+            return None
+        return float((folds["n_val"] / folds["n_train"]).mean())
 
     @property
     def genes(self) -> list[str]:
@@ -114,12 +133,14 @@ def _number(source: str, value, key: str, nullable: bool) -> Optional[float]:
     return float(value)
 
 
-def _check_metrics(source: str, data, task: str, arch: str) -> dict:
+def _check_metrics(source: str, data, dataset: str, task: str, arch: str) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a JSON object")
     for key in ("task", "arch", "n_dev", "n_test", "cv", "test"):
         if key not in data:
             raise UserError(f"{source}: missing key {key!r}")
+    if data.get("dataset", dataset) != dataset:
+        raise UserError(f"{source}: holds dataset {data['dataset']!r}, expected {dataset!r}")
     if data["task"] != task or data["arch"] != arch:
         raise UserError(f"{source}: holds task {data['task']!r} / arch {data['arch']!r}, expected {task!r} / {arch!r}")
     for key in ("n_dev", "n_test"):
@@ -146,7 +167,8 @@ def _check_metrics(source: str, data, task: str, arch: str) -> dict:
     return data
 
 
-def _read_csv(config: Config, path: Path, columns: tuple[str, ...], index: str) -> pd.DataFrame:
+def _read_csv(config: Config, path: Path, columns: tuple[str, ...], index: str,
+              optional: tuple[str, ...] = ()) -> pd.DataFrame:
     source = relative(config, path)
     try:
         frame = pd.read_csv(path, dtype={index: str} if index == "gene" else None, float_precision="round_trip")
@@ -159,11 +181,11 @@ def _read_csv(config: Config, path: Path, columns: tuple[str, ...], index: str) 
         raise UserError(f"{source}: no rows")
     if frame[index].duplicated().any():
         raise UserError(f"{source}: {index} {frame[index][frame[index].duplicated()].iloc[0]!r} appears twice")
-    return frame.set_index(index)[list(columns[1:])]
+    return frame.set_index(index)[list(columns[1:]) + [c for c in optional if c in frame.columns]]
 
 
 def load_arch(config: Config, task: str, arch: str) -> ArchResult | str:
-    """The architecture's results, or the path of the first file that is missing."""
+    """The architecture's results on `config.dataset`, or the path of the first file that is missing."""
     mfile = metrics_file(config, task, arch)
     edir = evaluation_dir(config, task, arch)
     for path in (mfile, *(edir / name for name in REQUIRED)):
@@ -174,10 +196,16 @@ def load_arch(config: Config, task: str, arch: str) -> ArchResult | str:
         data = json.loads(mfile.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{source}: not valid JSON") from None
-    metrics = _check_metrics(source, data, task, arch)
-    folds = _read_csv(config, edir / "folds.csv", FOLD_COLUMNS, "fold")
-    if not pd.api.types.is_numeric_dtype(folds["rmse"]) or folds["rmse"].isna().any():
-        raise UserError(f"{relative(config, edir / 'folds.csv')}: column 'rmse': expected a number in every row")
+    metrics = _check_metrics(source, data, config.dataset, task, arch)
+    folds = _read_csv(config, edir / "folds.csv", FOLD_COLUMNS, "fold", optional=FOLD_SIZES)
+    for column in ("rmse",) + tuple(c for c in FOLD_SIZES if c in folds.columns):
+        values = folds[column]
+        valid = pd.api.types.is_numeric_dtype(values) and not values.isna().any()
+        if column in FOLD_SIZES:
+            valid = valid and bool((values >= 1).all())
+        if not valid:
+            what = "a positive sample count" if column in FOLD_SIZES else "a number"
+            raise UserError(f"{relative(config, edir / 'folds.csv')}: column {column!r}: expected {what} in every row")
     per_gene = _read_csv(config, edir / "test_per_gene.csv", PER_GENE_COLUMNS, "gene")
     if not pd.api.types.is_numeric_dtype(per_gene["rmse"]) or per_gene["rmse"].isna().any():
         raise UserError(f"{relative(config, edir / 'test_per_gene.csv')}: column 'rmse': expected a number in every row")
@@ -237,32 +265,36 @@ def _read_table(config: Config, path: Path, columns: tuple[str, ...]) -> pd.Data
 
 def _check_consistent(config: Config, task: str, archs: dict[str, ArchResult]) -> None:
     """Every architecture must come from the same split, folds and targets: else the comparison is void."""
+    rerun = f"rerun `genebench evaluate --dataset {config.dataset} --task {task}` for it"
     first_arch, first = next(iter(archs.items()))
     for arch, result in archs.items():
         for key in ("n_dev", "n_test"):
             if result.metrics[key] != first.metrics[key]:
                 raise UserError(
                     f"{relative(config, metrics_file(config, task, arch))}: {key} is {result.metrics[key]} but "
-                    f"{first.metrics[key]} for {first_arch}; results come from different splits, rerun "
-                    f"`genebench evaluate` for task {task}")
+                    f"{first.metrics[key]} for {first_arch}; results come from different splits, {rerun}")
         if sorted(result.folds.index) != sorted(first.folds.index):
             raise UserError(
                 f"{relative(config, evaluation_dir(config, task, arch) / 'folds.csv')}: folds "
-                f"{sorted(result.folds.index)} differ from {first_arch}'s {sorted(first.folds.index)}")
+                f"{sorted(result.folds.index)} differ from {first_arch}'s {sorted(first.folds.index)}; {rerun}")
         version, first_version = result.run.get("data_version"), first.run.get("data_version")
         if version and first_version and version != first_version:
             raise UserError(
                 f"{relative(config, evaluation_dir(config, task, arch) / 'run.json')}: data_version {version} "
-                f"differs from {first_arch}'s {first_version}; rerun `genebench evaluate` for task {task}")
+                f"differs from {first_arch}'s {first_version}; {rerun}")
         if set(result.per_gene.index) != set(first.per_gene.index):
             odd = sorted(set(result.per_gene.index) ^ set(first.per_gene.index))[0]
             raise UserError(
                 f"{relative(config, evaluation_dir(config, task, arch) / 'test_per_gene.csv')}: gene {odd!r} "
-                f"is not a target of both {arch} and {first_arch}; rerun `genebench evaluate` for task {task}")
+                f"is not a target of both {arch} and {first_arch}; {rerun}")
 
 
 def load_task_results(config: Config, task: str) -> TaskResults:
-    """All architectures present for `task`; raises UserError when none is."""
+    """Every architecture present for `task` on `config.dataset` (a config bound to it).
+
+    A (dataset, task) without any result is not an error here: the report lists it as
+    missing. Results that are present are checked for one shared split.
+    """
     archs: dict[str, ArchResult] = {}
     missing: dict[str, str] = {}
     for arch in ARCHS:
@@ -271,9 +303,6 @@ def load_task_results(config: Config, task: str) -> TaskResults:
             missing[arch] = result
         else:
             archs[arch] = result
-    if not archs:
-        first = missing[ARCHS[0]]
-        raise UserError(f"{first}: not found, and no architecture has results for task {task!r}; "
-                        f"run `genebench evaluate --task {task} --arch ARCH` (or `dvc repro`) first")
-    _check_consistent(config, task, archs)
-    return TaskResults(task=task, archs=archs, missing=missing)
+    if archs:
+        _check_consistent(config, task, archs)
+    return TaskResults(dataset=config.dataset, task=task, archs=archs, missing=missing)

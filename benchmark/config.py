@@ -76,7 +76,7 @@ class TrainingParams(_Section):
 class TuningParams(_Section):
     n_trials: int = Field(16, ge=1)
     n_startup_trials: int = Field(5, ge=0)
-    folds: int = Field(2, ge=1)
+    folds: int = Field(1, ge=1)
     pruner: Literal["none", "median", "hyperband"] = "median"
     storage: str = "sqlite:///optuna.db"
     seed: int = 42

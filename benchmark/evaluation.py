@@ -16,7 +16,8 @@
    `cv_<m>_std`, `test_<m>`, `fold_<m>` per fold (step = fold), the artifact files
    below, and the refit model as a pyfunc.
 
-Outputs: `artifacts/evaluation/<dataset>/<task>/<arch>/` (`folds.csv`, `fold_per_gene.csv`,
+Outputs: `artifacts/evaluation/<dataset>/<task>/<arch>/` (`folds.csv`, `cv_samples.csv`
+(the samples each scored fold validated on), `fold_per_gene.csv`,
 `test_predictions.csv`, `test_per_gene.csv`, `test_scatter.png`, for attention models
 `attention.csv`, `attention.png` and, where tokens are single genes, `gene_importance.csv`;
 `run.json`) and, written last so that a failed evaluate leaves the previous result in
@@ -212,6 +213,8 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
             mlflow.set_tags(undefined)
 
         pd.DataFrame(fold_rows).to_csv(tmp / "folds.csv", index=False)
+        pd.DataFrame([(fold, data.dev_samples[i]) for fold in data.scored_folds for i in data.folds[fold][1]],
+                     columns=["fold", "sample"]).to_csv(tmp / "cv_samples.csv", index=False)
         (pd.concat(fold_gene_frames, ignore_index=True)[["fold", "gene", "r2", "rmse"]]
          .to_csv(tmp / "fold_per_gene.csv", index=False))
         _predictions_frame(data, test_pred).to_csv(tmp / "test_predictions.csv", index=False)

@@ -997,7 +997,10 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
 
     from benchmark.data.prepare import load_task
 
-    version = load_task(config, task).data_version  # fails early (exit 2) when prepare has not run
+    task_data = load_task(config, task)  # fails early (exit 2) when prepare has not run
+    version = task_data.data_version
+    # Recorded so anyone can check that evaluate never scores a sample tuning validated on.
+    validated = sorted(task_data.dev_samples[i] for fold in task_data.tuning_folds for i in task_data.folds[fold][1])
     name = study_name(config, task, arch, space, version)
     _quiet()
     spec = StudySpec(config, task, arch, name, storage_url, None, None)
@@ -1050,6 +1053,8 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
         "n_trials": n_trials,
         "study_name": name,
         "storage": mask_url(storage_url),
+        "validation_folds": task_data.tuning_folds,
+        "validation_samples": validated,
     }
     write_json(out, result)
     _finish_parent(spec, study, result)

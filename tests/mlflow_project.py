@@ -50,7 +50,7 @@ TF_PROBE = """
 import sys
 from benchmark.config import load_config
 from benchmark.evaluation import evaluate
-evaluate(load_config(), "single", "mean")
+evaluate(load_config().for_dataset("toy"), "single", "mean")
 print("HEAVY_MODULES=" + ",".join(sorted(m for m in ("tensorflow", "keras") if m in sys.modules)))
 """
 
@@ -111,7 +111,7 @@ def shared_project(tmp_path_factory) -> SharedProject:
     root = tmp_path_factory.mktemp("mlflow-project") / "project"
     root.mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
-    write_linear_dataset(root / "data")
+    write_linear_dataset(root / "data" / "toy")
     env = cli_env()
     for cmd in (["git", "init", "-q"], ["git", "add", "params.yaml"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "params"]):

@@ -29,8 +29,8 @@ def client(evaluated):
 @pytest.mark.parametrize("task,arch", [("single", "ridge"), ("single", "attention_lstm"), ("multi", "ridge")])
 def test_metrics_file_has_the_design_schema(evaluated, task, arch):
     doc = evaluated.metrics(task, arch)
-    assert set(doc) == {"task", "arch", "n_dev", "n_test", "cv", "test", "mlflow_run_id"}
-    assert (doc["task"], doc["arch"]) == (task, arch)
+    assert set(doc) == {"dataset", "task", "arch", "n_dev", "n_test", "cv", "test", "mlflow_run_id"}
+    assert (doc["dataset"], doc["task"], doc["arch"]) == ("toy", task, arch)
     assert (doc["n_dev"], doc["n_test"]) == (45, 15)
     assert set(doc["cv"]) == set(ALL) and set(doc["test"]) == set(ALL)
     for name in ALL:
@@ -76,7 +76,7 @@ def test_run_is_named_tagged_and_parameterised(evaluated, client):
     doc = evaluated.metrics("single", "attention_lstm")
     run = client.get_run(doc["mlflow_run_id"])
     experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.name == "gbtest-single"
+    assert experiment.name == "gbtest-toy-single"
     assert experiment.artifact_location == (evaluated.root / "mlruns").as_uri()
     assert run.info.run_name == "evaluate-attention_lstm" and run.info.status == "FINISHED"
     summary = json.loads((evaluated.root / "artifacts" / "prepared" / "toy" / "summary.json").read_text())
@@ -95,9 +95,10 @@ def test_run_is_named_tagged_and_parameterised(evaluated, client):
 def test_evaluation_artifacts(evaluated):
     ridge = evaluated.evaluation("multi", "ridge")
     folds = pd.read_csv(ridge / "folds.csv")
-    assert list(folds["fold"]) == [0, 1, 2] and set(ALL) <= set(folds.columns)
+    # Fold 0 is tuning's (tuning.folds: 1): only the other two are scored.
+    assert list(folds["fold"]) == [1, 2] and set(ALL) <= set(folds.columns)
     per_gene = pd.read_csv(ridge / "fold_per_gene.csv")
-    assert list(per_gene.columns) == ["fold", "gene", "r2", "rmse"] and len(per_gene) == 3 * 5
+    assert list(per_gene.columns) == ["fold", "gene", "r2", "rmse"] and len(per_gene) == 2 * 5
     predictions = pd.read_csv(ridge / "test_predictions.csv")
     assert list(predictions.columns) == ["sample", "gene", "observed", "predicted"] and len(predictions) == 15 * 5
     assert len(pd.read_csv(ridge / "test_per_gene.csv")) == 5

@@ -142,7 +142,7 @@ def test_pyfunc_takes_raw_values_and_applies_the_transform_itself(tmp_path):
     root.mkdir()
     params = {**PARAMS, "datasets": {"toy": {"transform": "log1p"}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    write_linear_dataset(root / "data", counts=True)
+    write_linear_dataset(root / "data" / "toy", counts=True)
     config = load_config(root / "params.yaml", root=root)
     from benchmark.data.prepare import prepare
 

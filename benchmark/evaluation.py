@@ -209,6 +209,7 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
         for name in ALL_METRICS:
             undefined.update(_log_metrics("cv_", {f"{name}_mean": cv[name]["mean"], f"{name}_std": cv[name]["std"]}))
         undefined.update(_log_metrics("test_", test))
+        mlflow.log_metric("fit_seconds", regressor.fit_seconds)  # training cost, comparable across runs
         if undefined:
             mlflow.set_tags(undefined)
 
@@ -241,6 +242,7 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
             "data_version": data.data_version,
             "target_genes": list(data.target_genes),
             "seconds": round(time.monotonic() - started, 1),
+            "fit_seconds": round(regressor.fit_seconds, 1),
         }
         (tmp / "run.json").write_text(dumps_json(run_record))
         mlflow.log_artifacts(str(tmp), artifact_path="evaluation")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -115,7 +116,9 @@ class Regressor:
     `hp`: the complete hyperparameters (`models.<arch>.defaults` overlaid with tuned
     values); `batch_size` and `learning_rate` fall back to `training.*`. `training`:
     the `training` section as a dict. After `fit`: `preprocessor`, `model` (a Keras
-    model or a baseline), `n_features`, `n_targets`, `epochs_trained` (0 for baselines).
+    model or a baseline), `n_features`, `n_targets`, `epochs_trained` (0 for baselines),
+    and `fit_seconds`, the wall time of every `fit` so far (preprocessing, training and,
+    in a deep model's first fit, tf.function tracing).
     """
 
     def __init__(self, arch: str, hp: dict, training: dict, pca_components: Optional[int] = None):
@@ -133,6 +136,7 @@ class Regressor:
         self._attention_model = None
         self._initial_state: Optional[list] = None  # see _ready_model
         self._built_for: Optional[tuple[int, int]] = None
+        self.fit_seconds = 0.0
 
     @property
     def is_deep(self) -> bool:
@@ -164,6 +168,13 @@ class Regressor:
 
     def fit(self, X: np.ndarray, Y: np.ndarray, epoch_callback: Optional[EpochCallback] = None) -> "Regressor":
         """Fit preprocessing and model on these rows only. X (n, n_features), Y (n, n_targets)."""
+        started = time.perf_counter()
+        try:
+            return self._fit(X, Y, epoch_callback)
+        finally:
+            self.fit_seconds += time.perf_counter() - started
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, epoch_callback: Optional[EpochCallback]) -> "Regressor":
         Y = _as_targets(Y)
         X = _check_xy(X, Y)
         self.n_features, self.n_targets = X.shape[1], Y.shape[1]

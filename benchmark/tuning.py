@@ -410,14 +410,22 @@ class TrialRunner:
         self.max_epochs = self.config.params.training.max_epochs
 
     def objective(self, trial, curve: list, fold_rmse: list) -> float:
+        from benchmark.training import make_regressor
+
+        hp = dict(trial.params)  # sampled by the coordinator at ask time
+        regressor = make_regressor(self.spec.arch, hp, self.config)  # one per trial, refitted per fold
+        try:
+            return self._folds(trial, regressor, hp, curve, fold_rmse)
+        finally:  # pruned and failed trials cost fitting time too
+            trial.set_user_attr("fit_seconds", round(regressor.fit_seconds, 3))
+
+    def _folds(self, trial, regressor, hp: dict, curve: list, fold_rmse: list) -> float:
         import numpy as np
         import optuna
         from sklearn.metrics import mean_squared_error
 
-        from benchmark.training import fit_fold, make_regressor
+        from benchmark.training import fit_fold
 
-        hp = dict(trial.params)  # sampled by the coordinator at ask time
-        regressor = make_regressor(self.spec.arch, hp, self.config)  # one per trial, refitted per fold
         for position, fold in enumerate(self.data.tuning_folds):
             _check_stop()
             train, val = self.data.folds[fold]
@@ -1053,6 +1061,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
         "n_trials": n_trials,
         "study_name": name,
         "storage": mask_url(storage_url),
+        "fit_seconds": round(sum(t.user_attrs.get("fit_seconds", 0.0) for t in study.get_trials(deepcopy=False)), 1),
         "validation_folds": task_data.tuning_folds,
         "validation_samples": validated,
     }

@@ -66,9 +66,10 @@ class SharedProject:
         return "sqlite:///" + str(self.root / "mlflow.db")
 
     def config(self, params: Path | None = None):
+        """The project's params bound to its one dataset, `toy`."""
         from benchmark.config import load_config
 
-        return load_config(params or self.root / "params.yaml", root=self.root)
+        return load_config(params or self.root / "params.yaml", root=self.root).for_dataset("toy")
 
     def metrics(self, task: str, arch: str) -> dict:
         return json.loads((self.root / "metrics" / "toy" / task / f"{arch}.json").read_text())

@@ -64,8 +64,9 @@ def test_mlflow_run_carries_the_json_metrics_to_the_digit(evaluated, client, tas
     expected = {f"test_{k}": v for k, v in doc["test"].items() if v is not None}
     for name, summary in doc["cv"].items():
         expected.update({f"cv_{name}_{s}": v for s, v in summary.items() if v is not None})
-    logged = {k: v for k, v in run.data.metrics.items() if not k.startswith("fold_")}
+    logged = {k: v for k, v in run.data.metrics.items() if not k.startswith("fold_") and k != "fit_seconds"}
     assert logged == expected  # exact float equality, and no metric left out either way
+    assert 0 < run.data.metrics["fit_seconds"] == pytest.approx(evaluated.run_record(task, arch)["fit_seconds"], abs=0.05)
     folds = pd.read_csv(evaluated.evaluation(task, arch) / "folds.csv", float_precision="round_trip")
     history = client.get_metric_history(run.info.run_id, "fold_rmse")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == list(zip(folds["fold"], folds["rmse"]))

@@ -1,7 +1,8 @@
 """End to end: a fresh clone, the bundled data, the smoke params, `dvc repro`.
 
 One clone is shared by the tests of this module (module-scoped fixture): the full run
-is the expensive part, the checks after it are cheap.
+is the expensive part, the checks after it are cheap. Tests that edit the clone put it
+back as they found it, so they pass in any order.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -20,6 +22,9 @@ from benchmark import ARCHS, TASKS
 from conftest import REPO, cli_env
 
 pytestmark = pytest.mark.slow
+
+SMOKE_DATASETS = ("pbmc68k", "synthetic")
+SIZES = {"pbmc68k": 700, "synthetic": 2000}
 
 
 def _run(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -32,6 +37,10 @@ def _ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def _stages(dataset: str) -> set[str]:
+    return {f"prepare@{dataset}"} | {f"run@{dataset}-{arch}" for arch in ARCHS}
+
+
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("e2e") / "genebench"
@@ -39,41 +48,54 @@ def clone(tmp_path_factory) -> Path:
     shutil.copy(REPO / "configs" / "smoke.yaml", path / "params.yaml")
     subprocess.run(["git", "commit", "-qam", "smoke params"], cwd=path, check=True)
     _run(["genebench", "data", "bootstrap"], path)
-    first = _run(["dvc", "repro"], path)
+    first = _run(["dvc", "repro"], path, timeout=1800)
     (path / "first_repro.log").write_text(first.stdout)
     return path
 
 
-def test_repro_writes_metrics_for_every_task_and_arch(clone):
-    for task in TASKS:
-        for arch in ARCHS:
-            metrics = json.loads((clone / "metrics" / task / f"{arch}.json").read_text())
-            assert metrics["task"] == task and metrics["arch"] == arch
-            assert metrics["n_dev"] + metrics["n_test"] == 700
-            assert metrics["test"]["rmse"] > 0
-            assert metrics["cv"]["rmse"]["mean"] > 0
-            assert metrics["mlflow_run_id"]
+def test_smoke_config_covers_at_least_two_datasets_with_the_positive_control():
+    datasets = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())["datasets"]
+    assert set(datasets) == set(SMOKE_DATASETS)
+
+
+def test_repro_writes_metrics_for_every_dataset_task_and_arch(clone):
+    for dataset in SMOKE_DATASETS:
+        for task in TASKS:
+            for arch in ARCHS:
+                metrics = json.loads((clone / "metrics" / dataset / task / f"{arch}.json").read_text())
+                assert (metrics["dataset"], metrics["task"], metrics["arch"]) == (dataset, task, arch)
+                assert metrics["n_dev"] + metrics["n_test"] == SIZES[dataset]
+                assert metrics["test"]["rmse"] > 0
+                assert metrics["cv"]["rmse"]["mean"] > 0
+                assert metrics["mlflow_run_id"]
     ran = _ran_stages((clone / "first_repro.log").read_text())
-    assert {f"evaluate@{t}-{a}" for t in TASKS for a in ARCHS} <= ran
+    assert set().union(*(_stages(d) for d in SMOKE_DATASETS)) | {"compare", "promote"} == ran
 
 
-def test_repro_writes_the_report_and_promotes_a_champion(clone):
+def test_repro_writes_the_leaderboard_and_a_champion_per_dataset_and_task(clone):
     report = (clone / "reports" / "benchmark.md").read_text()
-    for arch in ARCHS:
-        assert arch in report
+    assert "leaderboard" in report.lower()
     summary = json.loads((clone / "reports" / "summary.json").read_text())
-    assert set(summary["tasks"]) == set(TASKS)
-    promotion = json.loads((clone / "reports" / "promotion.json").read_text())
-    assert set(promotion) == set(TASKS)
+    assert set(summary["datasets"]) == set(SMOKE_DATASETS)
     for task in TASKS:
-        assert promotion[task]["decision"] == "promoted" and promotion[task]["candidate_arch"] == "attention_lstm"
+        rows = {row["arch"]: row for row in summary["leaderboard"][task]}
+        assert set(ARCHS) <= set(rows)
+        assert rows["mean"]["mean_scaled_score"] == 0.0
+        assert all(row["datasets"] == len(SMOKE_DATASETS) for arch, row in rows.items() if arch in ARCHS)
+        assert (clone / "reports" / "figures" / f"leaderboard_{task}.png").stat().st_size > 0
+    promotion = json.loads((clone / "reports" / "promotion.json").read_text())
+    assert set(promotion) == set(SMOKE_DATASETS)
 
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{clone / 'mlflow.db'}", registry_uri=f"sqlite:///{clone / 'mlflow.db'}")
-    for task in TASKS:
-        champion = client.get_model_version_by_alias(f"genebench-{task}", "champion")
-        assert champion.version
+    for dataset in SMOKE_DATASETS:
+        assert set(promotion[dataset]) == set(TASKS)
+        for task in TASKS:
+            entry = promotion[dataset][task]
+            assert entry["decision"] == "promoted" and entry["candidate_arch"] == "attention_lstm"
+            champion = client.get_model_version_by_alias(f"genebench-{dataset}-{task}", "champion")
+            assert champion.version == entry["version"]
 
 
 def test_second_repro_runs_nothing(clone):
@@ -90,19 +112,48 @@ def test_editing_one_search_space_stales_only_that_architecture(clone):
         raw = yaml.safe_load(original)
         raw["models"]["gru"]["search_space"]["dropout"]["high"] = 0.3
         params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        gru_stages = {"tune@single-gru", "tune@multi-gru", "evaluate@single-gru", "evaluate@multi-gru"}
+        gru_stages = {f"run@{dataset}-gru" for dataset in SMOKE_DATASETS}
         status = _run(["dvc", "status", "--json"], clone)
         assert set(json.loads(status.stdout)) == gru_stages, status.stdout
         # A dry run cannot know that gru's new results will differ, so compare and promote
-        # (which depend on every evaluate output) show as skipped there; they rerun for real.
+        # (which depend on every run's outputs) show as skipped there; they rerun for real.
         dry = _run(["dvc", "repro", "--dry"], clone)
         assert _ran_stages(dry.stdout) == gru_stages, dry.stdout
     finally:
         params_path.write_text(original)
 
 
-def test_dvc_exp_run_with_a_set_param(clone):
-    result = _run(["dvc", "exp", "run", "-S", "tuning.n_trials=2"], clone, timeout=1200)
-    assert "Ran experiment" in result.stdout or "Experiment" in result.stdout, result.stdout
-    shown = _run(["dvc", "exp", "show", "--json"], clone)
-    assert "tuning.n_trials" in shown.stdout or "n_trials" in shown.stdout
+def test_importing_a_dataset_stales_only_its_stages_and_the_report(clone):
+    rng = np.random.default_rng(0)
+    values = rng.gamma(2.0, 1.0, size=(40, 30)).round(3)
+    lines = ["sample," + ",".join(f"gene{g:02d}" for g in range(30))]
+    lines += [f"cell{s:02d}," + ",".join(map(str, row)) for s, row in enumerate(values)]
+    (clone / "extra.csv").write_text("\n".join(lines) + "\n")
+    saved = {name: (clone / name).read_text() for name in ("params.yaml", "data.dvc")}
+    try:
+        _run(["genebench", "data", "import", "extra.csv", "--name", "extra"], clone)
+        assert "extra" in yaml.safe_load((clone / "params.yaml").read_text())["datasets"]
+        dry = _run(["dvc", "repro", "--dry"], clone)
+        assert _ran_stages(dry.stdout) == _stages("extra") | {"compare", "promote"}, dry.stdout
+    finally:
+        for name, text in saved.items():
+            (clone / name).write_text(text)
+        shutil.rmtree(clone / "data" / "extra", ignore_errors=True)
+        (clone / "extra.csv").unlink()
+    assert _ran_stages(_run(["dvc", "repro", "--dry"], clone).stdout) == set()
+
+
+def test_an_experiment_registers_only_a_challenger(clone):
+    saved = {name: (clone / name).read_text() for name in ("params.yaml", "dvc.lock", "reports/promotion.json")}
+    try:
+        result = _run(["dvc", "exp", "run", "-S", "promotion.min_improvement=0.5"], clone, timeout=1200)
+        assert _ran_stages(result.stdout) == {"promote"}, result.stdout
+        promotion = json.loads((clone / "reports" / "promotion.json").read_text())
+        for dataset in SMOKE_DATASETS:
+            for task in TASKS:
+                entry = promotion[dataset][task]
+                assert entry["decision"] == "registered", entry
+                assert entry["champion_after"] == entry["champion_before"]
+    finally:
+        for name, text in saved.items():
+            (clone / name).write_text(text)

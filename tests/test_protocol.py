@@ -50,7 +50,10 @@ def test_cv_never_scores_a_sample_that_tuning_validated_on(project):
 
 
 def test_shuffling_rows_and_columns_of_an_imported_file_leaves_the_metrics_unchanged(project):
-    project.set_params({**TINY, "datasets": {"orig": {"transform": "none"}}})
+    project.set_params(TINY)
+    raw = yaml.safe_load(project.params_path.read_text())
+    raw["datasets"] = {"orig": {"transform": "none"}}  # set_params merges; this replaces
+    project.params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     write_linear_dataset(project.root / "scratch")
     from benchmark.data.canonical import load_dataset
 

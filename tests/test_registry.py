@@ -1,6 +1,6 @@
 """`genebench promote`: registration, the champion gate, --force, --rollback, like with like.
 
-The tests share one registry (`genebench-single` in the shared project) and run in file
+The tests share one registry (`genebench-toy-single` in the shared project) and run in file
 order, each starting from the state the previous one left: ridge (good on the linear
 data) and mean (bad) are the candidates.
 """
@@ -18,7 +18,7 @@ from benchmark.errors import UserError
 from benchmark.registry import promote
 from mlflow_project import shared_project
 
-NAME = "genebench-single"
+NAME = "genebench-toy-single"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def client(evaluated):
 
 def _promote(evaluated, **kwargs) -> dict:
     assert promote(evaluated.config(), task="single", **kwargs) == 0
-    return json.loads((evaluated.root / "reports" / "promotion.json").read_text())["single"]
+    return json.loads((evaluated.root / "reports" / "promotion.json").read_text())["toy"]["single"]
 
 
 def _versions(client) -> dict[str, object]:
@@ -115,14 +115,15 @@ def test_champion_from_another_data_version_is_refused_without_force(evaluated, 
 
 
 def test_stale_candidate_must_be_evaluated_again(evaluated):
-    pointer = evaluated.root / "data.dvc"
-    pointer.write_text(yaml.safe_dump({"outs": [{"md5": "f" * 32 + ".dir", "path": "data"}]}))
+    provenance = evaluated.root / "data" / "toy" / "provenance.json"
+    saved = provenance.read_text()
+    provenance.write_text(saved.replace("{", '{"note": "re-imported",', 1))  # new bytes: a new data version
     try:
         prepare(evaluated.config())
         with pytest.raises(UserError, match=r"metrics/toy/single/ridge.json: its evaluation .* used data version"):
             promote(evaluated.config(), task="single", candidate="ridge")
     finally:
-        pointer.unlink()
+        provenance.write_text(saved)
         prepare(evaluated.config())
 
 
@@ -133,9 +134,19 @@ def test_inside_dvc_exp_run_only_a_challenger_is_registered(evaluated, client, m
     assert _alias(client, "challenger") == "1" and _alias(client, "champion") == "2"
 
 
-def test_best_picks_the_lowest_held_out_rmse(evaluated, client):
-    entry = _promote(evaluated, candidate="best")
-    assert entry["candidate_arch"] == "ridge" and entry["decision"] == "promoted"
+def test_best_picks_the_lowest_cv_rmse_never_the_held_out_one(evaluated, client):
+    cv = {arch: evaluated.metrics("single", arch)["cv"]["rmse"]["mean"] for arch in ("ridge", "mean", "attention_lstm")}
+    # Give `mean` the best held-out RMSE on file: `best` must still go by CV.
+    path = evaluated.root / "metrics" / "toy" / "single" / "mean.json"
+    saved = path.read_text()
+    doc = json.loads(saved)
+    doc["test"]["rmse"] = 0.0
+    path.write_text(json.dumps(doc))
+    try:
+        entry = _promote(evaluated, candidate="best")
+    finally:
+        path.write_text(saved)
+    assert entry["candidate_arch"] == min(cv, key=cv.get) == "ridge" and entry["decision"] == "promoted"
     assert _alias(client, "champion") == "1"
 
 
@@ -147,6 +158,6 @@ def test_disabled_promotion_is_skipped(evaluated, client):
     before = {v: (x.aliases, x.tags.get("decision")) for v, x in _versions(client).items()}
     assert promote(evaluated.config(path), task=None) == 0
     report = json.loads((evaluated.root / "reports" / "promotion.json").read_text())
-    assert {t: e["decision"] for t, e in report.items()} == {"single": "skipped", "multi": "skipped"}
+    assert {t: e["decision"] for t, e in report["toy"].items()} == {"single": "skipped", "multi": "skipped"}
     after = {v: (x.aliases, x.tags.get("decision")) for v, x in _versions(client).items()}
     assert after == before

@@ -1,4 +1,4 @@
-"""The champion serves: `mlflow models serve -m models:/genebench-single@champion --env-manager local`."""
+"""The champion serves: `mlflow models serve -m models:/genebench-toy-single@champion --env-manager local`."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def server(evaluated, tmp_path_factory):
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
     env = cli_env(MLFLOW_TRACKING_URI=evaluated.tracking_uri)
     process = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/genebench-single@champion",
+        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/genebench-toy-single@champion",
          "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         cwd=evaluated.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -106,7 +106,7 @@ import mlflow, numpy as np
 from benchmark import tracking
 from benchmark.config import load_config
 from benchmark.data.prepare import load_task
-config = load_config()
+config = load_config().for_dataset("toy")
 tracking.configure(config)
 out = {}
 for task, arch, uri in json.loads(sys.argv[1]):
@@ -143,7 +143,7 @@ def test_pyfunc_takes_raw_values_and_applies_the_transform_itself(tmp_path):
     params = {**PARAMS, "datasets": {"toy": {"transform": "log1p"}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     write_linear_dataset(root / "data" / "toy", counts=True)
-    config = load_config(root / "params.yaml", root=root)
+    config = load_config(root / "params.yaml", root=root).for_dataset("toy")
     from benchmark.data.prepare import prepare
 
     prepare(config)

@@ -23,10 +23,12 @@ import numpy as np
 import pytest
 import yaml
 
+import benchmark as benchmark_module
 from benchmark.data.canonical import Dataset, write_dataset
 
 VENV_BIN = Path(sys.executable).parent
 PARAMS = {
+    "datasets": {"toy": {"transform": "none"}},
     "task": {"top_k": 3},
     "split": {"test_size": 0.2, "folds": 4, "seed": 1},
     "training": {"max_epochs": 3, "batch_size": 16, "patience": 3},
@@ -70,7 +72,7 @@ def make_project(root: Path) -> Path:
     n, g = 90, 30
     X = rng.normal(size=(n, 3)) @ rng.normal(size=(3, g)) + 0.3 * rng.normal(size=(n, g))
     write_dataset(Dataset(X.astype(np.float32), [f"g{i}" for i in range(g)], [f"s{i}" for i in range(n)], {}),
-                  root / "data")
+                  root / "data" / "toy")
     write_params(root / "params.yaml")
     result = genebench(root, "prepare")
     assert result.returncode == 0, result.stderr
@@ -120,7 +122,7 @@ def child_runs(project: Path, saved: dict) -> list:
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("genebench-multi")
+    experiment = client.get_experiment_by_name("genebench-toy-multi")
     parents = client.search_runs([experiment.experiment_id],
                                  f"tags.`genebench.study_name` = '{saved['study_name']}'"
                                  f" and tags.storage = '{saved['storage']}'")
@@ -180,6 +182,7 @@ def run_cli(project: Path, *args: str, monkeypatch) -> int:
             return main(list(args))
         finally:
             mlflow.set_tracking_uri(previous)
+            os.environ.pop("MLFLOW_TRACKING_URI", None)  # set_tracking_uri exports it; later tests read it as an override
 
 
 def test_rerun_resumes_the_study_and_a_changed_space_opens_a_new_one(project, monkeypatch):
@@ -195,7 +198,7 @@ def test_rerun_resumes_the_study_and_a_changed_space_opens_a_new_one(project, mo
     before = trials_of(db)
     assert states(before) == {"COMPLETE": 3}
     assert saved["n_complete"] == 3 and saved["best_value"] == min(t["value"] for t in before)
-    assert saved["storage"] == f"sqlite:///{db}" and saved["study_name"].startswith("multi-ridge-")
+    assert saved["storage"] == f"sqlite:///{db}" and saved["study_name"].startswith("toy-multi-ridge-")
 
     parent, children = child_runs(project, saved)
     assert len(children) == 3
@@ -271,16 +274,16 @@ def test_poisoned_test_split_does_not_change_tuning(project, scratch, monkeypatc
     shutil.copytree(project, poisoned, ignore=shutil.ignore_patterns("*.db", "mlruns", "artifacts"))
     shutil.copytree(project / "artifacts" / "prepared" / "toy", poisoned / "artifacts" / "prepared" / "toy")
     test_rows = json.loads((poisoned / "artifacts" / "prepared" / "toy" / "split.json").read_text())["test"]
-    X = np.load(poisoned / "data" / "expression.npy")
+    X = np.load(poisoned / "data" / "toy" / "expression.npy")
     X[test_rows] = np.nan
-    np.save(poisoned / "data" / "expression.npy", X)
+    np.save(poisoned / "data" / "toy" / "expression.npy", X)
 
     argv = ("tune", "--task", "multi", "--arch", "ridge", "--storage", "sqlite:///leak.db")
     assert run_cli(project, *argv, monkeypatch=monkeypatch) == 0
     assert run_cli(poisoned, *argv, monkeypatch=monkeypatch) == 0
     clean, dirty = result_of(project, "ridge"), result_of(poisoned, "ridge")
-    assert dirty["study_name"] != clean["study_name"]  # the data version changed ...
-    assert dirty["best_value"] == clean["best_value"]  # ... but not a single dev value
+    # The held-out rows are all NaN, yet not a single trial's value changed.
+    assert dirty["best_value"] == clean["best_value"]
     assert dirty["best_params"] == clean["best_params"]
     assert [t["value"] for t in trials_of(poisoned / "leak.db")] == [t["value"] for t in trials_of(project / "leak.db")]
 
@@ -381,3 +384,19 @@ def test_journal_file_storage_holds_a_resumable_study(project, monkeypatch):
     assert saved["n_complete"] == 3
     # Same study name as the SQLite ridge study of another test, yet its own parent run.
     assert len(child_runs(project, saved)[1]) == 3
+
+
+def test_a_change_to_the_training_code_starts_a_new_study(tmp_path):
+    """Study names hash the code that trains a model, so an edited training.py never
+    returns the old code's trials."""
+    shutil.copytree(Path(benchmark_module.__file__).parent, tmp_path / "benchmark",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    probe = "from benchmark.tuning import code_digest; print(code_digest())"
+    digest = lambda: subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                                    check=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}).stdout.strip()
+    before = digest()
+    training = tmp_path / "benchmark" / "training.py"
+    training.write_text(training.read_text() + "\n# a change\n")
+    after = digest()
+    (tmp_path / "benchmark" / "report" / "markdown.py").write_text("# the report does not train models\n")
+    assert before != after == digest()

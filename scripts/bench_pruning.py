@@ -1,6 +1,6 @@
 """Median pruner vs no pruning on the bundled data: epochs trained and best value.
 
-    .venv/bin/python scripts/bench_pruning.py [--task single] [--arch dnn] [--trials 16]
+    .venv/bin/python scripts/bench_pruning.py [--dataset pbmc68k] [--task single] [--arch dnn] [--trials 16]
                                               [--max-epochs 30] [--to-complete]
                                               [--out results/pruning.md]
 
@@ -41,16 +41,16 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _config(params: Path | None, pruner: str, max_epochs: int, folds: int):
+def _config(params: Path | None, dataset: str, pruner: str, max_epochs: int, folds: int):
     from benchmark.config import Config, load_config
 
-    config = load_config(params, root=ROOT)
+    config = load_config(params, root=ROOT).for_dataset(dataset)
     p = config.params
     p = p.model_copy(update={
         "training": p.training.model_copy(update={"max_epochs": max_epochs}),
         "tuning": p.tuning.model_copy(update={"pruner": pruner, "folds": folds}),
     })
-    return Config(p, config.path, config.root)
+    return Config(p, config.path, config.root, dataset=dataset)
 
 
 def run_study(config, task: str, arch: str, total: int, complete_wanted: int | None = None) -> dict:
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="single", choices=["single", "multi"])
     parser.add_argument("--arch", default="dnn")
+    parser.add_argument("--dataset", default="pbmc68k")
     parser.add_argument("--trials", type=int, default=16, help="trials per study")
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--folds", type=int, default=2, help="tuning.folds")
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
     started = time.monotonic()
-    none_config = _config(args.params, "none", args.max_epochs, args.folds)
+    none_config = _config(args.params, args.dataset, "none", args.max_epochs, args.folds)
     args.startup = none_config.params.tuning.n_startup_trials
     args.patience = none_config.params.training.patience
     print(f"no pruning: {args.trials} trials of {args.arch} on {args.task}", flush=True)
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     from benchmark import tuning
 
-    median_config = _config(args.params, "median", args.max_epochs, args.folds)
+    median_config = _config(args.params, args.dataset, "median", args.max_epochs, args.folds)
     pruner = tuning.make_pruner(median_config)  # what `genebench tune` builds; its settings go in the report
     args.pruner = ", ".join(f"`{name.strip('_')}={getattr(pruner, name)}`"
                             for name in ("_n_startup_trials", "_n_warmup_steps", "_n_min_trials")

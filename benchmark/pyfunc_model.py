@@ -2,12 +2,12 @@
 
 `benchmark.tracking.log_model` logs this file as `python_model` with two artifacts:
 `regressor` (the directory `Regressor.save` writes: JSON, `.npz`, `.keras`) and
-`model_io` (feature genes, target genes, `data.transform`).
+`model_io` (feature genes, target genes, `datasets.<name>.transform`).
 
-Input: a DataFrame of raw expression values (as in `data/`, before `data.transform`)
+Input: a DataFrame of raw expression values (as in `data/`, before `datasets.<name>.transform`)
 with one column per feature gene; columns may come in any order and extra columns are
 ignored. Output: a DataFrame (n_samples, n_targets) with the target gene ids as columns,
-in the units the benchmark scores (after `data.transform`).
+in the units the benchmark scores (after `datasets.<name>.transform`).
 
 MLflow runs this file when it logs the model as well as when it loads it, so it imports
 no TensorFlow at module level: baselines log and serve without it. The attention layer

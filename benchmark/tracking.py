@@ -9,7 +9,7 @@ artifact store.
 The model is logged in MLflow's models-from-code form: the code is
 `benchmark/pyfunc_model.py` and the fitted state is plain files (`Regressor.save`: JSON,
 `.npz` without pickle, `.keras`), so the logged model holds no pickle. The model takes
-the raw values of `data/` (before `data.transform`) as a DataFrame whose columns are the
+the raw values of `data/` (before `datasets.<name>.transform`) as a DataFrame whose columns are the
 feature gene ids and returns a DataFrame whose columns are the target gene ids.
 """
 
@@ -144,7 +144,7 @@ def standard_tags(config: Config, task: str, arch: str, data: TaskData) -> dict[
 
 
 def raw_features(config: Config, data: TaskData, part: str) -> pd.DataFrame:
-    """The raw `data/` values (before `data.transform`) of the task's feature genes.
+    """The raw `data/` values (before `datasets.<name>.transform`) of the task's feature genes.
 
     `part`: "test" (held-out rows) or "dev"; rows in prepared order, indexed by sample id.
     This is what the logged model takes as input.
@@ -179,7 +179,7 @@ def log_model(regressor: Any, data: TaskData, input_example: pd.DataFrame, deep:
     """Log `regressor` (fitted on `data`) as a models-from-code pyfunc in the active run.
 
     `input_example`: a few rows of raw feature values (`raw_features`). The pyfunc
-    carries `model_io.json` (feature genes, target genes, `data.transform`) next to the
+    carries `model_io.json` (feature genes, target genes, `datasets.<name>.transform`) next to the
     regressor's saved files, and the `benchmark` package as code, so it loads wherever
     its pinned requirements are installed. Returns MLflow's `ModelInfo`.
     """

@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("path")
         if name == "import":
             p.add_argument("--name", required=True, help="dataset name: data/NAME/, datasets.NAME in params.yaml")
-        p.add_argument("--format", choices=["csv", "tsv", "parquet", "h5ad", "gct"], default=None,
-                       help="file format (default: from the extension)")
+        p.add_argument("--format", choices=["csv", "tsv", "parquet", "h5ad", "gct", "geo", "10x"], default=None,
+                       help="file format (default: from the extension; a directory is 10x, a .txt starting "
+                            "with !Series_ a GEO series matrix)")
         p.add_argument("--transpose", action="store_true", help="the file has genes as rows and samples as columns")
         p.add_argument("--transform", choices=["none", "log1p"], default=None,
                        help="what the benchmark applies to the values (log1p for raw counts); default none, "

@@ -179,7 +179,8 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
         metrics = regression_metrics(data.Y_dev[val], predicted, *_ranges(data.Y_dev[train]))
         fold_metrics.append(metrics)
         fold_rows.append({"fold": fold, "n_train": len(train), "n_val": len(val),
-                          **_scalar_metrics(metrics), "epochs_trained": regressor.epochs_trained})
+                          **_scalar_metrics(metrics), "pearson_undefined": metrics["pearson_undefined"],
+                          "epochs_trained": regressor.epochs_trained})
         fold_gene_frames.append(_per_gene_frame(data.target_genes, metrics).assign(fold=fold))
 
     regressor.fit(data.X_dev, data.Y_dev)
@@ -243,6 +244,9 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
             "target_genes": list(data.target_genes),
             "seconds": round(time.monotonic() - started, 1),
             "fit_seconds": round(regressor.fit_seconds, 1),
+            # Genes whose held-out Pearson r is undefined (constant prediction or truth);
+            # test pearson is the mean over the others.
+            "test_pearson_undefined": test_full["pearson_undefined"],
         }
         (tmp / "run.json").write_text(dumps_json(run_record))
         mlflow.log_artifacts(str(tmp), artifact_path="evaluation")

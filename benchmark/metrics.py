@@ -10,17 +10,21 @@ Conventions, for `y_true` and `y_pred` of shape (n_samples, n_targets):
 - `mae`: mean over all entries of the absolute error (= mean over genes of per-gene MAE).
 - `r2`: mean over genes of the per-gene coefficient of determination
   (`r2_score(..., multioutput="raw_values")`, then the mean).
-- `pearson`: mean over genes of the per-gene Pearson r (`scipy.stats.pearsonr`). r is
-  undefined when a gene's prediction or truth is constant (or n < 2); such genes are left
-  out of the mean, and when every gene is undefined the value is `None` (JSON null),
-  never NaN.
+- `pearson`: mean of the per-gene Pearson r (`scipy.stats.pearsonr`) over the genes where
+  r is defined. r is undefined when a gene's prediction or truth is constant on the
+  scored samples (or n < 2). Such genes do not enter the mean (counting them as r = 0
+  would be a choice the data do not make), so a model that predicts a constant for its
+  hard genes is scored on its easy ones only: `pearson_undefined` counts them, to be read
+  beside `pearson`. When no gene is defined `pearson` is `None` (JSON null), never NaN.
+- `pearson_undefined`: the number of target genes (an int, 0 to n_targets) whose r is
+  undefined. It is a count, not a metric of `METRICS`: it has no mean over folds.
 - `rmse_scaled`, `mae_scaled`: RMSE and MAE after min-max scaling truth and prediction
   per gene with the *training-fold* range, `(y - y_min) / (y_max - y_min)` (a gene whose
   training range is zero is divided by 1). This is the [0, 1] convention of the seed's
   reported figures. Predictions are not clipped, so held-out values may fall outside
   [0, 1].
 
-All values are plain Python floats (or None), ready for JSON and MLflow.
+All values are plain Python floats (or None; `pearson_undefined` an int), ready for JSON and MLflow.
 """
 
 from __future__ import annotations
@@ -75,7 +79,8 @@ def regression_metrics(y_true, y_pred, y_min, y_max) -> dict:
     `y_min`, `y_max`: (n_targets,) per-gene minimum and maximum of the training part of
     the fold, used only for `rmse_scaled` and `mae_scaled`. See the module docstring for
     the exact definitions. Returns `{"rmse", "mae", "mse", "r2", "pearson",
-    "rmse_scaled", "mae_scaled": float | None, "per_gene": {"r2": [...], "rmse": [...]}}`.
+    "rmse_scaled", "mae_scaled": float | None, "pearson_undefined": int,
+    "per_gene": {"r2": [...], "rmse": [...]}}`.
     """
     y_true = _as_2d("y_true", y_true)
     y_pred = _as_2d("y_pred", y_pred)
@@ -89,7 +94,8 @@ def regression_metrics(y_true, y_pred, y_min, y_max) -> dict:
     mse = float(mean_squared_error(y_true, y_pred))
     gene_mse = mean_squared_error(y_true, y_pred, multioutput="raw_values")
     gene_r2 = r2_score(y_true, y_pred, multioutput="raw_values") if len(y_true) >= 2 else np.full(n_targets, np.nan)
-    pearson = [r for r in per_gene_pearson(y_true, y_pred) if r is not None]
+    gene_pearson = per_gene_pearson(y_true, y_pred)
+    pearson = [r for r in gene_pearson if r is not None]
 
     scaled_true = minmax_scale(y_true, y_min, y_max)
     scaled_pred = minmax_scale(y_pred, y_min, y_max)
@@ -99,6 +105,7 @@ def regression_metrics(y_true, y_pred, y_min, y_max) -> dict:
         "mae": float(mean_absolute_error(y_true, y_pred)),
         "r2": _finite_mean(gene_r2),
         "pearson": float(np.mean(pearson)) if pearson else None,
+        "pearson_undefined": len(gene_pearson) - len(pearson),
         "rmse_scaled": math.sqrt(float(mean_squared_error(scaled_true, scaled_pred))),
         "mae_scaled": float(mean_absolute_error(scaled_true, scaled_pred)),
         "per_gene": {

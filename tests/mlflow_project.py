@@ -17,8 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,6 @@ print("HEAVY_MODULES=" + ",".join(sorted(m for m in ("tensorflow", "keras") if m
 @dataclass
 class SharedProject:
     root: Path
-    seconds: dict = field(default_factory=dict)
     tf_probe_output: str = ""
 
     @property
@@ -121,7 +119,6 @@ def shared_project(tmp_path_factory) -> SharedProject:
     _check(run_cli(root, "prepare"), "prepare")
 
     # The deep model trains in the background while the baselines run.
-    started = time.monotonic()
     deep_log = root.parent / "evaluate-attention_lstm.log"  # a file: a full pipe would stall it
     with deep_log.open("w") as log:
         deep = subprocess.Popen([sys.executable, "-m", "benchmark", "evaluate", "--task", "single", "--arch", "attention_lstm"],
@@ -130,7 +127,6 @@ def shared_project(tmp_path_factory) -> SharedProject:
         for task, arch in EVALUATIONS:
             if arch == "attention_lstm":
                 continue
-            t0 = time.monotonic()
             if (task, arch) == ("single", "mean"):
                 result = subprocess.run([sys.executable, "-c", TF_PROBE], cwd=root, env=env,
                                         capture_output=True, text=True, timeout=300)
@@ -138,13 +134,11 @@ def shared_project(tmp_path_factory) -> SharedProject:
             else:
                 result = run_cli(root, "evaluate", "--task", task, "--arch", arch)
             _check(result, f"evaluate {task} {arch}")
-            project.seconds[(task, arch)] = time.monotonic() - t0
     except BaseException:
         deep.kill()  # the one process this helper started; do not leave it training
         deep.wait()
         raise
     deep.wait(timeout=600)
     assert deep.returncode == 0, f"evaluate single attention_lstm failed:\n{deep_log.read_text()[-4000:]}"
-    project.seconds[("single", "attention_lstm")] = time.monotonic() - started
     _CACHE["project"] = project
     return project

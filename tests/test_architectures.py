@@ -3,11 +3,9 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
-from benchmark import DEEP_ARCHS  # noqa: E402
-from benchmark.config import parse_params  # noqa: E402
-from benchmark.training import load_regressor, make_regressor  # noqa: E402
+from benchmark import DEEP_ARCHS
+from benchmark.config import parse_params
+from benchmark.training import load_regressor, make_regressor
 
 TINY_HP = {"layers": 1, "units": 8, "dropout": 0.1, "learning_rate": 0.01, "batch_size": 16,
            "steps": 4, "attention_units": 4}

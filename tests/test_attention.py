@@ -1,11 +1,10 @@
 """The additive attention layer, tested the way Keras tests its own attention layers."""
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from benchmark.models.attention import AdditiveAttention  # noqa: E402
+from benchmark.models.attention import AdditiveAttention
 
 
 def test_output_shapes():

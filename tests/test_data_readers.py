@@ -223,6 +223,169 @@ def test_gct_non_numeric_cell_names_gene_and_sample(tmp_path, expected):
         read_matrix(path)
 
 
+# --- GEO series matrix ----------------------------------------------------------------
+
+
+def _series_matrix(ds: Dataset, accession: str = "GSE99999") -> str:
+    """A GEO series matrix of `ds` as GEO writes it: quoted metadata, then genes x samples."""
+    quoted = lambda values: "\t".join(f'"{v}"' for v in values)  # noqa: E731
+    lines = [
+        '!Series_title\t"A test series"',
+        f'!Series_geo_accession\t"{accession}"',
+        '!Series_summary\t"an unbalanced quote in metadata must not derail the table',
+        "",
+        "!Sample_title\t" + quoted(f"{s} title" for s in ds.samples),
+        "!Sample_geo_accession\t" + quoted(ds.samples),
+        "!Sample_data_processing\t" + quoted("RMA, log2" for _ in ds.samples),
+        "!Sample_data_processing\t" + quoted("quantile normalised" for _ in ds.samples),
+        "!series_matrix_table_begin",
+        '"ID_REF"\t' + quoted(ds.samples),
+        *(f'"{g}"\t' + "\t".join(_text(v) for v in ds.X[:, j]) for j, g in enumerate(ds.genes)),
+        "!series_matrix_table_end",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name", ["GSE99999_series_matrix.txt", "GSE99999_series_matrix.txt.gz"])
+def test_geo_series_matrix_is_detected_by_content_and_read_as_genes_by_samples(tmp_path, expected, name):
+    path = tmp_path / name
+    text = _series_matrix(expected)
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    ds, note = read_matrix(path)
+    assert_same_canonical(ds, expected)  # genes from ID_REF, samples from the header
+    assert "GEO series matrix GSE99999" in note and "genes as rows" in note
+    assert ds.provenance["series"] == "GSE99999"
+    assert ds.provenance["source_processing"] == "RMA, log2 | quantile normalised"
+
+
+def test_a_plain_txt_table_is_still_tab_separated(tmp_path, expected):
+    path = tmp_path / "m.txt"
+    path.write_text(_delimited(expected, "\t"))
+    ds, note = read_matrix(path)
+    assert_same_canonical(ds, expected)
+    assert "samples as rows" in note
+
+
+def test_geo_series_matrix_errors_name_the_file_and_the_place(tmp_path, expected):
+    path = tmp_path / "GSE1_series_matrix.txt"
+    text = _series_matrix(expected)
+    lines = text.splitlines()
+    assert lines[13].startswith('"MYC"')  # file line 14: 8 metadata lines, a blank, begin, header, 3 genes
+    cells = lines[13].split("\t")
+    cells[3] = "high"  # sample s3
+    path.write_text("\n".join(lines[:13] + ["\t".join(cells)] + lines[14:]) + "\n")
+    with pytest.raises(UserError, match=r"GSE1_series_matrix.txt: non-numeric value 'high' at gene 'MYC', "
+                                        r"sample 's3' \(line 14\)"):
+        read_matrix(path)
+    path.write_text(text.replace("!series_matrix_table_end\n", ""))
+    with pytest.raises(UserError, match=r"GSE1_series_matrix.txt: no '!series_matrix_table_end' line.*truncated"):
+        read_matrix(path)
+    path.write_text(text)
+    with pytest.raises(UserError, match="--transpose does not apply to a GEO series matrix"):
+        read_matrix(path, transpose=True)
+    tsv = tmp_path / "GSE1_series_matrix.tsv"  # not sniffed by extension: say --format geo
+    tsv.write_text(text)
+    assert_same_canonical(read_matrix(tsv, fmt="geo")[0], expected)
+
+
+# --- 10x Genomics ---------------------------------------------------------------------
+
+# Cells x genes UMI counts; two genes share a symbol, as real annotations do.
+TENX_IDS = ["ENSG00000000003", "ENSG00000000005", "ENSG00000000419", "ENSG00000000457"]
+TENX_SYMBOLS = ["TSPAN6", "TNMD", "DPM1", "TNMD"]
+TENX_BARCODES = ["AAACCTGAGAAACCAT-1", "AAACCTGAGAAACCGC-1", "AAACCTGAGAAACCTA-1"]
+TENX_COUNTS = np.array([[0, 3, 1, 0], [2, 0, 0, 5], [1, 1, 0, 7]], dtype=np.float32)
+
+
+def _write_10x(directory, layout: str = "v3", prefix: str = "", antibody: bool = False):
+    """Cell Ranger output: v3 (gzipped, features.tsv with a type column) or v2 (plain, genes.tsv)."""
+    import io
+
+    import scipy.io
+    import scipy.sparse
+
+    directory.mkdir(parents=True, exist_ok=True)
+    counts = TENX_COUNTS.T.astype(np.int64)  # the .mtx holds features x barcodes
+    features = [f"{i}\t{s}" + ("\tGene Expression" if layout == "v3" else "") for i, s in zip(TENX_IDS, TENX_SYMBOLS)]
+    if antibody:  # a CITE-seq protein: not expression, dropped
+        counts = np.vstack([counts, [[40, 12, 3]]])
+        features.append("CD3\tCD3_TotalSeqB\tAntibody Capture")
+    buf = io.BytesIO()
+    scipy.io.mmwrite(buf, scipy.sparse.coo_matrix(counts))
+    files = {"matrix.mtx": buf.getvalue(), "barcodes.tsv": ("\n".join(TENX_BARCODES) + "\n").encode(),
+             ("features.tsv" if layout == "v3" else "genes.tsv"): ("\n".join(features) + "\n").encode()}
+    for name, data in files.items():
+        if layout == "v3":
+            (directory / f"{prefix}{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (directory / f"{prefix}{name}").write_bytes(data)
+    return directory
+
+
+@pytest.mark.parametrize("layout", ["v3", "v2"])
+def test_10x_directory_reads_barcodes_by_gene_ids(tmp_path, layout):
+    directory = _write_10x(tmp_path / "filtered_feature_bc_matrix", layout, antibody=layout == "v3")
+    ds, note = read_matrix(directory)
+    np.testing.assert_array_equal(ds.X, TENX_COUNTS)
+    assert ds.X.dtype == np.float32 and ds.X.flags.c_contiguous
+    assert ds.genes == TENX_IDS  # ids, not the repeated symbol TNMD; the antibody is not a gene
+    assert ds.samples == TENX_BARCODES
+    assert f"Cell Ranger {layout}" in note and ds.provenance["format"] == "10x"
+
+
+def test_10x_matrix_file_picks_one_prefix_of_several(tmp_path):
+    directory = _write_10x(tmp_path / "GSE1_RAW", "v3", prefix="GSM1_")
+    _write_10x(directory, "v3", prefix="GSM2_")
+    with pytest.raises(UserError, match=r"GSE1_RAW: holds 2 10x matrices .*pass one of their matrix files"):
+        read_matrix(directory)
+    ds, note = read_matrix(directory / "GSM2_matrix.mtx.gz")
+    assert ds.genes == TENX_IDS and "prefix 'GSM2_'" in note
+
+
+def test_10x_layout_problems_are_one_line_errors(tmp_path):
+    mixed = _write_10x(tmp_path / "mixed", "v3")
+    (mixed / "matrix.mtx.gz").rename(mixed / "matrix.mtx.tmp")
+    (mixed / "matrix.mtx").write_bytes(gzip.decompress((mixed / "matrix.mtx.tmp").read_bytes()))
+    (mixed / "matrix.mtx.tmp").unlink()
+    with pytest.raises(UserError, match=r"mixed: found barcodes.tsv.gz, features.tsv.gz, matrix.mtx but not "
+                                        r"matrix.mtx.gz; .*gzip or gunzip the files"):
+        read_matrix(mixed)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "notes.txt").write_text("hello\n")
+    with pytest.raises(UserError, match="plain: no matrix.mtx or matrix.mtx.gz: not a 10x Genomics directory"):
+        read_matrix(plain)
+    with pytest.raises(UserError, match="plain: is a directory"):
+        read_matrix(plain, fmt="csv")
+    broken = _write_10x(tmp_path / "broken", "v3")
+    data = (broken / "matrix.mtx.gz").read_bytes()
+    (broken / "matrix.mtx.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="broken"):
+        read_matrix(broken)
+
+
+# --- read and decompression errors ----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["m.csv.gz", "m.tsv.gz", "m.gct.gz", "GSE1_series_matrix.txt.gz"])
+def test_a_truncated_gzip_is_a_one_line_user_error(tmp_path, name):
+    # Long enough (3,000 rows) that the break falls in the middle of the table, past what
+    # the first look at the header reads.
+    rng = np.random.default_rng(2)
+    tall = Dataset(X=rng.gamma(2.0, 1.5, size=(3000, 5)).astype(np.float32), genes=list(GENES),
+                   samples=[f"s{i}" for i in range(3000)])
+    wide = Dataset(X=np.ascontiguousarray(tall.X.T), genes=tall.samples, samples=list(GENES))
+    text = {"m.csv.gz": _delimited(tall, ","), "m.tsv.gz": _delimited(tall, "\t"),
+            "m.gct.gz": _gct_12(wide), "GSE1_series_matrix.txt.gz": _series_matrix(wide)}[name]
+    data = gzip.compress(text.encode())
+    path = tmp_path / name
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError) as err:
+        read_matrix(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "truncated or corrupt" in message and "\n" not in message
+
+
 # --- synthetic matrices ---------------------------------------------------------------
 
 

@@ -50,6 +50,22 @@ def _write_truncated_parquet(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+def _write_truncated_gzip(path):
+    """A gzipped CSV cut short, as an interrupted download leaves it: more rows than one
+    read-ahead buffer, so the break falls in the middle of the table."""
+    import gzip
+
+    text = _csv([[f"s{i}", *(f"{(i * 7 + g) % 13 / 3:.6f}" for g in range(5))] for i in range(1, 4001)])
+    data = gzip.compress(text.encode())
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def _write_gzip_header_only_bytes(path):
+    import gzip
+
+    path.write_bytes(gzip.compress(_csv(_good_rows()).encode())[:12])
+
+
 CASES = {
     # name: (file name, content (text, or a function writing the file), params overrides, message fragments)
     "missing file": ("absent.csv", None, {}, ["absent.csv", "not found"]),
@@ -71,6 +87,12 @@ CASES = {
     "corrupt h5ad": ("m.h5ad", _write_corrupt_h5ad, {}, ["m.h5ad", "not a readable h5ad"]),
     "corrupt parquet": ("m.parquet", _write_truncated_parquet, {}, ["m.parquet", "not a readable Parquet"]),
     "unknown extension": ("m.xlsx", "whatever", {}, ["m.xlsx", "unknown file extension"]),
+    "truncated gzip": ("m.csv.gz", _write_truncated_gzip, {}, ["m.csv.gz", "truncated or corrupt"]),
+    "gzip cut in its header": ("m.csv.gz", _write_gzip_header_only_bytes, {}, ["m.csv.gz", "truncated or corrupt"]),
+    "not gzip at all": ("m.tsv.gz", _csv(_good_rows()), {}, ["m.tsv.gz", "truncated or corrupt"]),
+    "truncated GEO series matrix": ("GSE1_series_matrix.txt",
+                                    "!Series_title\t\"x\"\n!series_matrix_table_begin\n\"ID_REF\"\t\"GSM1\"\n"
+                                    "\"g1\"\t1.0\n", {}, ["GSE1_series_matrix.txt", "truncated"]),
     "not a GCT header": ("m.gct", "#2.0\n1\t1\nName\tDescription\ts1\ng\tna\t1\n", {}, ["m.gct", "'#1.2' or '#1.3'"]),
 }
 
@@ -117,7 +139,7 @@ def test_bad_import_exits_2_and_leaves_data_alone(small_project, case):
     assert not (small_project.root / "data.dvc").exists()
 
 
-@pytest.mark.parametrize("case", ["non-numeric cell", "corrupt h5ad", "too few variable genes"])
+@pytest.mark.parametrize("case", ["non-numeric cell", "corrupt h5ad", "too few variable genes", "truncated gzip"])
 def test_bad_validate_exits_2(small_project, case):
     name, content, overrides, fragments = CASES[case]
     path = _write_input(small_project.root, name, content)
@@ -174,3 +196,48 @@ def test_synth_bad_arguments_exit_2(tmp_path, args, fragment):
     result = run_cli(tmp_path, "data", "synth", "out.csv", *args)
     _assert_one_line_exit_2(result, [fragment])
     assert not (tmp_path / "out.csv").exists()
+
+
+def _write_raw_counts_h5ad(path, counts: bool = True):
+    """A sparse h5ad of 10 cells x 5 genes: integer UMI counts, or the same values plus 0.5."""
+    import anndata
+    import scipy.sparse
+
+    rng = np.random.default_rng(4)
+    X = rng.poisson(3.0, size=(10, 5)).astype(np.float32) + (0.0 if counts else 0.5)
+    adata = anndata.AnnData(X=scipy.sparse.csr_matrix(X))
+    adata.obs_names = [f"c{i}" for i in range(10)]
+    adata.var_names = GENES
+    adata.write_h5ad(path)
+    return path
+
+
+def test_raw_counts_with_transform_none_get_a_one_line_note(small_project):
+    _write_raw_counts_h5ad(small_project.root / "counts.h5ad")
+    result = small_project.run("data", "validate", "counts.h5ad")
+    assert result.rc == 0, result.stderr
+    notes = [line for line in result.stdout.splitlines() if "raw counts" in line]
+    assert len(notes) == 1, result.stdout
+    assert notes[0].startswith("counts.h5ad: note: every value is a non-negative integer")
+    assert "--transform log1p" in notes[0] and "datasets.<name>.transform" in notes[0]
+    assert result.stderr_lines == []
+
+    result = small_project.run("data", "import", "counts.h5ad", "--name", "toy")
+    assert result.rc == 0, result.stderr
+    assert "datasets.toy.transform: log1p in params.yaml" in result.stdout
+
+    # Said only where it applies: log1p asked for, or values that are not integers.
+    assert "raw counts" not in small_project.run("data", "validate", "counts.h5ad", "--transform", "log1p").stdout
+    _write_raw_counts_h5ad(small_project.root / "scaled.h5ad", counts=False)
+    result = small_project.run("data", "validate", "scaled.h5ad")
+    assert result.rc == 0 and "raw counts" not in result.stdout
+
+
+@pytest.mark.parametrize("name", ["bad/name", "-lead", "a b"])
+def test_import_rejects_a_dataset_name_that_is_not_a_directory_name(small_project, name):
+    _write_input(small_project.root, "m.csv", _csv(_good_rows()))
+    before = tree_digest(small_project.root / "data")
+    params = small_project.params_path.read_text()
+    _assert_one_line_exit_2(small_project.run("data", "import", "m.csv", f"--name={name}"), ["--name", repr(name)])
+    assert tree_digest(small_project.root / "data") == before
+    assert small_project.params_path.read_text() == params

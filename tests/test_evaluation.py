@@ -55,6 +55,11 @@ def test_undefined_pearson_is_null_in_json_and_a_tag_in_mlflow(evaluated, client
     run = client.get_run(doc["mlflow_run_id"])
     assert "test_pearson" not in run.data.metrics and "cv_pearson_mean" not in run.data.metrics
     assert run.data.tags["undefined.test_pearson"] == "null"
+    # Every target gene's r is undefined for a constant prediction, and the outputs count them.
+    assert evaluated.run_record("single", "mean")["test_pearson_undefined"] == 1
+    folds = pd.read_csv(evaluated.evaluation("single", "mean") / "folds.csv")
+    assert list(folds["pearson_undefined"]) == [1] * len(folds)
+    assert evaluated.run_record("multi", "ridge")["test_pearson_undefined"] == 0
 
 
 @pytest.mark.parametrize("task,arch", [("single", "ridge"), ("single", "mean"), ("single", "attention_lstm"), ("multi", "ridge")])
@@ -149,7 +154,3 @@ def test_a_failed_evaluate_keeps_the_previous_result(evaluated):
     assert result.rc == 2
     assert result.stderr_lines == ["genebench: error: " + str(tuning) + ": best_params: 'lambda' is not a hyperparameter of models.ridge"]
     assert (evaluated.root / "metrics" / "toy" / "single" / "ridge.json").read_bytes() == before
-
-
-def test_zz_timings(evaluated):
-    print({f"{t}/{a}": round(s, 1) for (t, a), s in evaluated.seconds.items()})

@@ -32,6 +32,7 @@ def test_hand_checked_two_gene_case():
     # absolute: [0, 0, 1/2] and [1/4, 1/4, 1/2] -> sum = 1.5, MAE = 0.25
     assert m["mae_scaled"] == pytest.approx(0.25)
     assert set(METRICS) <= set(m)
+    assert m["pearson_undefined"] == 1  # gene 1, left out of the mean above
 
 
 def test_pearson_is_none_for_constant_predictions_and_json_null():
@@ -40,6 +41,22 @@ def test_pearson_is_none_for_constant_predictions_and_json_null():
     assert m["pearson"] is None
     assert '"pearson": null' in json.dumps(m)
     assert "NaN" not in json.dumps(m)
+
+
+def test_undefined_pearson_is_counted_not_hidden():
+    """A model that predicts a constant for its hard genes is not flattered silently: the mean
+    covers the defined genes only, and `pearson_undefined` says how many were left out."""
+    y_true = np.array([[1.0, 5.0, 2.0, 7.0], [2.0, 5.0, 4.0, 1.0], [3.0, 5.0, 6.0, 4.0]])
+    y_pred = np.array([[1.0, 5.0, 3.0, 2.0], [2.0, 6.0, 3.0, 2.0], [3.0, 7.0, 3.0, 2.0]])
+    # gene 0: r = 1; gene 1: truth constant; genes 2, 3: prediction constant -> 3 of 4 undefined.
+    m = regression_metrics(y_true, y_pred, y_min=[0.0] * 4, y_max=[1.0] * 4)
+    assert m["pearson"] == pytest.approx(1.0)
+    assert m["pearson_undefined"] == 3 and isinstance(m["pearson_undefined"], int)
+    every = regression_metrics(y_true, np.full((3, 4), 2.0), y_min=[0.0] * 4, y_max=[1.0] * 4)
+    assert every["pearson"] is None and every["pearson_undefined"] == 4
+    assert '"pearson_undefined": 4' in json.dumps(every)
+    perfect = regression_metrics(y_true[:, [0, 2]], y_true[:, [0, 2]], y_min=[0.0] * 2, y_max=[1.0] * 2)
+    assert perfect["pearson"] == pytest.approx(1.0) and perfect["pearson_undefined"] == 0
 
 
 def test_scaled_metrics_use_the_training_range_not_the_scored_rows():

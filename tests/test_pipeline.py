@@ -95,7 +95,7 @@ def test_repro_writes_the_leaderboard_and_a_champion_per_dataset_and_task(clone)
             entry = promotion[dataset][task]
             assert entry["decision"] == "promoted" and entry["candidate_arch"] == "attention_lstm"
             champion = client.get_model_version_by_alias(f"genebench-{dataset}-{task}", "champion")
-            assert champion.version == entry["version"]
+            assert str(champion.version) == entry["version"]
 
 
 def test_second_repro_runs_nothing(clone):

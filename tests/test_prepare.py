@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.model_selection import train_test_split
 
 from benchmark import TASKS
 from benchmark.data.canonical import Dataset, write_dataset
@@ -144,3 +145,44 @@ def test_log1p_of_negative_values_is_a_user_error(prepared_project):
     with pytest.raises(UserError, match=r"negative values .*sample 'S0008', gene 'G0003'"):
         prepare(prepared_project.config())
     assert not (prepared_project.root / "artifacts" / "prepared" / "toy").exists()
+
+
+def _variable_only_in_held_out(project, n_variable_dev: int) -> list[str]:
+    """Write data where `n_variable_dev` genes vary on development samples and one more varies
+    only on held-out ones (validation over all samples counts it); returns the gene ids."""
+    config = project.config()
+    split = config.params.split
+    dev, test = train_test_split(np.arange(N_SAMPLES), test_size=split.test_size, random_state=split.seed,
+                                 shuffle=True)  # the split prepare draws
+    rng = np.random.default_rng(3)
+    X = np.ones((N_SAMPLES, N_GENES), dtype=np.float32)
+    X[:, :n_variable_dev] = rng.uniform(0, 5, (N_SAMPLES, n_variable_dev))
+    X[test, n_variable_dev] = rng.uniform(0, 5, len(test))
+    genes = [f"G{g:02d}" for g in range(N_GENES)]
+    write_dataset(Dataset(X=X, genes=genes, samples=[f"S{s:02d}" for s in range(N_SAMPLES)]), project.data_dir)
+    return genes
+
+
+def test_too_few_targets_on_development_samples_is_exit_2_naming_top_k(prepared_project):
+    """top_k=3: 4 genes vary over all samples (validation passes), only 3 on development
+    samples: the multi task would silently get 3 targets and no feature."""
+    _variable_only_in_held_out(prepared_project, 3)
+    with pytest.raises(UserError, match=r"dataset 'toy': only 3 of 20 genes vary across the 45 development "
+                                        r"samples.*task\.top_k=3 needs at least 4"):
+        prepare(prepared_project.config())
+    result = prepared_project.run("prepare")
+    assert result.rc == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr_lines) == 1 and "task.top_k=3" in result.stderr_lines[0]
+    assert "'toy'" in result.stderr_lines[0]
+    assert not (prepared_project.root / "artifacts" / "prepared" / "toy").exists()
+    # With enough genes varying on development samples the same layout prepares.
+    _variable_only_in_held_out(prepared_project, 4)
+    prepare(prepared_project.config())
+    assert len(_read(prepared_project, "multi.json")["targets"]) == 3
+
+
+def test_a_single_gene_constant_on_development_samples_is_a_user_error(prepared_project):
+    genes = _variable_only_in_held_out(prepared_project, 5)
+    prepared_project.set_params({"task": {"single_gene": genes[5]}})  # varies on held-out samples only
+    with pytest.raises(UserError, match=r"task\.single_gene 'G05' is constant across the 45 development samples"):
+        prepare(prepared_project.config())

@@ -299,14 +299,63 @@ def test_corrected_resampled_ttest_over_the_scored_folds_matches_hand_computatio
 def test_comparison_table_and_undefined_t(report, summary):
     multi = _section(report, "alpha", "multi")
     dnn = _row(multi, "dnn", nth=2)
-    assert dnn == ["`dnn`", "-0.0400", "-4.90", "3", "0.0163", "0.67 (2/3)"]
-    # gru's fold RMSEs equal ridge's: the differences do not vary, t is undefined.
     versus = summary["datasets"]["alpha"]["multi"]["versus_best_baseline"]
-    assert versus["gru"]["t"] is None and versus["gru"]["p_value"] is None
-    assert _row(multi, "gru", nth=2)[2:5] == ["–", "3", "–"]
+    holm = format(versus["dnn"]["p_value_holm"], ".3g")
+    assert dnn == ["`dnn`", "-0.0400", "-4.90", "3", "0.0163", holm, "0.67 (2/3)"]
+    # gru's fold RMSEs equal ridge's: the differences do not vary, t is undefined.
+    assert versus["gru"]["t"] is None and versus["gru"]["p_value"] is None and versus["gru"]["p_value_holm"] is None
+    assert _row(multi, "gru", nth=2)[2:6] == ["–", "3", "–", "–"]
     # Every architecture but the best baseline itself is compared with it, the other baselines too.
     assert set(versus) == set(ARCHS) - {"ridge"}
     assert [r[0] for r in (_row(multi, a, nth=2) for a in ("mean", "knn"))] == ["`mean`", "`knn`"]
+
+
+def _holm_by_hand(p: dict) -> dict:
+    """Holm's step-down: the i-th smallest of m p-values times (m - i), kept monotone, capped at 1."""
+    ranked = sorted((v, k) for k, v in p.items() if v is not None)
+    m, out, running = len(ranked), {k: None for k in p}, 0.0
+    for i, (value, key) in enumerate(ranked):
+        running = max(running, min(1.0, (m - i) * value))
+        out[key] = running
+    return out
+
+
+def test_holm_adjustment_by_hand():
+    from benchmark.report.statistics import holm_adjusted
+
+    # Sorted: a 0.01 x 3 = 0.03; c 0.03 x 2 = 0.06; b 0.04 x 1 = 0.04, raised to 0.06 to stay monotone.
+    # d's test is undefined: it stays None and is not one of the m = 3.
+    got = holm_adjusted({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
+    assert got == {"a": pytest.approx(0.03), "b": pytest.approx(0.06), "c": pytest.approx(0.06), "d": None}
+    assert holm_adjusted({"a": 0.4, "b": 0.7}) == {"a": pytest.approx(0.8), "b": pytest.approx(0.8)}  # 0.4 x 2
+    assert holm_adjusted({"a": 0.6, "b": 0.9}) == {"a": 1.0, "b": 1.0}  # capped at 1
+    assert holm_adjusted({"a": None}) == {"a": None} and holm_adjusted({}) == {}
+
+
+def test_p_values_are_holm_adjusted_per_dataset_and_task(summary, report):
+    for name in ("alpha", "synthetic"):
+        for task in TASKS:
+            versus = summary["datasets"][name][task]["versus_best_baseline"]
+            raw = {arch: c["p_value"] for arch, c in versus.items()}
+            expected = _holm_by_hand(raw)
+            for arch, c in versus.items():
+                if c["p_value"] is None:
+                    assert c["p_value_holm"] is None
+                else:
+                    assert c["p_value_holm"] == pytest.approx(expected[arch], rel=1e-12)
+                    assert c["p_value_holm"] >= c["p_value"]
+    # alpha/multi: six defined tests (gru's is undefined). Ranked: mean (p 0.000233) x 6, dnn
+    # (0.0163) x 5, knn (0.0741) x 4, then attention_lstm, lstm, attention_gru (p 0.48 to 0.79)
+    # x 3, 2, 1, capped at 1. dnn beats ridge at p < 0.05 alone, not once adjusted for six.
+    multi = summary["datasets"]["alpha"]["multi"]["versus_best_baseline"]
+    assert sum(c["p_value"] is not None for c in multi.values()) == 6
+    assert multi["mean"]["p_value_holm"] == pytest.approx(6 * multi["mean"]["p_value"])
+    assert multi["dnn"]["p_value_holm"] == pytest.approx(5 * multi["dnn"]["p_value"])
+    assert multi["knn"]["p_value_holm"] == pytest.approx(4 * multi["knn"]["p_value"])
+    assert [multi[a]["p_value_holm"] for a in ("attention_lstm", "lstm", "attention_gru")] == [1.0, 1.0, 1.0]
+    assert multi["dnn"]["p_value"] < 0.05 < multi["dnn"]["p_value_holm"]
+    assert "p (Holm)" in _section(report, "alpha", "multi")
+    assert "6 architectures whose test is defined" in _section(report, "alpha", "multi")
 
 
 def test_per_gene_win_rate(summary, report):

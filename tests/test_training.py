@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import numpy as np
+import optuna
 import pytest
 
 from benchmark.config import parse_params
@@ -135,7 +136,6 @@ def test_refitting_one_regressor_matches_a_new_one_per_fold():
 
 
 def test_epoch_callback_exception_propagates_unchanged():
-    optuna = pytest.importorskip("optuna")
     X, Y = linear_data(n=40, n_features=8, n_targets=2)
 
     def prune_at_second_epoch(epoch, val_loss):

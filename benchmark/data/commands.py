@@ -222,6 +222,28 @@ def _read_checked(config: Config, path: Path, fmt: str | None, transpose: bool) 
     return canonical_order(ds), note
 
 
+def _looks_like_raw_counts(X, rows_per_block: int = 4096) -> bool:
+    """True when every value of `X` (samples x genes) is a non-negative integer.
+
+    Read in blocks of rows, so a memory-mapped matrix is never copied whole.
+    """
+    import numpy as np
+
+    for start in range(0, X.shape[0], rows_per_block):
+        block = np.asarray(X[start:start + rows_per_block])
+        if (block < 0).any() or (block != np.floor(block)).any():
+            return False
+    return True
+
+
+def _raw_counts_hint(config: Config, path: Path, ds: Dataset, dataset: str) -> None:
+    """Print one line when a matrix of raw counts would be benchmarked without a log transform."""
+    if config.transform == "none" and _looks_like_raw_counts(ds.X):
+        print(f"{path}: note: every value is a non-negative integer, which looks like raw counts; transform is none, "
+              f"so they are used unscaled: pass --transform log1p (or set datasets.{dataset}.transform: log1p in "
+              f"{config.path.name}) if they are counts")
+
+
 def canonical_order(ds: Dataset) -> Dataset:
     """`ds` with samples and genes sorted by id: what the file's row and column order was
     leaves no trace in data/, so no result can depend on it."""
@@ -300,6 +322,7 @@ def import_matrix(config: Config, path: Path, name: str, fmt: str | None = None,
     listed = add_to_params(config, name)
     n_samples, n_genes = ds.shape
     print(f"{path}: {note}")
+    _raw_counts_hint(config, path, ds, name)
     print(f"wrote {_relative(config, config.data_dir)}/: {n_samples} samples x {n_genes} genes "
           f"(transform {config.transform}); tracked by {dvc_pointer(config).name} "
           f"(md5 {recorded_md5(dvc_pointer(config))})"
@@ -320,6 +343,7 @@ def validate_matrix(config: Config, path: Path, fmt: str | None = None, transpos
     n_samples, n_genes = ds.shape
     variable = int((np.var(apply_transform(ds.X, config.transform), axis=0) > 0).sum())
     print(f"{path}: {note}")
+    _raw_counts_hint(config, path, ds, "<name>")
     print(f"{path}: valid: {n_samples} samples x {n_genes} genes, {variable} vary across samples "
           f"(transform {config.transform})")
     return 0

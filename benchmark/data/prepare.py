@@ -61,11 +61,29 @@ def _rank_by_variance(X_dev: np.ndarray) -> np.ndarray:
 
 
 def choose_genes(X_dev: np.ndarray, genes: list[str], config: Config) -> dict[str, dict]:
-    """Targets and features of each task from development samples only."""
+    """Targets and features of each task from development samples only.
+
+    `X_dev`: (n_dev, n_genes), transformed values of the development samples; `genes`:
+    the n_genes ids. Validation counted variable genes over all samples, but a gene that
+    varies only through held-out samples is constant here: when fewer than
+    `task.top_k` + 1 genes vary on the development samples (or `task.single_gene` does not
+    vary there), the task cannot get its targets and a feature, so this is a `UserError`
+    rather than a task with fewer targets than `task.top_k` says.
+    """
     order, variance = _rank_by_variance(X_dev)
     variable = [int(g) for g in order if variance[g] > 0]
     top_k = config.params.task.top_k
     single = config.params.task.single_gene
+    where = f"{config.path.name}: dataset {config.dataset!r}"
+    if len(variable) < top_k + 1:
+        raise UserError(
+            f"{where}: only {len(variable)} of {len(genes)} genes vary across the {len(X_dev)} development samples "
+            f"(the held-out split removed the rest of their variation); task.top_k={top_k} needs at least "
+            f"{top_k + 1} (targets plus one feature): lower task.top_k or change split.seed"
+        )
+    if single is not None and variance[genes.index(single)] <= 0:
+        raise UserError(f"{where}: task.single_gene {single!r} is constant across the {len(X_dev)} development "
+                        "samples, so it cannot be a target; choose another gene or leave task.single_gene empty")
     targets = {
         "single": [genes.index(single)] if single is not None else variable[:1],
         "multi": variable[:top_k],

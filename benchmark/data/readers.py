@@ -11,13 +11,24 @@
   log-normalised matrix there, while `X` is often scaled or subset), else `adata.X`;
   dense or sparse. obs are samples, var are genes;
 - gct: GenePattern/CMap GCT v1.2 and v1.3; genes are rows by definition, so the matrix
-  is transposed to samples x genes and `transpose` does not apply.
+  is transposed to samples x genes and `transpose` does not apply;
+- geo: a GEO series matrix (`GSE..._series_matrix.txt[.gz]`): `!Series_*` and `!Sample_*`
+  metadata lines, then the table between `!series_matrix_table_begin` and
+  `!series_matrix_table_end`: an `ID_REF` header of sample (GSM) ids, then one row per
+  probe or gene. Genes are rows by definition. A `.txt` file is read as geo when its
+  first line starts with `!Series_` (else as tsv);
+- 10x: a 10x Genomics (Cell Ranger) matrix directory, read with scanpy's `read_10x_mtx`:
+  v3 `matrix.mtx.gz`, `features.tsv.gz`, `barcodes.tsv.gz`, or v2 `matrix.mtx`,
+  `genes.tsv`, `barcodes.tsv`, each name with an optional common prefix (pass the
+  matrix file to pick one of several prefixes). Barcodes are samples; genes are named
+  by their ids (the first column), Gene Expression features only.
 
 `note` says which orientation (or h5ad matrix) was assumed, for the user to check.
 
-Parse-level problems (missing, empty or corrupt file, unknown format, non-numeric cell,
-malformed GCT header) raise `UserError` with one line naming the file and the row or
-column. Matrix-level checks (NaN, duplicates, sizes) belong to `validation`.
+Parse-level problems (missing, empty, truncated or corrupt file, a gzip stream that ends
+early, unknown format, non-numeric cell, malformed GCT, GEO or 10x layout) raise
+`UserError` with one line naming the file and the row or column. Matrix-level checks
+(NaN, duplicates, sizes) belong to `validation`.
 """
 
 from __future__ import annotations
@@ -25,8 +36,10 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import re
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +47,7 @@ import numpy as np
 from benchmark.data.canonical import Dataset
 from benchmark.errors import UserError
 
-FORMATS = ("csv", "tsv", "parquet", "h5ad", "gct")
+FORMATS = ("csv", "tsv", "parquet", "h5ad", "gct", "geo", "10x")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv", ".parquet": "parquet",
                ".pq": "parquet", ".h5ad": "h5ad", ".gct": "gct"}
 _SEPARATORS = {"csv": ",", "tsv": "\t", "gct": "\t"}
@@ -54,6 +67,10 @@ GENES_AS_ROWS = "genes as rows, samples as columns"
 
 
 def detect_format(path: Path) -> str:
+    """The format of `path` from its extension; a directory or a `matrix.mtx[.gz]` is 10x,
+    and a `.txt[.gz]` file whose first line starts with `!Series_` is a GEO series matrix."""
+    if path.is_dir() or _MTX_FILE.match(path.name):
+        return "10x"
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
@@ -61,26 +78,56 @@ def detect_format(path: Path) -> str:
     if fmt is None:
         raise UserError(
             f"{path}: unknown file extension {Path(name).suffix or '(none)'!r}; expected one of "
-            f"{', '.join(sorted(_EXTENSIONS))} or pass --format {{{','.join(FORMATS)}}}"
+            f"{', '.join(sorted(_EXTENSIONS))}, a 10x directory, or pass --format {{{','.join(FORMATS)}}}"
         )
+    if Path(name).suffix == ".txt" and _is_geo_series_matrix(path):
+        return "geo"
     return fmt
 
 
 def read_matrix(path: str | Path, fmt: str | None = None, transpose: bool = False) -> tuple[Dataset, str]:
-    """Read `path` into a float32 samples x genes Dataset; also return the orientation note."""
+    """Read `path` into a float32 samples x genes Dataset; also return the orientation note.
+
+    Any read or decompression error (a truncated `.gz`, bytes that are not UTF-8, an
+    unreadable file) is a `UserError` naming `path`, never a traceback.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: file not found")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a matrix file")
-    fmt = fmt or detect_format(path)
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise UserError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: the file is empty")
-    reader = {"csv": _read_delimited, "tsv": _read_delimited, "parquet": _read_parquet,
-              "h5ad": _read_h5ad, "gct": _read_gct}[fmt]
-    return reader(path, fmt, transpose)
+    try:
+        fmt = fmt or detect_format(path)
+        if path.is_dir() and fmt != "10x":
+            raise UserError(f"{path}: is a directory; expected a matrix file or a 10x Genomics directory "
+                            "(matrix.mtx[.gz], features.tsv[.gz] or genes.tsv, barcodes.tsv[.gz])")
+        if path.is_file() and path.stat().st_size == 0:
+            raise UserError(f"{path}: the file is empty")
+        reader = {"csv": _read_delimited, "tsv": _read_delimited, "parquet": _read_parquet,
+                  "h5ad": _read_h5ad, "gct": _read_gct, "geo": _read_geo, "10x": _read_10x}[fmt]
+        return reader(path, fmt, transpose)
+    except _READ_ERRORS as exc:
+        raise UserError(_read_error(path, exc)) from None
+
+
+# What reading a file can raise besides the readers' own UserErrors: gzip streams that end
+# early (EOFError) or are damaged (zlib.error, BadGzipFile, an OSError), undecodable text,
+# csv's own errors, and I/O errors such as a permission denied.
+_READ_ERRORS = (EOFError, zlib.error, OSError, UnicodeDecodeError, csv.Error)
+
+
+def _is_compression_error(exc: BaseException) -> bool:
+    return isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile))
+
+
+def _read_error(path: Path, exc: BaseException) -> str:
+    """The one-line message for an exception of `_READ_ERRORS` raised while reading `path`."""
+    if _is_compression_error(exc):
+        return (f"{path}: the compressed file is truncated or corrupt ({_one_line(exc)}); "
+                "download or compress it again")
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{path}: not UTF-8 text ({_one_line(exc)}); save it as UTF-8 text"
+    return f"{path}: cannot read ({_one_line(exc)})"
 
 
 # --- numeric conversion shared by the text formats ------------------------------------
@@ -130,25 +177,35 @@ def _first_rows(path: Path, sep: str, n: int) -> list[list[str]]:
                     if len(rows) == n:
                         break
     except (UnicodeDecodeError, OSError, csv.Error) as exc:
-        raise UserError(f"{path}: cannot read as {'tab' if sep == chr(9) else 'comma'}-separated text ({exc})") from None
+        if _is_compression_error(exc):
+            raise
+        raise UserError(f"{path}: cannot read as {'tab' if sep == chr(9) else 'comma'}-separated text "
+                        f"({_one_line(exc)})") from None
     return rows
 
 
-def _read_table(path: Path, sep: str, skiprows: int, n_fields: int):
-    """Rows after `skiprows` lines: column 0 kept as text ids, the rest parsed as numbers."""
+def _read_table(path: Path, sep: str, skiprows: int, n_fields: int, nrows: int | None = None, handle=None):
+    """Rows after `skiprows` lines: column 0 kept as text ids, the rest parsed as numbers.
+
+    `handle`: an open text stream already positioned at the first row to read (then
+    `skiprows` is ignored); `nrows`: stop after that many rows (None: read to the end).
+    """
     import pandas as pd
 
     try:
         return pd.read_csv(
-            path, sep=sep, header=None, skiprows=skiprows, index_col=0, dtype={0: str},
-            keep_default_na=False, na_values={i: NA_TOKENS for i in range(1, n_fields)},
+            path if handle is None else handle, sep=sep, header=None, skiprows=skiprows if handle is None else 0,
+            nrows=nrows, index_col=0, dtype={0: str}, keep_default_na=False,
+            na_values={i: NA_TOKENS for i in range(1, n_fields)},
             skip_blank_lines=True, low_memory=False, engine="c",
         )
     except pd.errors.ParserError as exc:
         message = " ".join(str(exc).split())
         raise UserError(f"{path}: rows have different numbers of fields ({message})") from None
     except (UnicodeDecodeError, pd.errors.EmptyDataError, OSError) as exc:
-        raise UserError(f"{path}: cannot read ({' '.join(str(exc).split())})") from None
+        if _is_compression_error(exc):
+            raise
+        raise UserError(f"{path}: cannot read ({_one_line(exc)})") from None
 
 
 def _orientation(corner: str, row_ids: list[str], col_ids: list[str]) -> tuple[bool, str]:
@@ -222,7 +279,7 @@ def _read_delimited(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str
     hint = "" if genes_rows else "; pass --transpose if genes are rows"
     note = f"assumed {orientation} ({reason}{hint})"
     provenance = {"format": fmt, "orientation": orientation,
-                  "values": "as stored in the file; genebench applies only data.transform"}
+                  "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
     return Dataset(X=np.ascontiguousarray(X, dtype=np.float32), genes=genes, samples=samples, provenance=provenance), note
 
 
@@ -272,7 +329,7 @@ def _read_parquet(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
         X, genes, samples = values, col_ids, row_ids
     note = f"assumed {orientation} ({'--transpose' if transpose else 'default; pass --transpose if genes are rows'}); row ids from {id_source}"
     provenance = {"format": fmt, "orientation": orientation,
-                  "values": "as stored in the file; genebench applies only data.transform"}
+                  "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
     return Dataset(X=np.ascontiguousarray(X, dtype=np.float32), genes=genes, samples=samples, provenance=provenance), note
 
 
@@ -319,7 +376,7 @@ def _read_h5ad(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
         orientation = GENES_AS_ROWS
     note = f"used {which} ({'raw is present' if which == 'raw.X' else 'no raw'}); obs as {'genes (--transpose)' if transpose else 'samples'}"
     provenance = {"format": fmt, "matrix": which, "orientation": orientation,
-                  "values": "as stored in the file; genebench applies only data.transform"}
+                  "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
     return Dataset(X=X, genes=genes, samples=samples, provenance=provenance), note
 
 
@@ -369,9 +426,175 @@ def _read_gct(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
     genes = [str(i) for i in frame.index]
     values = _to_float32(frame, path, "gene", "sample", line_offset=skip + 1)
     provenance = {"format": f"gct {version[1:]}", "orientation": GENES_AS_ROWS,
-                  "values": "as stored in the file; genebench applies only data.transform"}
+                  "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
     note = f"GCT {version[1:]}: genes as rows (by definition), {n_rows} genes x {n_cols} samples"
     return Dataset(X=np.ascontiguousarray(values.T, dtype=np.float32), genes=genes, samples=list(samples),
+                   provenance=provenance), note
+
+
+# --- GEO series matrix ----------------------------------------------------------------
+
+_GEO_BEGIN = "!series_matrix_table_begin"
+_GEO_END = "!series_matrix_table_end"
+
+
+def _is_geo_series_matrix(path: Path) -> bool:
+    """True when the first non-blank line starts with `!Series_` (GEO's own first line) or
+    opens the table, which is how a series matrix differs from any tab-separated table."""
+    with _open_text(path) as fh:
+        for line in itertools.islice(fh, 100):
+            if line.strip():
+                return line.lstrip().strip('"').lower().startswith(("!series_", _GEO_BEGIN))
+    return False
+
+
+def _first_cell(line: str) -> str:
+    return line.split("\t", 1)[0].strip().strip('"')
+
+
+def _metadata_values(line: str) -> list[str]:
+    """The quoted values after the key of a `!Series_*` / `!Sample_*` line."""
+    row = next(csv.reader([line.rstrip("\r\n")], delimiter="\t"), [])
+    return [cell.strip() for cell in row[1:] if cell.strip()]
+
+
+def _read_geo(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
+    """The table of a GEO series matrix: genes (ID_REF) x samples (GSM ids), transposed.
+
+    A first pass streams the file for the table's line numbers and a little metadata (the
+    series accession and what the submitters did to the values); the second hands pandas
+    the table rows only, so the `!` metadata lines never reach the parser.
+    """
+    if transpose:
+        raise UserError(f"{path}: --transpose does not apply to a GEO series matrix (genes are rows by definition)")
+    begin = header_line = end = None
+    header: list[str] = []
+    data_rows = 0
+    accession, processing = None, []
+    with _open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            if begin is None:
+                key = _first_cell(line)
+                if key.lower() == _GEO_BEGIN:
+                    begin = number
+                elif key == "!Series_geo_accession":
+                    accession = next(iter(_metadata_values(line)), None)
+                elif key == "!Sample_data_processing":  # one value per sample, mostly the same text
+                    processing += [v for v in dict.fromkeys(_metadata_values(line)) if v not in processing]
+            elif _first_cell(line).lower() == _GEO_END:
+                end = number
+                break
+            elif not line.strip():
+                continue
+            elif header_line is None:
+                header_line = number
+                header = next(csv.reader([line.rstrip("\r\n")], delimiter="\t"))
+            else:
+                data_rows += 1
+    if begin is None:
+        raise UserError(f"{path}: no {_GEO_BEGIN!r} line; a GEO series matrix holds its table between "
+                        f"{_GEO_BEGIN!r} and {_GEO_END!r}")
+    if end is None:
+        raise UserError(f"{path}: no {_GEO_END!r} line after the table (line {begin} opens it): "
+                        "the file is truncated; download it again")
+    if header_line is None or data_rows == 0:
+        raise UserError(f"{path}: the table between lines {begin} and {end} has "
+                        f"{'no header' if header_line is None else 'a header but no data rows'}")
+    if len(header) < 2:
+        raise UserError(f"{path}: line {header_line}: the table header names no samples (expected 'ID_REF', then "
+                        "one GSM id per sample, tab-separated)")
+    with _open_text(path) as fh:
+        for _ in range(header_line):
+            fh.readline()
+        frame = _read_table(path, "\t", 0, len(header), nrows=data_rows, handle=fh)
+    if frame.shape[1] != len(header) - 1:
+        raise UserError(f"{path}: line {header_line}: the header names {len(header) - 1} samples but the rows have "
+                        f"{frame.shape[1]} values")
+    samples = [cell.strip() for cell in header[1:]]
+    frame.columns = samples
+    genes = [str(i) for i in frame.index]
+    values = _to_float32(frame, path, "gene", "sample", line_offset=header_line + 1)
+    id_column = header[0].strip() or "the first column"
+    provenance = {"format": "geo series matrix", "orientation": GENES_AS_ROWS,
+                  "gene_ids": f"{id_column}: the platform's probe or gene ids",
+                  "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
+    if accession:
+        provenance["series"] = accession
+    if processing:  # the submitters' own account of normalisation and log scale
+        provenance["source_processing"] = " | ".join(processing)
+    note = (f"GEO series matrix{' ' + accession if accession else ''}: the table of lines {begin}-{end}, genes as rows "
+            f"(by definition; ids from {id_column}, the platform's probe or gene ids), "
+            f"{len(genes)} genes x {len(samples)} samples")
+    return Dataset(X=np.ascontiguousarray(values.T, dtype=np.float32), genes=genes, samples=samples,
+                   provenance=provenance), note
+
+
+# --- 10x Genomics ---------------------------------------------------------------------
+
+_MTX_FILE = re.compile(r"^(.*)matrix\.mtx(\.gz)?$")
+# The two layouts scanpy's read_10x_mtx reads (it picks v2 when genes.tsv exists).
+_TENX_LAYOUTS = {
+    "Cell Ranger v2": ("matrix.mtx", "genes.tsv", "barcodes.tsv"),
+    "Cell Ranger v3": ("matrix.mtx.gz", "features.tsv.gz", "barcodes.tsv.gz"),
+}
+_TENX_PARTS = re.compile(r"^(matrix\.mtx|features\.tsv|genes\.tsv|barcodes\.tsv)(\.gz)?$")
+
+
+def _tenx_location(path: Path) -> tuple[Path, str]:
+    """(directory, file-name prefix) of the 10x matrix that `path` (a directory or its matrix file) names."""
+    if path.is_file():
+        match = _MTX_FILE.match(path.name)
+        if match is None:
+            raise UserError(f"{path}: a 10x Genomics matrix is a directory, or its file named matrix.mtx[.gz] "
+                            "(with an optional prefix)")
+        return path.parent, match.group(1)
+    prefixes = sorted({m.group(1) for p in path.iterdir() if (m := _MTX_FILE.match(p.name)) and p.is_file()})
+    if not prefixes:
+        raise UserError(f"{path}: no matrix.mtx or matrix.mtx.gz: not a 10x Genomics directory (expected "
+                        "matrix.mtx[.gz], features.tsv[.gz] or genes.tsv, barcodes.tsv[.gz])")
+    if len(prefixes) > 1:
+        raise UserError(f"{path}: holds {len(prefixes)} 10x matrices (prefixes {', '.join(map(repr, prefixes))}); "
+                        f"pass one of their matrix files, e.g. {path / (prefixes[0] + 'matrix.mtx.gz')}")
+    return path, prefixes[0]
+
+
+def _read_10x(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
+    """A 10x Genomics matrix directory via `scanpy.read_10x_mtx`: barcodes x genes.
+
+    Genes are named by their ids (features.tsv's first column): the symbols of the second
+    column repeat (scanpy would rename them '-1', '-2'), ids do not. Only 'Gene
+    Expression' features are kept (antibody or guide captures are not expression).
+    """
+    if transpose:
+        raise UserError(f"{path}: --transpose does not apply to a 10x directory (barcodes are samples by definition)")
+    directory, prefix = _tenx_location(path)
+    present = {p.name[len(prefix):] for p in directory.iterdir()
+               if p.name.startswith(prefix) and _TENX_PARTS.match(p.name[len(prefix):])}
+    layout = "Cell Ranger v2" if "genes.tsv" in present else "Cell Ranger v3"
+    missing = [name for name in _TENX_LAYOUTS[layout] if name not in present]
+    if missing:
+        found = ", ".join(prefix + name for name in sorted(present)) or "none of its files"
+        raise UserError(
+            f"{directory}: found {found} but not {prefix}{missing[0]}; a 10x directory is read in scanpy's two "
+            f"layouts, v3 ({', '.join(_TENX_LAYOUTS['Cell Ranger v3'])}) or v2 "
+            f"({', '.join(_TENX_LAYOUTS['Cell Ranger v2'])}): gzip or gunzip the files to match one"
+        )
+    import scanpy as sc
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scanpy/anndata chatter about names and dtypes
+            adata = sc.read_10x_mtx(directory, var_names="gene_ids", prefix=prefix or None)
+        X = dense_float32(adata.X)
+    except Exception as exc:  # a malformed .mtx or .tsv raises ValueError, KeyError, EOFError, ...
+        raise UserError(f"{directory}: not a readable 10x Genomics matrix ({_one_line(exc)})") from None
+    genes_file = prefix + _TENX_LAYOUTS[layout][1]
+    provenance = {"format": "10x", "layout": layout, "orientation": "barcodes (cells) as samples, genes as columns",
+                  "gene_ids": f"first column of {_TENX_LAYOUTS[layout][1]}; Gene Expression features only",
+                  "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
+    note = (f"10x Genomics matrix ({layout}{', prefix ' + repr(prefix) if prefix else ''}): barcodes as samples, "
+            f"genes named by {genes_file}'s first column (ids are unique; symbols may repeat)")
+    return Dataset(X=X, genes=[str(g) for g in adata.var_names], samples=[str(s) for s in adata.obs_names],
                    provenance=provenance), note
 
 

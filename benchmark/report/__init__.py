@@ -11,7 +11,8 @@ and writes
   datasets, with the mean rank; see `benchmark.report.leaderboard`), then per dataset and
   task the metrics table (CV mean ± std over the scored folds, and held-out), the scaled
   metrics beside the seed's reported figures, every other architecture against the best
-  baseline (corrected resampled t-test over the scored folds, per-gene win rate), the
+  baseline (corrected resampled t-test over the scored folds, with p-values Holm-adjusted
+  over the architectures of that dataset and task, per-gene win rate), the
   scores scaled between the controls, and figures;
 - `reports/summary.json`: the same numbers, sorted keys, byte-identical on rerun:
   `{"leaderboard": {task: [row, ...]}, "datasets": {dataset: {task: {...}}},
@@ -140,7 +141,11 @@ def _held_out_wide(config: Config, task: str, result: ArchResult, predictions, d
 
 
 def _versus(config: Config, results: TaskResults) -> dict[str, dict]:
-    from benchmark.report.statistics import corrected_resampled_ttest, cv_test_train_ratio, per_gene_win_rate
+    """Every other architecture against the best baseline: corrected resampled t-test over the
+    scored folds (raw p, and Holm-adjusted over this (dataset, task)'s architectures) and
+    the held-out per-gene win rate."""
+    from benchmark.report.statistics import (corrected_resampled_ttest, cv_test_train_ratio, holm_adjusted,
+                                             per_gene_win_rate)
 
     baseline_name = results.best_baseline
     if baseline_name is None:
@@ -163,6 +168,10 @@ def _versus(config: Config, results: TaskResults) -> dict[str, dict]:
             "folds": test.folds, "test_train_ratio": test.test_train_ratio,
             "win_rate": wins.rate, "wins": wins.wins, "genes": wins.genes,
         }
+    # One family per (dataset, task): the architectures tested against the same baseline.
+    adjusted = holm_adjusted({arch: entry["p_value"] for arch, entry in out.items()})
+    for arch, entry in out.items():
+        entry["p_value_holm"] = adjusted[arch]
     return out
 
 

@@ -81,15 +81,22 @@ def _scaled_table(task: dict, seed: dict) -> list[str]:
 
 def _versus_table(task: dict) -> list[str]:
     header = ["architecture", "CV RMSE difference (model − baseline)", "t", "df", "p (two-sided)",
-              "held-out per-gene win rate"]
+              "p (Holm)", "held-out per-gene win rate"]
     rows = []
     for arch in ARCHS:
         c = task["versus_best_baseline"].get(arch)
         if c is None:
             continue
         rows.append([f"`{arch}`", f"{c['mean_difference']:+.4f}", _num(c["t"], ".2f"), str(c["df"]),
-                     _num(c["p_value"], ".3g"), f"{c['win_rate']:.2f} ({c['wins']}/{c['genes']})"])
+                     _num(c["p_value"], ".3g"), _num(c.get("p_value_holm"), ".3g"),
+                     f"{c['win_rate']:.2f} ({c['wins']}/{c['genes']})"])
     return _table(header, rows)
+
+
+def _tested(task: dict) -> str:
+    """'N architectures whose test is defined', for the Holm sentence."""
+    n = sum(c["p_value"] is not None for c in task["versus_best_baseline"].values())
+    return f"{n} architecture{'s' * (n != 1)} whose test is defined"
 
 
 def _role_name(arch: str, role: str) -> str:
@@ -187,8 +194,11 @@ def _versus(task: dict) -> list[str]:
         "Bengio, 2003) over the paired folds: t = mean(d) / sqrt((1/k + n_test/n_train) · var(d)), df = k − 1"
         + (f", with n_test/n_train = {ratio:.4f} from the fold sizes" if ratio is not None else "")
         + "; it widens the plain paired t-test, which ignores that the folds' training sets overlap. "
-        f"{DASH} means the per-fold differences do not vary, so t is undefined. The p-values are not "
-        "adjusted for the several models compared.",
+        f"{DASH} means the per-fold differences do not vary, so t is undefined. p (Holm) adjusts p for the "
+        f"{_tested(task)} compared with the same baseline in this task (Holm's step-down method: calling "
+        "every p (Holm) < α a difference keeps the chance of any false call among them at most α); an undefined "
+        "p is not counted. Read p (Holm) to ask whether any architecture differs from the baseline, p for one "
+        "chosen in advance.",
         "",
         "Win rate: the fraction of target genes where the model's held-out per-gene RMSE is lower than "
         "the baseline's (the figure D-GEX reports against linear regression)."
@@ -242,7 +252,9 @@ def render(summary: dict, datasets: Optional[list[str]] = None) -> str:
         "`reports/summary.json`. Datasets: " + ", ".join(f"`{d}`" for d in datasets) + ". CV: mean ± standard "
         "deviation (ddof=1) over the scored development folds, every architecture on the same folds. Test: "
         "refitted on all development samples, scored once on the held-out split. RMSE, MAE and MSE pool all "
-        "target genes; R² and Pearson r are means over genes; "
+        "target genes; R² is the mean over genes; Pearson r is the mean over the genes where it is defined (a "
+        "gene whose prediction or observed values are constant on the scored samples has no r and is left out of "
+        "the mean, not counted as 0; the metrics count such genes as `pearson_undefined`); "
         f"{DASH} marks a value that is undefined (Pearson r of a constant prediction, such as the mean baseline's).",
         "",
         *_leaderboard(summary, datasets),

@@ -1,10 +1,11 @@
-"""Paired comparison of a model against a baseline: over CV folds and over held-out genes."""
+"""Paired comparison of a model against a baseline: over CV folds and over held-out genes,
+and the Holm adjustment of the p-values of several models compared with the same baseline."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -76,3 +77,22 @@ def per_gene_win_rate(model_rmse: pd.Series, baseline_rmse: pd.Series) -> WinRat
     """`model_rmse`, `baseline_rmse`: per-gene held-out RMSE indexed by gene id (same genes)."""
     joined = pd.concat({"model": model_rmse, "baseline": baseline_rmse}, axis=1, join="inner")
     return WinRate(wins=int((joined["model"] < joined["baseline"]).sum()), genes=int(len(joined)))
+
+
+def holm_adjusted(p_values: Mapping[str, Optional[float]]) -> dict[str, Optional[float]]:
+    """Holm's step-down adjustment (Holm 1979) of one family of p-values, by the same keys.
+
+    `p_values`: e.g. architecture -> raw p of its test against the best baseline, for one
+    (dataset, task). Sorted ascending, the i-th of m defined p-values (i from 0) becomes
+    max over j <= i of min(1, (m - j) * p_(j)), which bounds the family-wise error rate
+    without assuming the tests independent. A None p (undefined test) stays None and is
+    not counted in m: a test that could not be run cannot produce a false positive.
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    defined = {key: float(p) for key, p in p_values.items() if p is not None}
+    adjusted: dict[str, Optional[float]] = {key: None for key in p_values}
+    if defined:
+        _, corrected, _, _ = multipletests(list(defined.values()), method="holm")
+        adjusted.update({key: float(p) for key, p in zip(defined, corrected)})
+    return adjusted

@@ -133,14 +133,16 @@ def test_importing_a_dataset_stales_only_its_stages_and_the_report(clone):
     try:
         _run(["genebench", "data", "import", "extra.csv", "--name", "extra"], clone)
         assert "extra" in yaml.safe_load((clone / "params.yaml").read_text())["datasets"]
-        dry = _run(["dvc", "repro", "--dry"], clone)
-        assert _ran_stages(dry.stdout) == _stages("extra") | {"compare", "promote"}, dry.stdout
+        # `dvc status`, not `dvc repro --dry`: a dry run cannot plan run@extra-* (DVC 3.67
+        # fails hashing artifacts/prepared/extra, which only prepare@extra will write).
+        status = _run(["dvc", "status", "--json"], clone)
+        assert set(json.loads(status.stdout)) == _stages("extra") | {"compare", "promote"}, status.stdout
     finally:
         for name, text in saved.items():
             (clone / name).write_text(text)
         shutil.rmtree(clone / "data" / "extra", ignore_errors=True)
         (clone / "extra.csv").unlink()
-    assert _ran_stages(_run(["dvc", "repro", "--dry"], clone).stdout) == set()
+    assert json.loads(_run(["dvc", "status", "--json"], clone).stdout) == {}
 
 
 def test_an_experiment_registers_only_a_challenger(clone):

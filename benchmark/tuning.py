@@ -790,6 +790,9 @@ class _ProcessPool:
         try:
             kind, worker, payload = self.results.get(timeout=timeout)
         except queue.Empty:
+            # On Ctrl-C or SIGTERM to the process group the workers stop too, and may exit
+            # before this poll ends: that is the requested stop, not a crash.
+            _check_stop()
             for w, proc in enumerate(self.procs):
                 if proc.exitcode is not None:
                     self._fail_current(w)

@@ -26,8 +26,13 @@ place, `metrics/<dataset>/<task>/<arch>.json`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import signal
+import socket
+import threading
 import time
 from typing import Any, Optional
 
@@ -44,6 +49,8 @@ from benchmark.paths import evaluation_dir, metrics_file, tuning_result
 
 ALL_METRICS = METRICS + SCALED_METRICS
 RUN_NAME = "evaluate-{arch}"
+OWNER_HOST_TAG = "genebench.host"
+OWNER_PID_TAG = "genebench.pid"
 # training.* keys logged with every run (the rest of the section is in params.yaml too)
 _TRAINING_PARAMS = ("max_epochs", "batch_size", "learning_rate", "patience", "validation_fraction", "seed")
 
@@ -161,13 +168,12 @@ def _log_metrics(prefix: str, values: dict[str, Optional[float]], step: Optional
     return {f"undefined.{prefix}{k}": "null" for k, v in values.items() if v is None}
 
 
-def evaluate(config: Config, task: str, arch: str) -> dict:
-    """Run the evaluate stage for one task and architecture; returns the metrics document."""
-    from benchmark.training import fit_fold, make_regressor
+def _fit_and_score(config: Config, arch: str, hp: dict, data: TaskData):
+    """CV over the scored folds, then the refit and its held-out predictions.
 
-    started = time.monotonic()
-    hp, source = resolve_params(config, task, arch)
-    data = load_task(config, task, held_out=True)
+    Returns `(regressor, fold_metrics, fold_rows, fold_gene_frames, test_pred)`.
+    """
+    from benchmark.training import fit_fold, make_regressor
 
     # One Regressor refitted on every fold and then on all development samples: each fit
     # starts from the same initial state, and a deep model is built and traced once.
@@ -182,28 +188,103 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
                           **_scalar_metrics(metrics), "pearson_undefined": metrics["pearson_undefined"],
                           "epochs_trained": regressor.epochs_trained})
         fold_gene_frames.append(_per_gene_frame(data.target_genes, metrics).assign(fold=fold))
-
     regressor.fit(data.X_dev, data.Y_dev)
     test_pred = np.asarray(regressor.predict(data.X_test), dtype=np.float64)
-    test_full = regression_metrics(data.Y_test, test_pred, *_ranges(data.Y_dev))
-    test = _scalar_metrics(test_full)
-    cv = _cv_summary(fold_metrics)
-    attention = regressor.attention(data.X_test)
+    return regressor, fold_metrics, fold_rows, fold_gene_frames, test_pred
 
+
+def _owner() -> dict[str, str]:
+    """Tags naming the process that owns an evaluation run (see `_end_abandoned_runs`)."""
+    return {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
+
+
+def _process_gone(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
+def _end_abandoned_runs(experiment: str, arch: str) -> list[str]:
+    """End as KILLED this key's evaluation runs left RUNNING by a process of this host that
+    is gone (a SIGKILL, a power cut): the runs table then shows what really happened."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    query = (f"attributes.status = 'RUNNING' and attributes.run_name = '{RUN_NAME.format(arch=arch)}' "
+             f"and tags.`{OWNER_HOST_TAG}` = '{socket.gethostname()}'")
+    ended = []
+    for run in client.search_runs([experiment], filter_string=query, max_results=200):
+        if _process_gone(run.data.tags.get(OWNER_PID_TAG, "")):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+    return ended
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt for the block (main thread only), so a terminated
+    evaluate ends its MLflow run as KILLED rather than leaving it RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def evaluate(config: Config, task: str, arch: str) -> dict:
+    """Run the evaluate stage for one task and architecture; returns the metrics document.
+
+    The MLflow run spans the whole evaluation (its duration is the work's), records the
+    dataset as its input, and ends FAILED on an error or KILLED on Ctrl-C or SIGTERM.
+    """
     import mlflow
 
     from benchmark import tracking
 
+    started = time.monotonic()
+    hp, source = resolve_params(config, task, arch)
+    data = load_task(config, task, held_out=True)
     tracking.configure(config)
     experiment = tracking.experiment_id(config, task)
-    tags = tracking.standard_tags(config, task, arch, data)
-    tags["params_source"] = source
+    _end_abandoned_runs(experiment, arch)
+    tags = {**tracking.standard_tags(config, task, arch, data), "params_source": source, **_owner()}
+    with _sigterm_interrupts(), mlflow.start_run(experiment_id=experiment, run_name=RUN_NAME.format(arch=arch),
+                                                 tags=tags) as run:
+        try:
+            return _evaluate_in_run(config, task, arch, hp, source, data, experiment, run.info.run_id, started)
+        except KeyboardInterrupt:
+            mlflow.end_run(status="KILLED")
+            raise
+
+
+def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str, data: TaskData,
+                     experiment: str, run_id: str, started: float) -> dict:
+    import mlflow
+
+    from benchmark import tracking
+
+    mlflow.log_params(_mlflow_params(config, arch, hp, source, data))
+    # The runs table's Dataset column: the dataset's name, its data version as digest.
+    mlflow.log_input(mlflow.data.from_numpy(data.X_dev, targets=data.Y_dev, name=data.dataset,
+                                            digest=data.data_version[:8]), context="training")
+    regressor, fold_metrics, fold_rows, fold_gene_frames, test_pred = _fit_and_score(config, arch, hp, data)
+    test_full = regression_metrics(data.Y_test, test_pred, *_ranges(data.Y_dev))
+    test = _scalar_metrics(test_full)
+    cv = _cv_summary(fold_metrics)
+    attention = regressor.attention(data.X_test)
     out_dir = evaluation_dir(config, task, arch)
-    with atomic_dir(out_dir) as tmp, mlflow.start_run(
-        experiment_id=experiment, run_name=RUN_NAME.format(arch=arch), tags=tags
-    ) as run:
-        run_id = run.info.run_id
-        mlflow.log_params(_mlflow_params(config, arch, hp, source, data))
+    with atomic_dir(out_dir) as tmp:
         for row in fold_rows:  # a fold's undefined metric is a blank in folds.csv
             _log_metrics("fold_", {k: row[k] for k in ALL_METRICS}, step=row["fold"])
         undefined = {}

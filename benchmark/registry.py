@@ -40,6 +40,7 @@ from benchmark.config import Config
 from benchmark.errors import UserError
 from benchmark.outputs import write_json
 from benchmark.paths import evaluation_dir, metrics_file, reports_dir
+from benchmark.tracking import MODEL_NAME
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -143,13 +144,15 @@ def _register(client, name: str, model_uri: str, run) -> tuple[Any, bool]:
     existing = client.search_model_versions(f"name='{name}' and run_id='{run.info.run_id}'")
     if existing:
         return min(existing, key=lambda v: int(v.version)), False
-    # Registered from the logged model (models:/<model_id>) but linked to its run, so a
-    # second promote of the same run finds this version instead of adding one.
-    logged = model_uri.removeprefix("models:/")
-    model_id = logged if model_uri.startswith("models:/m-") and "/" not in logged else None
-    version = client.create_model_version(name, source=model_uri, run_id=run.info.run_id, tags=_version_tags(run),
-                                          model_id=model_id)
-    return version, True
+    import mlflow
+
+    # mlflow.register_model, unlike create_model_version, also records the version on the
+    # logged model (the UI's "Registered models" of the model page). The runs:/ form
+    # resolves to the run's logged model and keeps the run id on the version, so a second
+    # promote of the same run finds this version instead of adding one.
+    uri = f"runs:/{run.info.run_id}/{MODEL_NAME}" if model_uri.startswith("models:/m-") else model_uri
+    version = mlflow.register_model(uri, name, tags=_version_tags(run))
+    return client.get_model_version(name, version.version), True
 
 
 def _alias_version(client, name: str, alias: str):

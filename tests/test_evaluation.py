@@ -154,3 +154,69 @@ def test_a_failed_evaluate_keeps_the_previous_result(evaluated):
     assert result.rc == 2
     assert result.stderr_lines == ["genebench: error: " + str(tuning) + ": best_params: 'lambda' is not a hyperparameter of models.ridge"]
     assert (evaluated.root / "metrics" / "toy" / "single" / "ridge.json").read_bytes() == before
+
+
+def test_run_names_its_dataset_as_an_input_and_spans_the_fitting(evaluated, client):
+    doc = evaluated.metrics("single", "attention_lstm")
+    run = client.get_run(doc["mlflow_run_id"])
+    inputs = run.inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("toy", run.data.tags["data_version"][:8])]
+    assert [t.value for i in inputs for t in i.tags if t.key == "mlflow.data.context"] == ["training"]
+    seconds = (run.info.end_time - run.info.start_time) / 1000
+    assert seconds >= run.data.metrics["fit_seconds"] > 0
+
+
+def _slow_project(project):
+    from mlflow_project import write_linear_dataset
+
+    project.set_params({"task": {"top_k": 3}, "split": {"test_size": 0.25, "folds": 3, "seed": 1},
+                        "training": {"max_epochs": 5000, "patience": 5000, "batch_size": 8},
+                        "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "slow"}})
+    write_linear_dataset(project.data_dir)
+    assert project.run("prepare").rc == 0
+    return mlflow.MlflowClient(f"sqlite:///{project.root / 'mlflow.db'}")
+
+
+def _runs(client, status=None):
+    experiment = client.get_experiment_by_name("slow-toy-single")
+    if experiment is None:
+        return []
+    runs = client.search_runs([experiment.experiment_id])
+    return [r for r in runs if status is None or r.info.status == status]
+
+
+def test_a_terminated_evaluate_ends_its_run_killed_and_a_dead_ones_run_is_ended_next_time(project):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import cli_env
+
+    client = _slow_project(project)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmark", "evaluate", "--task", "single", "--arch", "dnn"],
+                            cwd=project.root, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _runs(client, "RUNNING") and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the fitting now
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert [r.info.status for r in _runs(client)] == ["KILLED"]
+
+    # A run whose process died without a word (SIGKILL) is ended by the next evaluate of the key.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    experiment = client.get_experiment_by_name("slow-toy-single").experiment_id
+    import socket
+
+    orphan = client.create_run(experiment, run_name="evaluate-mean", tags={"arch": "mean", "genebench.host": socket.gethostname(),
+                                                 "genebench.pid": dead.stdout.strip()}).info.run_id
+    assert project.run("evaluate", "--task", "single", "--arch", "mean").rc == 0
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert os.environ.get("MLFLOW_TRACKING_URI") is None

@@ -57,6 +57,10 @@ def test_first_candidate_becomes_champion(evaluated, client):
     assert float(version.tags["test_rmse"]) == metrics["test"]["rmse"]
     assert len(version.tags["git_commit"]) == 40
     assert version.tags["decision"] == "promoted"
+    # The logged model knows it is registered (the UI's "Registered models" on its page).
+    model_id = evaluated.run_record("single", "ridge")["model_id"]
+    assert version.source == f"models:/{model_id}"
+    assert json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"]) == [{"name": NAME, "version": 1}]
 
 
 def test_promoting_the_same_run_twice_adds_no_version(evaluated, client):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import re
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from benchmark import ARCHS, TASKS
@@ -117,12 +119,22 @@ def _cmd_promote(args) -> int:
 
 
 def _cmd_ui(args) -> int:
+    """`mlflow ui` on 127.0.0.1 over the project's store.
+
+    The store URI goes to MLflow through the environment (`MLFLOW_BACKEND_STORE_URI`,
+    which `mlflow ui`/`mlflow server` read for `--backend-store-uri`), not argv, where
+    any user on the machine could read a database password in the process list; the
+    printed line masks it.
+    """
+    from benchmark.config import mask_url
+
     config = _config(args)
+    uri = config.tracking_uri
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    argv = [mlflow_bin, "ui", "--backend-store-uri", config.tracking_uri,
-            "--host", "127.0.0.1", "--port", str(args.port)]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} over {config.tracking_uri}", flush=True)
-    os.execv(argv[0], argv)
+    argv = [mlflow_bin, "ui", "--host", "127.0.0.1", "--port", str(args.port)]
+    env = dict(os.environ, MLFLOW_BACKEND_STORE_URI=uri, MLFLOW_TRACKING_URI=uri)
+    print(f"MLflow UI on http://127.0.0.1:{args.port} over {mask_url(uri)}", flush=True)
+    os.execve(argv[0], argv, env)
     return 1  # pragma: no cover
 
 
@@ -206,7 +218,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# MLflow warns about `predict` without type hints each time the pyfunc's class is defined
+# (logging and loading the model); its signature is the pyfunc's contract.
+_NOISE = re.compile(r"Add type hints to the `predict` method")
+
+
+def _quiet_libraries() -> None:
+    """Library chatter a user need not see, silenced before anything imports the libraries.
+
+    - MLflow's "Add type hints to the `predict` method" UserWarning. A filter alone does
+      not hold: MLflow emits it under its own `simplefilter("once", UserWarning)`, which
+      goes before ours, so the display hook (`warnings.showwarning`) drops it too.
+    - TensorFlow's C++ INFO and WARNING lines (`TF_CPP_MIN_LOG_LEVEL=2`, unless the user
+      set it; spawned tune workers inherit it). TensorFlow 2.21 still prints "All log
+      messages before absl::InitializeLog() is called are written to STDERR" and a few
+      start-up lines: absl writes them while its libraries load, whatever the setting.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", message=".*" + _NOISE.pattern)
+    show = warnings.showwarning
+    if getattr(show, "_genebench_quiet", False):
+        return
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if not _NOISE.search(str(message)):
+            show(message, category, filename, lineno, file, line)
+
+    showwarning._genebench_quiet = True
+    warnings.showwarning = showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
     args = build_parser().parse_args(argv)
     for flag in ("trials", "workers", "samples", "genes"):
         value = getattr(args, flag, None)

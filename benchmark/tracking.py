@@ -75,17 +75,46 @@ def experiment_name(config: Config, task: str) -> str:
     return f"{config.params.mlflow.experiment}-{config.dataset}-{task}"
 
 
+NOTE_TAG = "mlflow.note.content"  # the experiment's description in the MLflow UI
+LEADERBOARD_SUFFIX = "leaderboard"  # `<mlflow.experiment>-leaderboard`: compare's summary run
+
+
+def experiment_description(config: Config, task: str) -> str:
+    """One line on what the (dataset, task) experiment holds (set once: no values that params change)."""
+    what = ("the task.top_k most variable genes" if task == "multi"
+            else "one gene (task.single_gene, else the most variable)")
+    return (f"genebench on dataset {config.dataset}, task {task}: predict {what} from the others. "
+            f"Per architecture one Optuna study run (its trials as child runs) and one evaluate run "
+            f"(cv_* and test_* metrics, per-fold metrics, the logged pyfunc model).")
+
+
+def leaderboard_description(config: Config) -> str:
+    """One line on what the leaderboard experiment holds."""
+    return ("genebench compare runs: one per `genebench compare` (dvc repro), holding the leaderboard "
+            "across datasets, tasks and architectures as a table, the report, summary and figures, "
+            "and a few headline metrics.")
+
+
 def experiment_id(config: Config, task: str) -> str:
     """Id of the (dataset, task) experiment `<mlflow.experiment>-<dataset>-<task>`, created on first use."""
-    return named_experiment_id(config, experiment_name(config, task))
+    return named_experiment_id(config, experiment_name(config, task), experiment_description(config, task))
 
 
-def named_experiment_id(config: Config, name: str) -> str:
+def named_experiment_id(config: Config, name: str, description: str | None = None) -> str:
     """Id of the experiment `name`, created on first use.
 
     A local store gets `<root>/mlruns` (a file URI) as artifact location; an experiment
-    deleted in the UI is restored rather than shadowing the name.
+    deleted in the UI is restored rather than shadowing the name. `description` (one
+    line; default: the leaderboard's for `<mlflow.experiment>-leaderboard`, else a
+    generic one) becomes the experiment's `mlflow.note.content`, the description the
+    MLflow UI shows; an experiment without one (created by an older version) gets it too,
+    while a description someone wrote in the UI is kept.
     """
+    if description is None:
+        if name == f"{config.params.mlflow.experiment}-{LEADERBOARD_SUFFIX}":
+            description = leaderboard_description(config)
+        else:
+            description = f"genebench runs ({name})."
     client = mlflow.MlflowClient(config.tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -93,13 +122,15 @@ def named_experiment_id(config: Config, name: str) -> str:
         if _is_local_store(config.tracking_uri):
             location = (config.root / "mlruns").resolve().as_uri()
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags={NOTE_TAG: description})
         except MlflowException as exc:  # another process created it first
             if exc.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc):
                 raise
             experiment = client.get_experiment_by_name(name)
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    if not experiment.tags.get(NOTE_TAG):
+        client.set_experiment_tag(experiment.experiment_id, NOTE_TAG, description)
     return experiment.experiment_id
 
 

@@ -50,6 +50,10 @@ _TF_READY = False
 def _import_keras():
     """Import and set up TensorFlow and Keras (only deep architectures get here)."""
     global _TF_READY
+    # TensorFlow's C++ INFO/WARNING lines, read when it loads; a user's own setting wins.
+    # (The absl "All log messages before absl::InitializeLog()" line is written before
+    # this is read, in TensorFlow 2.21: no setting silences it.)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     import keras
 

@@ -38,7 +38,10 @@
 - MLflow: one parent run per study (tag `genebench.study_name`), each trial a child run
   (`mlflow.start_run(parent_run_id=...)`) with its params, per-epoch `val_loss`, fold
   RMSEs, `value` and a `genebench.trial_state` tag; the parent carries best params, best
-  value, trial counts and Optuna's optimisation-history and importance plots.
+  value, trial counts, `git_commit`/`git_dirty` and Optuna's optimisation-history and
+  importance plots. Parameter names follow evaluate's runs: `hp.<name>` for a
+  hyperparameter, `training.<key>`, `tuning.<key>`. Each Optuna trial carries its child
+  run's id (user attr `mlflow_run_id`) and the study names its objective (`rmse`).
 - Output: `artifacts/tuning/<dataset>/<task>/<arch>.json` (written atomically).
 """
 
@@ -73,6 +76,8 @@ STUDY_TAG = "genebench.study_name"
 # (user attr) that its parent run repeats, so their MLflow runs never mix.
 STUDY_UID = "genebench.study_uid"
 TRIAL_TAG = "genebench.trial_number"
+RUN_ID_ATTR = "mlflow_run_id"  # trial user attr: the trial's MLflow child run
+METRIC_NAMES = ["rmse"]  # the objective, named for optuna-dashboard (mean validation RMSE)
 STATE_TAG = "genebench.trial_state"
 # Deep models may tune these two without a default: they fall back to `training.*`.
 TRAINING_HYPERPARAMETERS = ("learning_rate", "batch_size")
@@ -454,6 +459,8 @@ class TrialRunner:
         trial = optuna.trial.Trial(self.study, trial_id)
         _claim(self.storage, trial_id, self.worker)
         run = _start_child_run(self.spec, trial)
+        if run is not None:
+            trial.set_user_attr(RUN_ID_ATTR, run)
         curve: list[tuple[int, float]] = []
         fold_rmse: list[float] = []
         outcome = Outcome(trial.number, "FAIL")
@@ -507,6 +514,8 @@ def _parent_run(config: Config, experiment: str, name: str, uid: str, task: str,
     import mlflow
     from mlflow.entities import Param, RunTag
 
+    from benchmark.tracking import git_commit, git_dirty
+
     client = mlflow.MlflowClient()
     query = f"tags.`{STUDY_TAG}` = '{name}' and tags.`{STUDY_UID}` = '{uid}'"
 
@@ -519,14 +528,8 @@ def _parent_run(config: Config, experiment: str, name: str, uid: str, task: str,
         run = client.create_run(experiment, run_name=name, tags={
             STUDY_TAG: name, STUDY_UID: uid, "dataset": str(config.dataset), "task": task, "arch": arch,
             "data_version": data_version})
-        client.log_batch(run.info.run_id, params=[
-            Param("dataset", str(config.dataset)), Param("task", task), Param("arch", arch), Param("study_name", name),
-            Param("data_version", data_version),
-            Param("tuning_folds", str(config.params.tuning.folds)),
-            Param("max_epochs", str(config.params.training.max_epochs)),
-            Param("search_space", json.dumps({k: v.model_dump(exclude_none=True) for k, v in space.items()},
-                                             sort_keys=True)[:6000]),
-        ])
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in _parent_params(
+            config, name, task, arch, space, data_version).items()])
         runs = find()
         # Two machines joining at once may both create one: the earliest wins.
         for extra in runs[1:]:
@@ -534,10 +537,35 @@ def _parent_run(config: Config, experiment: str, name: str, uid: str, task: str,
                 client.delete_run(extra.info.run_id)
     parent = runs[0].info.run_id
     client.update_run(parent, status="RUNNING")
+    # Like evaluate's runs; a resumed study records the commit of its latest session.
     client.log_batch(parent, tags=[RunTag("storage", mask_url(storage_url)),
                                    RunTag("pruner", config.params.tuning.pruner),
-                                   RunTag("n_trials", str(n_trials))])
+                                   RunTag("n_trials", str(n_trials)),
+                                   RunTag("git_commit", git_commit(config.root)),
+                                   RunTag("git_dirty", git_dirty(config.root))])
     return parent
+
+
+def hp_params(params: dict[str, Any]) -> dict[str, str]:
+    """Hyperparameters as MLflow params, named as evaluate names them (`hp.<name>`)."""
+    return {f"hp.{k}": str(v) for k, v in sorted(params.items())}
+
+
+def _parent_params(config: Config, name: str, task: str, arch: str, space: dict[str, SearchParam],
+                   data_version: str) -> dict[str, str]:
+    """The study parent run's params, named as evaluate's runs name them (`training.<key>`)."""
+    from benchmark.evaluation import _TRAINING_PARAMS
+
+    training = config.params.training
+    # Params are set once per study: only what its name fixes (a session's pruner and
+    # trial budget are tags, updated when the study resumes).
+    params = {"dataset": str(config.dataset), "task": task, "arch": arch, "study_name": name,
+              "data_version": data_version, "tuning.folds": str(config.params.tuning.folds)}
+    # All architectures, as evaluate logs them (only deep models' trials depend on them).
+    params.update({f"training.{k}": str(getattr(training, k)) for k in _TRAINING_PARAMS})
+    params["search_space"] = json.dumps({k: v.model_dump(exclude_none=True) for k, v in space.items()},
+                                        sort_keys=True)[:6000]
+    return params
 
 
 def _start_child_run(spec: StudySpec, trial) -> Optional[str]:
@@ -560,7 +588,7 @@ def _start_child_run(spec: StudySpec, trial) -> Optional[str]:
         tags={TRIAL_TAG: str(trial.number), STATE_TAG: "RUNNING", "task": spec.task, "arch": spec.arch},
     )
     if trial.params:
-        mlflow.log_params(dict(trial.params))
+        mlflow.log_params(hp_params(trial.params))
     return run.info.run_id
 
 
@@ -637,7 +665,7 @@ def _reconcile_children(client, spec: StudySpec, study) -> None:
             run = client.create_run(spec.experiment_id, run_name=f"trial-{trial.number:03d}", tags={
                 "mlflow.parentRunId": spec.parent_run_id, TRIAL_TAG: str(trial.number),
                 "task": spec.task, "arch": spec.arch})
-            client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in trial.params.items()])
+            client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in hp_params(trial.params).items()])
         elif run.info.status != "RUNNING":
             continue
         client.log_batch(run.info.run_id, tags=[RunTag(STATE_TAG, trial.state.name)])
@@ -967,6 +995,8 @@ def _load_study(spec: StudySpec, create: bool = False):
     if create:
         study = optuna.create_study(study_name=spec.study_name, storage=storage, sampler=sampler,
                                     pruner=pruner, direction="minimize", load_if_exists=True)
+        if study.metric_names != METRIC_NAMES:  # also names studies created before it was set
+            study.set_metric_names(METRIC_NAMES)
     else:
         study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler, pruner=pruner)
     return study, storage

@@ -156,3 +156,53 @@ def test_pyfunc_takes_raw_values_and_applies_the_transform_itself(tmp_path):
     table = pd.read_csv(root / "artifacts" / "evaluation" / "toy" / "multi" / "ridge" / "test_predictions.csv", float_precision="round_trip")
     expected = table.pivot(index="sample", columns="gene", values="predicted").loc[raw.index, data.target_genes]
     np.testing.assert_allclose(predicted.to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_experiments_carry_a_one_line_description(tmp_path, monkeypatch):
+    """`mlflow.note.content` (the UI's description): set on creation, added to an older
+    experiment without one, and never overwriting one a user wrote."""
+    from benchmark.config import load_config
+    from mlflow_project import PARAMS
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "datasets": {"toy": {"transform": "none"}}}))
+    config = load_config(tmp_path / "params.yaml", root=tmp_path).for_dataset("toy")
+    client = mlflow.MlflowClient(config.tracking_uri)
+    prefix = config.params.mlflow.experiment
+
+    multi = client.get_experiment(tracking.experiment_id(config, "multi"))
+    note = multi.tags[tracking.NOTE_TAG]
+    assert "\n" not in note and "dataset toy" in note and "task multi" in note and "evaluate run" in note
+    board = client.get_experiment(tracking.named_experiment_id(config, f"{prefix}-leaderboard"))
+    assert "compare" in board.tags[tracking.NOTE_TAG] and "leaderboard" in board.tags[tracking.NOTE_TAG]
+    custom = client.get_experiment(tracking.named_experiment_id(config, f"{prefix}-other", "Scratch runs."))
+    assert custom.tags[tracking.NOTE_TAG] == "Scratch runs."
+
+    older = client.create_experiment(f"{prefix}-toy-single")  # as an earlier version created it
+    assert tracking.experiment_id(config, "single") == older
+    assert "task single" in client.get_experiment(older).tags[tracking.NOTE_TAG]
+    client.set_experiment_tag(older, tracking.NOTE_TAG, "my own words")
+    tracking.experiment_id(config, "single")
+    assert client.get_experiment(older).tags[tracking.NOTE_TAG] == "my own words"
+
+
+def test_the_cli_silences_mlflows_type_hint_warning_and_tensorflows_info_lines():
+    """MLflow warns each time a PythonModel without `predict` type hints is defined (our
+    pyfunc, at log and at load), under its own "once" filter; the CLI's set-up hides it.
+    TF_CPP_MIN_LOG_LEVEL defaults to 2 and a user's own value wins."""
+    define = ("import mlflow.pyfunc\n"
+              "class M(mlflow.pyfunc.PythonModel):\n"
+              "    def predict(self, context, model_input):\n"
+              "        return model_input\n")
+    setup = "import os; from benchmark.cli import _quiet_libraries; _quiet_libraries(); " \
+            "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])\n"
+    env = {k: v for k, v in cli_env().items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    noisy = subprocess.run([sys.executable, "-c", define], env=env, capture_output=True, text=True, timeout=120)
+    assert noisy.returncode == 0 and "Add type hints to the `predict` method" in noisy.stderr  # the source still warns
+    quiet = subprocess.run([sys.executable, "-c", setup + define], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert quiet.returncode == 0 and quiet.stdout.strip() == "2", quiet.stderr
+    assert "type hints" not in quiet.stderr, quiet.stderr
+    own = subprocess.run([sys.executable, "-c", setup], env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"},
+                         capture_output=True, text=True, timeout=120)
+    assert own.stdout.strip() == "0", own.stderr

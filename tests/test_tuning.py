@@ -74,6 +74,9 @@ def make_project(root: Path) -> Path:
     write_dataset(Dataset(X.astype(np.float32), [f"g{i}" for i in range(g)], [f"s{i}" for i in range(n)], {}),
                   root / "data" / "toy")
     write_params(root / "params.yaml")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    for args in (["init", "-q"], ["add", "params.yaml"], ["commit", "-q", "-m", "params"]):
+        subprocess.run(git + args, cwd=root, check=True, capture_output=True)
     result = genebench(root, "prepare")
     assert result.returncode == 0, result.stderr
     return root
@@ -205,6 +208,23 @@ def test_rerun_resumes_the_study_and_a_changed_space_opens_a_new_one(project, mo
     assert {c.data.tags["genebench.trial_state"] for c in children} == {"COMPLETE"}
     assert parent.data.metrics["best_value"] == pytest.approx(saved["best_value"])
     assert parent.data.tags["best.alpha"] == str(saved["best_params"]["alpha"])
+    # Study runs carry the commit like evaluate runs, and every run kind names params alike.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    assert parent.data.tags["git_commit"] == head and parent.data.tags["git_dirty"] == "false"
+    from benchmark.evaluation import _TRAINING_PARAMS
+
+    assert {f"training.{k}" for k in _TRAINING_PARAMS} <= set(parent.data.params)
+    assert parent.data.params["training.max_epochs"] == "3" and parent.data.params["tuning.folds"] == "2"
+    assert not {"max_epochs", "tuning_folds"} & set(parent.data.params)
+    for child in children:
+        assert set(child.data.params) == {"hp.alpha"}
+    # optuna-dashboard: the objective has a name and each trial links its MLflow run.
+    import optuna
+
+    study = optuna.load_study(study_name=saved["study_name"], storage=f"sqlite:///{db}")
+    assert study.metric_names == ["rmse"]
+    by_number = {c.data.tags["genebench.trial_number"]: c.info.run_id for c in children}
+    assert {str(t.number): t.user_attrs["mlflow_run_id"] for t in study.trials} == by_number
     import mlflow
 
     artifacts = {a.path for a in mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}").list_artifacts(
@@ -359,6 +379,15 @@ def test_every_trial_has_one_mlflow_child_run_with_its_state(project, killed_and
     complete = [by_number[t["number"]] for t in after if t["state"] == "COMPLETE"]
     assert all("value" in run.data.metrics and "val_loss" in run.data.metrics for run in complete)
     assert parent.data.metrics["n_pruned"] == saved["n_pruned"]
+    # Each trial that started its run links it (one killed before starting it cannot:
+    # a finished trial's attrs are frozen); the learning rate is logged as hp.*.
+    import optuna
+
+    study = optuna.load_study(study_name=saved["study_name"], storage=f"sqlite:///{killed_and_resumed['db']}")
+    linked = {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials if "mlflow_run_id" in t.user_attrs}
+    assert {t.number for t in study.trials if t.state.name == "COMPLETE"} <= set(linked)
+    assert all(by_number[number].info.run_id == run_id for number, run_id in linked.items())
+    assert all(set(run.data.params) == {"hp.learning_rate"} for run in by_number.values())
 
 
 # -- storage forms ---------------------------------------------------------------------

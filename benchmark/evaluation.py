@@ -52,7 +52,6 @@ RUN_NAME = "evaluate-{arch}"
 OWNER_HOST_TAG = "genebench.host"
 OWNER_PID_TAG = "genebench.pid"
 # training.* keys logged with every run (the rest of the section is in params.yaml too)
-_TRAINING_PARAMS = ("max_epochs", "batch_size", "learning_rate", "patience", "validation_fraction", "seed")
 
 
 def resolve_params(config: Config, task: str, arch: str) -> tuple[dict[str, Any], str]:
@@ -136,9 +135,11 @@ def _attention_tables(regressor, attention: np.ndarray, data: TaskData, pca: boo
 
 
 def _mlflow_params(config: Config, arch: str, hp: dict, source: str, data: TaskData) -> dict[str, Any]:
+    from benchmark.tracking import TRAINING_PARAMS
+
     training = config.params.training
     params = {f"hp.{k}": v for k, v in sorted(hp.items())}
-    params.update({f"training.{k}": getattr(training, k) for k in _TRAINING_PARAMS})
+    params.update({f"training.{k}": getattr(training, k) for k in TRAINING_PARAMS})
     params.update({
         "dataset": data.dataset,
         "arch": arch,

@@ -554,7 +554,7 @@ def hp_params(params: dict[str, Any]) -> dict[str, str]:
 def _parent_params(config: Config, name: str, task: str, arch: str, space: dict[str, SearchParam],
                    data_version: str) -> dict[str, str]:
     """The study parent run's params, named as evaluate's runs name them (`training.<key>`)."""
-    from benchmark.evaluation import _TRAINING_PARAMS
+    from benchmark.tracking import TRAINING_PARAMS
 
     training = config.params.training
     # Params are set once per study: only what its name fixes (a session's pruner and
@@ -562,7 +562,7 @@ def _parent_params(config: Config, name: str, task: str, arch: str, space: dict[
     params = {"dataset": str(config.dataset), "task": task, "arch": arch, "study_name": name,
               "data_version": data_version, "tuning.folds": str(config.params.tuning.folds)}
     # All architectures, as evaluate logs them (only deep models' trials depend on them).
-    params.update({f"training.{k}": str(getattr(training, k)) for k in _TRAINING_PARAMS})
+    params.update({f"training.{k}": str(getattr(training, k)) for k in TRAINING_PARAMS})
     params["search_space"] = json.dumps({k: v.model_dump(exclude_none=True) for k, v in space.items()},
                                         sort_keys=True)[:6000]
     return params

@@ -13,6 +13,7 @@ Files (all written deterministically and atomically, as one directory swap):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -114,3 +115,44 @@ def load_dataset(directory: str | Path, mmap: bool = True) -> Dataset:
             raise UserError(f"{directory}: {TRUTH_FILE} is {truth.shape[0]} x {truth.shape[1]} "
                             f"but {MATRIX_FILE} is {X.shape[0]} x {X.shape[1]}")
     return Dataset(X=X, genes=genes, samples=samples, provenance=provenance, truth=truth)
+
+
+# -- versions: the md5s DVC records ----------------------------------------------------
+
+
+def dvc_dir_md5(files: dict[str, bytes]) -> str:
+    """The md5 DVC 3 records for a directory holding exactly `files` (relpath -> bytes).
+
+    Relpaths may name sub-directories (`pbmc68k/expression.npy`). Uses dvc-data's own
+    tree digest (a `.dir` object: the sorted JSON list of per-file md5 and relpath), so
+    the value is the one `dvc add` / `dvc commit` would write.
+    """
+    return _tree_md5({name: (len(data), hashlib.md5(data).hexdigest()) for name, data in files.items()})
+
+
+def _tree_md5(entries: dict[str, tuple[int, str]]) -> str:
+    """DVC's `.dir` md5 over `entries`: relpath -> (size in bytes, md5 hex of the content)."""
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.meta import Meta
+    from dvc_data.hashfile.tree import Tree
+
+    tree = Tree()
+    for name, (size, md5) in entries.items():
+        tree.add(tuple(name.split("/")), Meta(size=size), HashInfo("md5", md5))
+    tree.digest()
+    return tree.hash_info.value
+
+
+def dvc_tree_md5(directory: str | Path) -> str:
+    """DVC's md5 of `directory` as it is on disk (files streamed, so any size will do)."""
+    directory = Path(directory)
+    entries = {}
+    for path in sorted(directory.rglob("*")):
+        if not path.is_file() or {".git", ".dvc"} & set(path.relative_to(directory).parts):
+            continue
+        digest = hashlib.md5()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+        entries[path.relative_to(directory).as_posix()] = (path.stat().st_size, digest.hexdigest())
+    return _tree_md5(entries)

@@ -8,7 +8,6 @@ root, so the venv's DVC is the one used whatever PATH says.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from benchmark.config import Config
-from benchmark.data.canonical import Dataset, canonical_bytes, write_dataset
+from benchmark.data.canonical import Dataset, canonical_bytes, dvc_dir_md5, dvc_tree_md5, write_dataset
 from benchmark.data.readers import read_matrix
 from benchmark.data.validation import check_dataset
 from benchmark.errors import UserError
@@ -29,29 +28,6 @@ def dvc_pointer(config: Config) -> Path:
     """The .dvc file that tracks the data directory (`data.dvc` for `data.dir: data`)."""
     data_root = config.data_root
     return data_root.with_name(data_root.name + ".dvc")
-
-
-def dvc_dir_md5(files: dict[str, bytes]) -> str:
-    """The md5 DVC 3 records for a directory holding exactly `files` (relpath -> bytes).
-
-    Relpaths may name sub-directories (`pbmc68k/expression.npy`). Uses dvc-data's own
-    tree digest (a `.dir` object: the sorted JSON list of per-file md5 and relpath), so
-    the value is the one `dvc add` / `dvc commit` would write.
-    """
-    return _tree_md5({name: (len(data), hashlib.md5(data).hexdigest()) for name, data in files.items()})
-
-
-def _tree_md5(entries: dict[str, tuple[int, str]]) -> str:
-    """DVC's `.dir` md5 over `entries`: relpath -> (size in bytes, md5 hex of the content)."""
-    from dvc_data.hashfile.hash_info import HashInfo
-    from dvc_data.hashfile.meta import Meta
-    from dvc_data.hashfile.tree import Tree
-
-    tree = Tree()
-    for name, (size, md5) in entries.items():
-        tree.add(tuple(name.split("/")), Meta(size=size), HashInfo("md5", md5))
-    tree.digest()
-    return tree.hash_info.value
 
 
 def recorded_md5(pointer: Path) -> str | None:
@@ -118,20 +94,6 @@ def _record_bundled_md5s(pointer: Path, md5s: dict[str, str]) -> None:
     content["meta"] = meta
     # DVC writes its files in this layout too, so a later `dvc commit` leaves the text as it is.
     write_text(pointer, yaml.safe_dump(content, sort_keys=False, default_flow_style=False))
-
-
-def _disk_tree_md5(directory: Path) -> str:
-    """DVC's md5 of `directory` as it is on disk (files streamed, so any size will do)."""
-    entries = {}
-    for path in sorted(directory.rglob("*")):
-        if not path.is_file() or {".git", ".dvc"} & set(path.relative_to(directory).parts):
-            continue
-        digest = hashlib.md5()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        entries[path.relative_to(directory).as_posix()] = (path.stat().st_size, digest.hexdigest())
-    return _tree_md5(entries)
 
 
 def bootstrap(config: Config, dataset: str | None = None) -> int:
@@ -206,7 +168,7 @@ def _commit_bundled(config: Config, pointer: Path, data_rel: str, recorded: str 
         print(f"{'created' if recorded is None else 'updated'} {pointer.name}: {data_rel}/ is md5 "
               f"{recorded_md5(pointer)}, in the DVC cache; commit {pointer.name} with git")
         return
-    actual = _disk_tree_md5(config.data_root)
+    actual = dvc_tree_md5(config.data_root)
     if actual == recorded:
         run_dvc(config, "commit", "--force", "--quiet", pointer.name)
         print(f"{data_rel}/ matches {pointer.name} (md5 {recorded}); in the DVC cache")

@@ -16,7 +16,6 @@ Outputs under `artifacts/prepared/<dataset>/` (sorted-key JSON, byte-identical o
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from sklearn.model_selection import KFold, train_test_split
 
 from benchmark import TASKS
 from benchmark.config import Config
-from benchmark.data.canonical import load_dataset
+from benchmark.data.canonical import dvc_tree_md5, load_dataset
 from benchmark.data.validation import apply_transform, check_dataset
 from benchmark.errors import UserError
 from benchmark.outputs import atomic_dir, dumps_json
@@ -39,19 +38,7 @@ def data_version(config: Config) -> str:
     Per dataset, so that adding or re-importing one dataset leaves the others' studies,
     evaluations and champions current. Files are hashed in chunks (memory stays flat).
     """
-    from dvc_data.hashfile.hash_info import HashInfo
-    from dvc_data.hashfile.meta import Meta
-    from dvc_data.hashfile.tree import Tree
-
-    tree = Tree()
-    for path in sorted(p for p in config.data_dir.iterdir() if p.is_file()):
-        digest = hashlib.md5()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 24), b""):
-                digest.update(chunk)
-        tree.add((path.name,), Meta(size=path.stat().st_size), HashInfo("md5", digest.hexdigest()))
-    tree.digest()
-    return str(tree.hash_info.value).removesuffix(".dir")
+    return dvc_tree_md5(config.data_dir).removesuffix(".dir")
 
 
 def _rank_by_variance(X_dev: np.ndarray) -> np.ndarray:

@@ -405,13 +405,12 @@ def _quiet_mlflow() -> None:
 class TrialRunner:
     """Runs trials of one study in this process: objective, pruning, MLflow child run."""
 
-    def __init__(self, spec: StudySpec, study, storage, worker: int = 0, data=None):
-        """`data`: the task's development arrays if the caller has loaded them already."""
+    def __init__(self, spec: StudySpec, study, storage, worker: int = 0):
         from benchmark.data.prepare import load_task
 
         self.spec, self.study, self.storage, self.worker = spec, study, storage, worker
         self.config = spec.config
-        self.data = data if data is not None else load_task(self.config, spec.task)  # development samples only
+        self.data = load_task(self.config, spec.task)  # development samples only
         self.deep = spec.arch in DEEP_ARCHS
         self.max_epochs = self.config.params.training.max_epochs
 
@@ -1064,7 +1063,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
     interrupted = True
     try:
         if complete < n_trials:
-            pool = (_InlinePool(TrialRunner(spec, study, optuna_storage, data=task_data)) if workers == 1
+            pool = (_InlinePool(TrialRunner(spec, study, optuna_storage)) if workers == 1
                     else _ProcessPool(spec, workers, optuna_storage))
             try:
                 with _stop_on_signals():

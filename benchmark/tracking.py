@@ -34,6 +34,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.types import ColSpec, Schema
 
+from benchmark import stores
 from benchmark.config import Config
 from benchmark.data.canonical import load_dataset
 from benchmark.data.prepare import TaskData
@@ -54,10 +55,24 @@ _BASE_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "scipy", "pyd
 _DEEP_REQUIREMENTS = ("tensorflow", "keras")
 
 
+_OPENED: set[str] = set()  # tracking URIs this process has checked and initialised
+
+
 def configure(config: Config) -> str:
-    """Point MLflow (tracking and registry) at the project's store; returns the URI."""
+    """Point MLflow (tracking and registry) at the project's store; returns the URI.
+
+    On first use in a process the store is checked (one line, exit 2, within seconds when
+    it cannot be reached) and its tables are created under `stores.schema_lock`.
+    """
     uri = config.tracking_uri
     user_override = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri not in _OPENED:
+        flag = "MLFLOW_TRACKING_URI" if user_override else "mlflow.tracking_uri"
+        stores.check_tracking_store(uri, flag)
+        if stores.is_database(uri):
+            with stores.schema_lock(uri, flag):
+                mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        _OPENED.add(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     # set_tracking_uri also exports MLFLOW_TRACKING_URI; genebench reads that variable as

@@ -6,42 +6,32 @@
   place (`suggest`). An empty space (`mean`) records that without trials, Optuna or
   TensorFlow.
 - Objective: mean validation RMSE (original target units) over the prepared tuning
-  folds (the first `tuning.folds`), development samples only (`load_task` without
-  `held_out`). evaluate never scores those folds, so no sample tuning validated on is
-  in the reported CV. Deep models report their per-epoch early-stopping loss at step
-  `fold * max_epochs + epoch` to the pruner (`tuning.pruner`: none, median, hyperband).
-- Study name: `<dataset>-<task>-<arch>-d<data version>-s<hash>`, the hash covering
-  everything that changes what a trial's value means (search space, untuned defaults,
-  prepared folds and genes, `tuning.folds`, `features`, `training` for deep models, and
-  the source of the code that trains and scores a model: a code change starts a new
-  study and never returns the old code's results). A rerun resumes the
-  study and tops it up to `n_trials` COMPLETE trials; pruned and failed trials do not
-  count. The result is the best of the study's first `n_trials` complete trials (by
-  trial number), so a smaller `n_trials` gives the answer that budget gave.
-- Coordinator: the parent process alone calls `study.ask()` and samples the parameters;
-  it asks only while `complete + running < n_trials` (running counted over the whole
-  study), so local workers end with exactly `n_trials` complete. Workers (spawned
-  processes for `--workers N > 1`, else the parent itself) run the objective and `tell`.
-  The same command on another machine joins the study; the only overshoot is the race
-  between two machines' count-then-ask, at most `n_trials + workers - 1` in practice.
-- Sampler: TPE with `tuning.n_startup_trials`, a fresh sampler per ask seeded from
-  (`tuning.seed`, worker, trials already in the study).
-- Dead trials: every trial records its owner (`host`, `pid`) in user attrs. On start and
-  while waiting, RUNNING trials whose owner process is gone from this host are failed at
-  once; trials of other hosts fail after `tuning.grace_period` without a heartbeat (RDB:
-  Optuna's heartbeat and `fail_stale_trials`; journal file: a `heartbeat` user attr that
-  this module writes and checks, since Optuna 5 has no journal heartbeat). Host identity
-  is hostname plus kernel boot id: containers sharing one hostname and kernel but not a
-  PID namespace would wrongly fail each other's trials.
-- Interrupts: Ctrl-C or SIGTERM stops the study at the next epoch or trial boundary; the
-  running trials end FAIL, their finished siblings stay, a rerun resumes (exit 130).
+  folds, development samples only; evaluate never scores those folds. Deep models report
+  their per-epoch validation RMSE at step `fold * max_epochs + epoch` to the pruner
+  (`tuning.pruner`: none, median, hyperband), on the objective's scale.
+- Study name: `<dataset>-<task>-<arch>-d<data version>-s<hash>`, the hash covering what
+  changes a trial's meaning (search space, untuned defaults, prepared folds and genes,
+  `features`, `training` for deep models, and the source of the code that trains and
+  scores a model). A rerun resumes the study and tops it up to `n_trials` COMPLETE
+  trials; the result is the best of its first `n_trials` complete trials (by number).
+- Workers: Optuna's own `study.optimize`, in this process (`--workers 1`) or in N
+  spawned processes (fork after TensorFlow loads hangs); the same command on another
+  machine joins the study. Each stops once the study holds `n_trials` complete trials,
+  so up to `workers - 1` extra trials may complete; the result stays budget-exact.
+  Sampler: TPE with `tuning.n_startup_trials`, seeded from (`tuning.seed`, worker,
+  trials already in the study).
+- Dead trials: RDB storage runs Optuna's heartbeat, and `study.optimize` fails trials
+  silent for `tuning.grace_period`. Trials also record their owner (`host`, `pid`): a
+  RUNNING trial whose process is gone from this host is failed at once (`study.tell`).
+  Journal storage has no heartbeat in Optuna 5: there a trial killed on another host
+  stays RUNNING (it never counts as complete).
+- Interrupts: Ctrl-C or SIGTERM stops at the next epoch or trial boundary; running
+  trials end FAIL, finished ones stay, a rerun resumes (exit 130).
 - MLflow: one parent run per study (tag `genebench.study_name`), each trial a child run
-  (`mlflow.start_run(parent_run_id=...)`) with its params, per-epoch `val_loss`, fold
-  RMSEs, `value` and a `genebench.trial_state` tag; the parent carries best params, best
-  value, trial counts, `git_commit`/`git_dirty` and Optuna's optimisation-history and
-  importance plots. Parameter names follow evaluate's runs: `hp.<name>` for a
-  hyperparameter, `training.<key>`, `tuning.<key>`. Each Optuna trial carries its child
-  run's id (user attr `mlflow_run_id`) and the study names its objective (`rmse`).
+  with its `hp.*` params, per-epoch `val_rmse`, fold RMSEs, `value` and a
+  `genebench.trial_state` tag; the parent carries best params and value, trial counts,
+  `git_commit` and Optuna's plots. Each trial carries its run id (user attr
+  `mlflow_run_id`); the study names its objective (`rmse`).
 - Output: `artifacts/tuning/<dataset>/<task>/<arch>.json` (written atomically).
 """
 
@@ -50,18 +40,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
-import queue
 import signal
 import socket
 import sys
 import threading
 import time
-import traceback
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -70,6 +56,7 @@ from benchmark.config import Config, SearchParam, mask_url
 from benchmark.errors import UserError
 from benchmark.outputs import write_json
 from benchmark.paths import prepared_dir, tuning_result
+from benchmark.stores import schema_lock
 
 STUDY_TAG = "genebench.study_name"
 # The same study name in two storages is two studies: each study carries a random id
@@ -82,7 +69,7 @@ STATE_TAG = "genebench.trial_state"
 # Deep models may tune these two without a default: they fall back to `training.*`.
 TRAINING_HYPERPARAMETERS = ("learning_rate", "batch_size")
 MAX_FAILURES_IN_A_ROW = 5
-POLL_S = 1.0
+POLL_S = 0.5
 _CHOICE_TYPES = (type(None), bool, int, float, str)
 
 
@@ -175,7 +162,11 @@ def is_journal(url: str) -> bool:
 
 
 def open_storage(url: str, tuning, flag: str = "tuning.storage"):
-    """RDB storage with heartbeat for an SQLAlchemy URL, else a journal file storage."""
+    """RDB storage with heartbeat for an SQLAlchemy URL, else a journal file storage.
+
+    Schema creation runs under `schema_lock`, so processes starting together on an empty
+    database do not race; an unreachable database or a wrong password is one UserError.
+    """
     import optuna
 
     if is_journal(url):
@@ -186,20 +177,23 @@ def open_storage(url: str, tuning, flag: str = "tuning.storage"):
             raise UserError(f"{flag}: {url} is a directory; a journal storage needs a file path")
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    engine_kwargs = {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite:"):
         # Workers and their heartbeats share one file: wait for its lock, don't fail.
         engine_kwargs = {"connect_args": {"timeout": 120}}
+    elif url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=tuning.heartbeat_interval,
-            grace_period=tuning.grace_period,
-        )
-    except Exception as exc:  # bad URL, missing driver, unreachable server
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{flag}: cannot open Optuna storage {mask_url(url)}: {reason}") from None
+        with schema_lock(url, flag):
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                              heartbeat_interval=tuning.heartbeat_interval,
+                                              grace_period=tuning.grace_period)
+    except UserError:
+        raise
+    except Exception as exc:  # bad URL, missing driver, unreachable server, wrong password
+        from benchmark.stores import reason
+
+        raise UserError(f"{flag}: cannot open Optuna storage {mask_url(url)}: {reason(exc)}") from None
 
 
 def make_pruner(config: Config):
@@ -227,20 +221,12 @@ def make_pruner(config: Config):
     return optuna.pruners.NopPruner()
 
 
-def make_sampler(config: Config, worker: int, n_existing: int):
-    """TPE seeded from (tuning.seed, worker, trials already in the study)."""
-    import numpy as np
-    import optuna
-
-    tuning = config.params.tuning
-    seed = int(np.random.SeedSequence([tuning.seed, worker, n_existing]).generate_state(1)[0])
-    return optuna.samplers.TPESampler(n_startup_trials=tuning.n_startup_trials, seed=seed)
-
-
-# -- trial ownership and stale trials -----------------------------------------------
+# -- one trial -------------------------------------------------------------------------
 
 
 def _host_id() -> str:
+    """Hostname plus kernel boot id: containers sharing both but not a PID namespace would
+    wrongly fail each other's trials."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
     except OSError:
@@ -258,96 +244,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _claim(storage, trial_id: int, worker: int) -> None:
-    """Record this process as the trial's owner (and a first heartbeat)."""
-    storage.set_trial_user_attr(trial_id, "host", _host_id())
-    storage.set_trial_user_attr(trial_id, "pid", os.getpid())
-    storage.set_trial_user_attr(trial_id, "worker", worker)
-    _beat(storage, trial_id)
-
-
-def _beat(storage, trial_id: int) -> None:
-    from optuna.storages import RDBStorage
-    from optuna.storages.journal import JournalStorage
-
-    if isinstance(storage, RDBStorage):
-        storage.record_heartbeat(trial_id)
-    elif isinstance(storage, JournalStorage):
-        storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
-
-
-class _Heartbeat:
-    """Background heartbeat for one running trial (RDB natively, journal via user attr)."""
-
-    def __init__(self, storage, trial_id: int, interval: float):
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                _beat(self._storage, self._trial_id)
-            except Exception:  # the trial may have been finished meanwhile
-                return
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def fail_stale_trials(study, storage, grace_period: float) -> list[int]:
-    """Fail RUNNING trials whose process is dead; returns their numbers.
-
-    Same host: the owner pid no longer exists. Any host: no heartbeat for `grace_period`
-    seconds (RDB through Optuna, journal through the `heartbeat` user attr).
-    """
+def fail_dead_trials(study) -> list[int]:
+    """Fail RUNNING trials whose owner process is gone from this host; Optuna's heartbeat
+    check (RDB) for the rest. Returns the numbers of the trials failed here."""
     import optuna
-    from optuna.storages.journal import JournalStorage
     from optuna.trial import TrialState
 
-    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    if not running:
-        return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        optuna.storages.fail_stale_trials(study)  # RDB heartbeat; a no-op for other storages
-    here, now = _host_id(), time.time()
-    still_running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    failed = sorted(running - {t.number for t in still_running})
-    for trial in still_running:
+        optuna.storages.fail_stale_trials(study)  # RDB heartbeat; a no-op for journal storage
+    here, failed = _host_id(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        dead = attrs.get("host") == here and "pid" in attrs and not _alive(int(attrs["pid"]))
-        silent = (isinstance(storage, JournalStorage) and "heartbeat" in attrs
-                  and now - float(attrs["heartbeat"]) > grace_period)
-        # Asked, then killed before it recorded an owner or a heartbeat.
-        unclaimed = ("host" not in attrs and trial.datetime_start is not None
-                     and (datetime.now() - trial.datetime_start).total_seconds() > grace_period)
-        if dead or silent or unclaimed:
-            try:
-                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-                failed.append(trial.number)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
+        if attrs.get("host") == here and "pid" in attrs and not _alive(int(attrs["pid"])):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed.append(trial.number)
     return failed
-
-
-# -- running one trial ---------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What a finished trial reports back to the coordinator."""
-
-    number: int
-    state: str  # COMPLETE, PRUNED or FAIL
-    value: Optional[float] = None
-    epochs: int = 0
-    error: Optional[str] = None
 
 
 @dataclass
@@ -377,115 +289,78 @@ class StudySpec:
         self.config = Config(Params.model_validate(params), Path(path), Path(root), dataset=dataset)
 
 
-def _quiet() -> None:
-    """No per-trial INFO lines from Optuna, MLflow, TensorFlow."""
-    import logging
+class Objective:
+    """Mean validation RMSE over the tuning folds; one MLflow child run per trial.
 
-    import optuna
+    A plain callable for `study.optimize`: suggests its parameters, records its owner,
+    reports per-epoch validation RMSE to the pruner and ends its child run in its state.
+    """
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna.logging.disable_propagation()
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=".*Trial .* failed because.*")
-    # We run the heartbeat ourselves around ask/tell trials.
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    _quiet_mlflow()
-
-
-def _quiet_mlflow() -> None:
-    """MLflow resets its logger to INFO on import: set it after importing."""
-    import logging
-
-    import mlflow  # noqa: F401
-
-    for name in ("mlflow", "alembic", "git", "urllib3"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-class TrialRunner:
-    """Runs trials of one study in this process: objective, pruning, MLflow child run."""
-
-    def __init__(self, spec: StudySpec, study, storage, worker: int = 0):
+    def __init__(self, spec: StudySpec):
         from benchmark.data.prepare import load_task
 
-        self.spec, self.study, self.storage, self.worker = spec, study, storage, worker
-        self.config = spec.config
+        self.spec, self.config = spec, spec.config
+        self.space = search_space(self.config, spec.arch)
         self.data = load_task(self.config, spec.task)  # development samples only
-        self.deep = spec.arch in DEEP_ARCHS
         self.max_epochs = self.config.params.training.max_epochs
 
-    def objective(self, trial, curve: list, fold_rmse: list) -> float:
+    def __call__(self, trial) -> float:
+        import optuna
+
         from benchmark.training import make_regressor
 
-        hp = dict(trial.params)  # sampled by the coordinator at ask time
-        regressor = make_regressor(self.spec.arch, hp, self.config)  # one per trial, refitted per fold
+        hp = suggest(trial, self.space)
+        trial.set_user_attr("host", _host_id())
+        trial.set_user_attr("pid", os.getpid())
+        run_id = _start_child_run(self.spec, trial)
+        curve: list[tuple[int, float]] = []
+        fold_rmse: list[float] = []
+        regressor = make_regressor(self.spec.arch, hp, self.config)  # refitted per fold
+        state, value, error = "FAIL", None, None
         try:
-            return self._folds(trial, regressor, hp, curve, fold_rmse)
-        finally:  # pruned and failed trials cost fitting time too
+            value = self._folds(trial, regressor, hp, curve, fold_rmse)
+            state = "COMPLETE"
+            return value
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}".strip()[:500]
+            trial.set_user_attr("error", error)
+            raise
+        finally:  # KeyboardInterrupt included: the trial and its run end FAIL, not RUNNING
             trial.set_user_attr("fit_seconds", round(regressor.fit_seconds, 3))
+            trial.set_user_attr("epochs", len(curve))
+            _end_child_run(run_id, state, value, error, curve, fold_rmse)
 
     def _folds(self, trial, regressor, hp: dict, curve: list, fold_rmse: list) -> float:
+        import math
+
         import numpy as np
         import optuna
         from sklearn.metrics import mean_squared_error
 
         from benchmark.training import fit_fold
 
+        deep = self.spec.arch in DEEP_ARCHS
         for position, fold in enumerate(self.data.tuning_folds):
             _check_stop()
             train, val = self.data.folds[fold]
 
-            def on_epoch(epoch: int, val_loss: float, fold: int = fold, position: int = position) -> None:
+            def on_epoch(epoch: int, val_rmse: float, fold: int = fold, position: int = position) -> None:
                 step = position * self.max_epochs + epoch
-                curve.append((step, float(val_loss)))
-                trial.report(float(val_loss), step)
+                curve.append((step, float(val_rmse)))
+                trial.report(float(val_rmse), step)
                 _check_stop()
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at fold {fold} epoch {epoch}")
 
             _, predicted = fit_fold(self.spec.arch, hp, self.config, self.data.X_dev, self.data.Y_dev,
-                                    train, val, epoch_callback=on_epoch if self.deep else None,
-                                    regressor=regressor)
+                                    train, val, epoch_callback=on_epoch if deep else None, regressor=regressor)
             if not np.all(np.isfinite(predicted)):
                 raise FloatingPointError("non-finite validation predictions (training diverged)")
             fold_rmse.append(math.sqrt(mean_squared_error(self.data.Y_dev[val], predicted)))
         return float(np.mean(fold_rmse))
-
-    def run(self, trial_id: int) -> Outcome:
-        """Run the trial `trial_id` (already asked and sampled) to its end and tell the study."""
-        import optuna
-        from optuna.trial import TrialState
-
-        trial = optuna.trial.Trial(self.study, trial_id)
-        _claim(self.storage, trial_id, self.worker)
-        run = _start_child_run(self.spec, trial)
-        if run is not None:
-            trial.set_user_attr(RUN_ID_ATTR, run)
-        curve: list[tuple[int, float]] = []
-        fold_rmse: list[float] = []
-        outcome = Outcome(trial.number, "FAIL")
-        try:
-            with _Heartbeat(self.storage, trial_id, self.config.params.tuning.heartbeat_interval):
-                try:
-                    outcome.value = self.objective(trial, curve, fold_rmse)
-                    outcome.state = "COMPLETE"
-                except optuna.TrialPruned:
-                    outcome.state = "PRUNED"
-                except Exception as exc:
-                    outcome.error = f"{type(exc).__name__}: {exc}".strip()[:500]
-                    trial.set_user_attr("error", outcome.error)
-                    trial.set_user_attr("traceback", traceback.format_exc()[-2000:])
-        finally:  # KeyboardInterrupt included: the trial ends FAIL, not RUNNING
-            outcome.epochs = len(curve)
-            try:
-                trial.set_user_attr("epochs", outcome.epochs)
-            except Exception:
-                pass
-            state = TrialState[outcome.state]
-            self.study.tell(trial, outcome.value if state == TrialState.COMPLETE else None,
-                            state=state, skip_if_finished=True)
-            _end_child_run(run, outcome, curve, fold_rmse)
-        return outcome
 
 
 # -- MLflow --------------------------------------------------------------------------
@@ -589,27 +464,27 @@ def _start_child_run(spec: StudySpec, trial) -> Optional[str]:
     )
     if trial.params:
         mlflow.log_params(hp_params(trial.params))
+    trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
     return run.info.run_id
 
 
-def _end_child_run(run_id: Optional[str], outcome: Outcome, curve, fold_rmse) -> None:
-    """Per-epoch validation loss (step = fold * max_epochs + epoch), fold RMSEs, value, state."""
+def _end_child_run(run_id: Optional[str], state: str, value: Optional[float], error: Optional[str],
+                   curve, fold_rmse) -> None:
+    """Per-epoch validation RMSE (step = fold * max_epochs + epoch), fold RMSEs, value, state."""
     if run_id is None:
         return
     import mlflow
     from mlflow.entities import Metric, RunTag
 
-    client = mlflow.MlflowClient()
     now = int(time.time() * 1000)
-    metrics = [Metric("val_loss", v, now, step) for step, v in curve]
+    metrics = [Metric("val_rmse", v, now, step) for step, v in curve]
     metrics += [Metric("fold_rmse", v, now, fold) for fold, v in enumerate(fold_rmse)]
-    if outcome.value is not None:
-        metrics.append(Metric("value", outcome.value, now, 0))
-    metrics.append(Metric("epochs", float(outcome.epochs), now, 0))
-    tags = [RunTag(STATE_TAG, outcome.state)] + ([RunTag("error", outcome.error)] if outcome.error else [])
+    metrics += [Metric("value", value, now, 0)] if value is not None else []
+    metrics.append(Metric("epochs", float(len(curve)), now, 0))
+    tags = [RunTag(STATE_TAG, state)] + ([RunTag("error", error)] if error else [])
     for start in range(0, len(metrics), 900):  # log_batch takes at most 1000 entries
-        client.log_batch(run_id, metrics=metrics[start:start + 900], tags=tags if start == 0 else [])
-    mlflow.end_run("FAILED" if outcome.state == "FAIL" else "FINISHED")
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics[start:start + 900], tags=tags if start == 0 else [])
+    mlflow.end_run("FAILED" if state == "FAIL" else "FINISHED")
 
 
 def _finish_parent(spec: StudySpec, study, result: dict) -> None:
@@ -702,34 +577,13 @@ def _log_plots(client, run_id: str, study) -> None:
                 plt.close("all")
 
 
-# -- coordinator ---------------------------------------------------------------------
-
-
-class _InlinePool:
-    """One worker: the coordinator's own process runs each trial when it waits."""
-
-    def __init__(self, runner: TrialRunner):
-        self.runner = runner
-        self._pending: Optional[int] = None
-
-    def start(self) -> list[int]:
-        return [0]
-
-    def submit(self, worker: int, trial_id: int) -> None:
-        self._pending = trial_id
-
-    def wait(self, timeout: float) -> tuple[Optional[int], Optional[Outcome]]:
-        trial_id, self._pending = self._pending, None
-        return 0, self.runner.run(trial_id)
-
-    def close(self, graceful: bool = True) -> None:
-        pass
+# -- workers -----------------------------------------------------------------------------
 
 
 # Ctrl-C / SIGTERM only set this flag; the study stops at the next safe point (between
-# epochs, trials or queue polls) with the running trials told FAIL. An interrupt raised
-# in the middle of a storage write can leave an SQLite transaction open and the store
-# locked. A second signal interrupts at once.
+# epochs or trials) with the running trial told FAIL. An interrupt raised in the middle of
+# a storage write can leave an SQLite transaction open and the store locked. A second
+# signal to the main process interrupts at once.
 _STOP = threading.Event()
 
 
@@ -745,171 +599,32 @@ def _check_stop() -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals():
-    """Route SIGINT and SIGTERM to `_request_stop` (main thread only) for the block."""
+def _stop_on_signals(handler=_request_stop):
+    """Route SIGINT and SIGTERM to `handler` (main thread only) for the block."""
     _STOP.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
-def _worker_main(spec: StudySpec, worker: int, tasks, results) -> None:
-    """Spawned worker: open the study, then run the trials the coordinator hands over."""
-    import multiprocessing
+def _quiet() -> None:
+    """No per-trial INFO lines from Optuna, MLflow, TensorFlow."""
+    import logging
 
-    # A worker only ever stops at a safe point: Ctrl-C reaches it and then the parent's
-    # terminate(); the parent kills it if it does not stop within a minute.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: _STOP.set())
-    try:
-        _quiet()
-        study, storage = _load_study(spec)
-        runner = TrialRunner(spec, study, storage, worker)
-        results.put(("ready", worker, None))
-        parent = multiprocessing.parent_process()
-        while True:
-            try:
-                trial_id = tasks.get(timeout=POLL_S)
-            except queue.Empty:
-                if _STOP.is_set() or (parent is not None and not parent.is_alive()):
-                    return
-                continue
-            if trial_id is None:
-                return
-            results.put(("done", worker, runner.run(trial_id)))
-    except KeyboardInterrupt:
-        return
-    except Exception as exc:
-        results.put(("error", worker, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    import mlflow  # noqa: F401  (MLflow resets its logger to INFO on import)
+    import optuna
 
-
-class _ProcessPool:
-    """N spawned workers (fork after TensorFlow loads hangs), one task queue each."""
-
-    def __init__(self, spec: StudySpec, workers: int, storage):
-        import multiprocessing
-
-        self.spec, self.n, self.storage = spec, workers, storage
-        self.ctx = multiprocessing.get_context("spawn")
-        self.results = self.ctx.Queue()
-        self.tasks = [self.ctx.Queue() for _ in range(workers)]
-        self.procs: list = []
-        self.current: dict[int, int] = {}  # worker -> trial id
-
-    def start(self) -> list[int]:
-        for w in range(self.n):
-            proc = self.ctx.Process(target=_worker_main, args=(self.spec, w, self.tasks[w], self.results),
-                                    name=f"genebench-tune-{w}", daemon=False)
-            proc.start()
-            self.procs.append(proc)
-        return []  # workers announce themselves when ready
-
-    def submit(self, worker: int, trial_id: int) -> None:
-        self.current[worker] = trial_id
-        self.tasks[worker].put(trial_id)
-
-    def wait(self, timeout: float) -> tuple[Optional[int], Optional[Outcome]]:
-        try:
-            kind, worker, payload = self.results.get(timeout=timeout)
-        except queue.Empty:
-            # On Ctrl-C or SIGTERM to the process group the workers stop too, and may exit
-            # before this poll ends: that is the requested stop, not a crash.
-            _check_stop()
-            for w, proc in enumerate(self.procs):
-                if proc.exitcode is not None:
-                    self._fail_current(w)
-                    raise RuntimeError(f"tuning worker {w} exited unexpectedly (exit code {proc.exitcode})")
-            return None, None
-        if kind == "error":
-            self._fail_current(worker)
-            raise RuntimeError(f"tuning worker {worker} failed: {payload}")
-        if kind == "ready":
-            return worker, None
-        self.current.pop(worker, None)
-        return worker, payload
-
-    def _fail_current(self, worker: int) -> None:
-        from optuna.trial import TrialState
-
-        trial_id = self.current.pop(worker, None)
-        if trial_id is not None:
-            try:
-                self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-            except Exception:
-                pass
-
-    def close(self, graceful: bool = True) -> None:
-        """Stop the workers: let them finish their trial, or (not graceful) terminate them;
-        a trial whose worker was terminated ends FAIL."""
-        for q in self.tasks:
-            try:
-                q.put(None)
-            except Exception:
-                pass
-        if not graceful:  # workers stop at their next epoch and tell their trial FAIL
-            for proc in self.procs:
-                if proc.is_alive():
-                    proc.terminate()
-        deadline = time.monotonic() + 60
-        for proc in self.procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-        for w, proc in enumerate(self.procs):
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-            if proc.exitcode != 0:
-                self._fail_current(w)
-
-
-class _Progress:
-    """A tqdm bar over complete trials on a terminal; plain lines in logs."""
-
-    def __init__(self, n_trials: int, complete: int, label: str):
-        self.n = n_trials
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=n_trials, initial=min(complete, n_trials), desc=label, unit="trial",
-                            file=sys.stderr, dynamic_ncols=True)
-        self.complete = complete
-
-    def trial(self, outcome: Outcome, complete: int, best: Optional[float]) -> None:
-        value = f" value={outcome.value:.4f}" if outcome.value is not None else ""
-        best_text = f" best={best:.4f}" if best is not None else ""
-        error = f" ({outcome.error})" if outcome.error else ""
-        line = (f"trial {outcome.number} {outcome.state.lower()}{value}{best_text}"
-                f" [{min(complete, self.n)}/{self.n} complete]{error}")
-        if self.bar is not None:
-            self.bar.update(max(0, min(complete, self.n) - self.bar.n))
-            if best is not None:
-                self.bar.set_postfix(best=f"{best:.4f}")
-            if outcome.state != "COMPLETE":
-                self.bar.write(line, file=sys.stderr)
-        else:
-            print(line, flush=True)
-
-    def note(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _counts(study) -> dict[str, int]:
-    from collections import Counter
-
-    return dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line reports each failed trial
+    optuna.logging.disable_propagation()
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("mlflow", "alembic", "git", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def best_of_first(study, n_trials: int):
@@ -921,85 +636,112 @@ def best_of_first(study, n_trials: int):
     return min(complete, key=lambda t: (t.value, t.number)) if complete else None
 
 
-def _coordinate(spec: StudySpec, study, storage, pool, n_trials: int, deadline: Optional[float],
-                progress: _Progress) -> None:
-    """Ask while `complete + running < n_trials`; hand trials to idle workers; wait."""
+def _n_complete(study) -> int:
     from optuna.trial import TrialState
 
-    config = spec.config
-    space = search_space(config, spec.arch)
-    grace = config.params.tuning.grace_period
-    idle = pool.start()
-    running: dict[int, int] = {}  # worker -> trial number
-    failures_in_a_row = 0
-    noted_wait = noted_timeout = False
-    last_stale_check = 0.0
-    while True:
-        _check_stop()
-        timed_out = deadline is not None and time.monotonic() >= deadline
-        if timed_out and not noted_timeout:
-            noted_timeout = True
-            progress.note("timeout reached: starting no new trials")
-        trials = study.get_trials(deepcopy=False)
-        complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        busy = sum(t.state == TrialState.RUNNING for t in trials)
-        if (complete >= n_trials or timed_out) and not running:
-            return
-        asked = 0
-        while not timed_out and idle and complete + busy < n_trials:
-            worker = idle.pop(0)
-            study.sampler = make_sampler(config, worker, len(trials) + asked)
-            trial = study.ask()
-            suggest(trial, space)
-            _claim(storage, trial._trial_id, worker)
-            pool.submit(worker, trial._trial_id)
-            running[worker] = trial.number
-            busy += 1
-            asked += 1
-        if not running and idle:
-            # The remaining trials run elsewhere (another machine, or a dead process not
-            # yet past its grace period): wait for them and keep failing stale ones.
-            if not noted_wait:
-                noted_wait = True
-                progress.note(f"waiting for {busy} trial(s) running in other processes "
-                              f"(a dead one fails after tuning.grace_period={grace}s)")
-            if time.monotonic() - last_stale_check > POLL_S:
-                last_stale_check = time.monotonic()
-                fail_stale_trials(study, storage, grace)
-            time.sleep(POLL_S)
-            continue
-        worker, outcome = pool.wait(POLL_S)
-        if worker is None:
-            continue
-        if outcome is None:  # a worker became ready
-            idle.append(worker)
-            continue
-        running.pop(worker, None)
-        idle.append(worker)
-        best = best_of_first(study, n_trials)
-        complete = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-        progress.trial(outcome, complete, best.value if best else None)
-        failures_in_a_row = failures_in_a_row + 1 if outcome.state == "FAIL" else 0
-        if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
-            raise RuntimeError(f"{failures_in_a_row} trials in a row failed; the last one: {outcome.error}")
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def _load_study(spec: StudySpec, create: bool = False):
+class _AfterTrial:
+    """`study.optimize` callback: a progress line per trial; stop at `n_trials` complete,
+    on Ctrl-C, or after `MAX_FAILURES_IN_A_ROW` failures (kept in `error`)."""
+
+    def __init__(self, n_trials: int):
+        self.n, self.failures, self.error = n_trials, 0, None
+
+    def __call__(self, study, trial) -> None:
+        complete = _n_complete(study)
+        best = best_of_first(study, self.n)
+        state = trial.state.name
+        value = f" value={trial.value:.4f}" if state == "COMPLETE" else ""
+        error = f" ({trial.user_attrs['error']})" if "error" in trial.user_attrs else ""
+        print(f"trial {trial.number} {state.lower()}{value}" + (f" best={best.value:.4f}" if best else "")
+              + f" [{min(complete, self.n)}/{self.n} complete]{error}", flush=True)
+        self.failures = self.failures + 1 if state == "FAIL" else 0
+        if self.failures >= MAX_FAILURES_IN_A_ROW:
+            self.error = f"{self.failures} trials in a row failed; the last one: {trial.user_attrs.get('error')}"
+        fail_dead_trials(study)
+        if complete >= self.n or _STOP.is_set() or self.error:
+            study.stop()
+
+
+def _load_study(spec: StudySpec, worker: int = 0, create: bool = False):
+    """The study, with a pruner and a TPE sampler seeded from (seed, worker, trials so far)."""
+    import numpy as np
     import optuna
 
     _quiet()
-    storage = open_storage(spec.storage_url, spec.config.params.tuning,
-                           flag="--storage" if spec.storage_url != spec.config.storage_url else "tuning.storage")
-    pruner = make_pruner(spec.config)
-    sampler = make_sampler(spec.config, 0, 0)
+    config, tuning = spec.config, spec.config.params.tuning
+    flag = "--storage" if spec.storage_url != config.storage_url else "tuning.storage"
+    storage = open_storage(spec.storage_url, tuning, flag=flag)
     if create:
-        study = optuna.create_study(study_name=spec.study_name, storage=storage, sampler=sampler,
-                                    pruner=pruner, direction="minimize", load_if_exists=True)
+        study = optuna.create_study(study_name=spec.study_name, storage=storage, direction="minimize",
+                                    load_if_exists=True)
         if study.metric_names != METRIC_NAMES:  # also names studies created before it was set
             study.set_metric_names(METRIC_NAMES)
-    else:
-        study = optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler, pruner=pruner)
-    return study, storage
+    seed = [tuning.seed, worker, len(optuna.load_study(study_name=spec.study_name, storage=storage).trials)]
+    sampler = optuna.samplers.TPESampler(n_startup_trials=tuning.n_startup_trials,
+                                         seed=int(np.random.SeedSequence(seed).generate_state(1)[0]))
+    return optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler,
+                             pruner=make_pruner(config))
+
+
+def _optimize(spec: StudySpec, worker: int, n_trials: int, deadline: Optional[float]) -> None:
+    """Run `study.optimize` in this process until the study holds `n_trials` complete trials."""
+    study = _load_study(spec, worker)
+    if _n_complete(study) >= n_trials:
+        return
+    after = _AfterTrial(n_trials)
+    timeout = None if deadline is None else max(0.0, deadline - time.time())
+    study.optimize(Objective(spec), timeout=timeout, callbacks=[after], catch=(Exception,), gc_after_trial=False)
+    _check_stop()
+    if after.error:
+        raise RuntimeError(after.error)
+
+
+def _worker_main(spec: StudySpec, worker: int, n_trials: int, deadline: Optional[float]) -> None:
+    """A spawned worker: Ctrl-C (to the process group) or the parent's SIGTERM only asks it
+    to stop at its next epoch or trial; the parent kills it if it does not within a minute."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: _STOP.set())
+    try:
+        _optimize(spec, worker, n_trials, deadline)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        print(f"genebench: tuning worker {worker}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _run_workers(spec: StudySpec, workers: int, n_trials: int, deadline: Optional[float]) -> None:
+    """`workers` spawned processes, each running `_optimize`; the parent waits and forwards a stop."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(spec, w, n_trials, deadline), name=f"genebench-tune-{w}")
+             for w in range(workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        while any(proc.is_alive() for proc in procs) and not _STOP.is_set():
+            for proc in procs:
+                proc.join(POLL_S / workers)
+        if _STOP.is_set():
+            for proc in procs:  # SIGTERM: stop at the next epoch; Ctrl-C already reached them
+                if proc.is_alive():
+                    proc.terminate()
+            stop_by = time.monotonic() + 60
+            for proc in procs:
+                proc.join(max(0.0, stop_by - time.monotonic()))
+            raise KeyboardInterrupt
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+    dead = [f"worker {w} exited with {p.exitcode}" for w, p in enumerate(procs) if p.exitcode != 0]
+    if dead and _n_complete(_load_study(spec)) < n_trials and (deadline is None or time.time() < deadline):
+        raise RuntimeError(f"tuning stopped short of {n_trials} complete trials: {', '.join(dead)}")
 
 
 # -- the stage -----------------------------------------------------------------------
@@ -1015,9 +757,11 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
     """Run (or resume) the study of `arch` on `task`; write and return its result.
 
     `trials`: COMPLETE trials wanted (default `tuning.n_trials`); `storage`: an Optuna
-    storage URL or journal path (default `tuning.storage`); `timeout`: seconds after
-    which no new trial starts (default `tuning.timeout`).
+    storage URL or journal path (default `tuning.storage`, or `OPTUNA_STORAGE`);
+    `timeout`: seconds after which no new trial starts (default `tuning.timeout`).
     """
+    from collections import Counter
+
     tuning = config.params.tuning
     n_trials = trials if trials is not None else tuning.n_trials
     timeout = timeout if timeout is not None else tuning.timeout
@@ -1043,43 +787,36 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
     # Recorded so anyone can check that evaluate never scores a sample tuning validated on.
     validated = sorted(task_data.dev_samples[i] for fold in task_data.tuning_folds for i in task_data.folds[fold][1])
     name = study_name(config, task, arch, space, version)
-    _quiet()
     spec = StudySpec(config, task, arch, name, storage_url, None, None)
-    study, optuna_storage = _load_study(spec, create=True)
-    study.set_user_attr("dataset", config.dataset)
-    study.set_user_attr("task", task)
-    study.set_user_attr("arch", arch)
-    stale = fail_stale_trials(study, optuna_storage, tuning.grace_period)
+    study = _load_study(spec, create=True)
+    for key, value in (("dataset", config.dataset), ("task", task), ("arch", arch)):
+        study.set_user_attr(key, value)
+    stale = fail_dead_trials(study)
     spec.experiment_id = _mlflow_setup(config, task)
     spec.parent_run_id = _parent_run(config, spec.experiment_id, name, study_uid(study), task, arch, space,
                                      version, storage_url, n_trials)
-    counts = _counts(study)
-    complete = counts.get("COMPLETE", 0)
+    complete = _n_complete(study)
     print(f"study {name} on {mask_url(storage_url)}: {complete}/{n_trials} complete"
           + (f", failed {len(stale)} stale trial(s) {stale}" if stale else "")
           + (f", {workers} workers" if workers > 1 else ""), flush=True)
-    progress = _Progress(n_trials, complete, f"tune {config.dataset}/{task}/{arch}")
-    deadline = time.monotonic() + timeout if timeout is not None else None
+    deadline = time.time() + timeout if timeout is not None else None
     interrupted = True
     try:
         if complete < n_trials:
-            pool = (_InlinePool(TrialRunner(spec, study, optuna_storage)) if workers == 1
-                    else _ProcessPool(spec, workers, optuna_storage))
-            try:
-                with _stop_on_signals():
-                    _coordinate(spec, study, optuna_storage, pool, n_trials, deadline, progress)
-            finally:
-                pool.close(graceful=sys.exc_info()[0] is None)
-                fail_stale_trials(study, optuna_storage, tuning.grace_period)
+            with _stop_on_signals():
+                if workers == 1:
+                    _optimize(spec, 0, n_trials, deadline)
+                else:
+                    _run_workers(spec, workers, n_trials, deadline)
         interrupted = False
     finally:
-        progress.close()
+        fail_dead_trials(study)
         if interrupted:
             import mlflow
 
             mlflow.MlflowClient().set_terminated(spec.parent_run_id, "KILLED")
 
-    counts = _counts(study)
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     best = best_of_first(study, n_trials)
     if best is None:
         why = "before the timeout" if deadline is not None else "(every trial was pruned or failed)"

@@ -62,11 +62,11 @@ def run_study(config, task: str, arch: str, total: int, complete_wanted: int | N
     from benchmark import tuning
 
     tuning._quiet()
-    space = tuning.search_space(config, arch)
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(storage=storage, pruner=tuning.make_pruner(config), direction="minimize")
-    spec = tuning.StudySpec(config, task, arch, "bench", ":memory:", None, None)  # no MLflow
-    runner = tuning.TrialRunner(spec, study, storage)
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), pruner=tuning.make_pruner(config),
+                                sampler=optuna.samplers.TPESampler(n_startup_trials=config.params.tuning.n_startup_trials,
+                                                                   seed=config.params.tuning.seed),
+                                direction="minimize")
+    objective = tuning.Objective(tuning.StudySpec(config, task, arch, "bench", ":memory:", None, None))  # no MLflow
 
     def snapshot(started: float) -> dict:
         trials = study.get_trials(deepcopy=False)
@@ -82,14 +82,13 @@ def run_study(config, task: str, arch: str, total: int, complete_wanted: int | N
             "seconds": time.monotonic() - started,
         }
 
+    def show(study, trial) -> None:
+        print(f"  [{config.params.tuning.pruner}] trial {trial.number} {trial.state.name.lower()}"
+              f" epochs={trial.user_attrs.get('epochs', 0)}"
+              + (f" value={trial.value:.5f}" if trial.value is not None else ""), flush=True)
+
     def one_trial() -> None:
-        study.sampler = tuning.make_sampler(config, 0, len(study.trials))
-        trial = study.ask()
-        tuning.suggest(trial, space)
-        outcome = runner.run(trial._trial_id)
-        print(f"  [{config.params.tuning.pruner}] trial {outcome.number} {outcome.state.lower()}"
-              f" epochs={outcome.epochs}" + (f" value={outcome.value:.5f}" if outcome.value is not None else ""),
-              flush=True)
+        study.optimize(objective, n_trials=1, callbacks=[show], catch=(Exception,))
 
     started = time.monotonic()
     for _ in range(total):

@@ -250,15 +250,17 @@ def test_rerun_resumes_the_study_and_a_changed_space_opens_a_new_one(project, mo
         assert len(con.execute("SELECT study_name FROM studies").fetchall()) == 2
 
 
-def test_two_workers_end_with_exactly_n_trials_complete(project):
+def test_two_workers_reach_n_trials_and_report_the_best_of_the_first_n(project):
     db = project / "workers.db"
     result = genebench(project, "tune", "--task", "multi", "--arch", "knn", "--workers", "2", "--trials", "5",
                        "--storage", f"sqlite:///{db.name}")
     assert result.returncode == 0, result.stderr
     trials = trials_of(db)
-    assert states(trials)["COMPLETE"] == 5 and "RUNNING" not in states(trials)
+    # Each worker stops once 5 are complete: the other's trial in flight may add one.
+    assert 5 <= states(trials)["COMPLETE"] <= 6 and "RUNNING" not in states(trials)
     saved = result_of(project, "knn")
-    assert saved["n_complete"] == 5
+    first = [t for t in trials if t["state"] == "COMPLETE"][:5]
+    assert saved["best_value"] == min(t["value"] for t in first)
     _, children = child_runs(project, saved)
     assert len(children) == len(trials)
 
@@ -377,7 +379,7 @@ def test_every_trial_has_one_mlflow_child_run_with_its_state(project, killed_and
         assert run.data.tags["genebench.trial_state"] == trial["state"]
         assert run.info.status == ("FAILED" if trial["state"] == "FAIL" else "FINISHED")
     complete = [by_number[t["number"]] for t in after if t["state"] == "COMPLETE"]
-    assert all("value" in run.data.metrics and "val_loss" in run.data.metrics for run in complete)
+    assert all("value" in run.data.metrics and "val_rmse" in run.data.metrics for run in complete)
     assert parent.data.metrics["n_pruned"] == saved["n_pruned"]
     # Each trial that started its run links it (one killed before starting it cannot:
     # a finished trial's attrs are frozen); the learning rate is logged as hp.*.

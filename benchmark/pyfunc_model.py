@@ -42,9 +42,7 @@ class GeneExpressionModel(mlflow.pyfunc.PythonModel):
         self.feature_genes: list[str] = list(io["feature_genes"])
         self.target_genes: list[str] = list(io["target_genes"])
         self.transform: str = io["transform"]
-        if any(state_dir.glob("*.keras")):
-            import benchmark.models.attention  # noqa: F401  registers the custom layer
-        from benchmark.training import load_regressor
+        from benchmark.training import load_regressor  # imports Keras (quietly) and the custom layer if needed
 
         self.regressor = load_regressor(state_dir)
 

@@ -22,8 +22,12 @@ Baselines never import TensorFlow; deep architectures import it on first use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -45,22 +49,53 @@ EpochCallback = Callable[[int, float], None]
 
 
 _TF_READY = False
+# Lines TensorFlow 2.21's C++ side writes to fd 2 while it loads and first probes devices,
+# before any setting is read (TF_CPP_MIN_LOG_LEVEL does not reach absl's pre-init log):
+# absl's "All log messages before absl::InitializeLog()" notice, oneDNN's and the CUDA
+# stubs' notes on a machine without a GPU. One copy per process, 36 processes per repro.
+_STARTUP_CHATTER = re.compile(r"absl::InitializeLog|oneDNN custom operations|Could not find cuda drivers|"
+                              r"failed call to cuInit|cpu_feature_guard|TF_ENABLE_ONEDNN_OPTS")
+
+
+@contextlib.contextmanager
+def _without_startup_chatter():
+    """Capture fd 2 for the block and replay every line but `_STARTUP_CHATTER`'s."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if not _STARTUP_CHATTER.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def _import_keras():
     """Import and set up TensorFlow and Keras (only deep architectures get here)."""
     global _TF_READY
     # TensorFlow's C++ INFO/WARNING lines, read when it loads; a user's own setting wins.
-    # (The absl "All log messages before absl::InitializeLog()" line is written before
-    # this is read, in TensorFlow 2.21: no setting silences it.)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    import keras
+    if _TF_READY:
+        import tensorflow as tf
+        import keras
 
+        return tf, keras
+    with _without_startup_chatter():  # the import and the first device probe
+        import tensorflow as tf
+        import keras
+
+        gpus = tf.config.list_physical_devices("GPU")
     if not _TF_READY:
         # Every new model traces new tf.functions; across a study that warning is noise.
         tf.get_logger().setLevel("ERROR")
-        if not tf.config.list_physical_devices("GPU"):
+        if not gpus:
             # Grappler's graph rewrites are made for large graphs and accelerators. For the
             # small recurrent models here on a 2-core CPU, skipping them made refits up to
             # 13% faster, first fits within 0.3 s either way, with bit-identical predictions

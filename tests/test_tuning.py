@@ -367,6 +367,9 @@ def test_pruned_trials_are_recorded_as_pruned(killed_and_resumed):
     # A pruned trial stopped before its 2 folds x 3 epochs.
     assert all(t["steps"] < 2 * 3 for t in pruned)
     assert "pruned" in killed_and_resumed["resumed"].stdout
+    # TensorFlow's start-up chatter (absl's pre-init notice, CUDA probes) is not shown.
+    assert "absl::InitializeLog" not in killed_and_resumed["resumed"].stderr
+    assert "cuInit" not in killed_and_resumed["resumed"].stderr
 
 
 def test_every_trial_has_one_mlflow_child_run_with_its_state(project, killed_and_resumed):

@@ -65,14 +65,18 @@ def _npy_bytes(X: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def canonical_text_files(genes: list[str], samples: list[str], provenance: dict) -> dict[str, bytes]:
+    """The bytes of the id files and the provenance, keyed by file name (all but the matrices)."""
+    return {
+        GENES_FILE: _ids_text(genes),
+        SAMPLES_FILE: _ids_text(samples),
+        PROVENANCE_FILE: dumps_json(provenance).encode("utf-8"),
+    }
+
+
 def canonical_bytes(ds: Dataset) -> dict[str, bytes]:
     """The exact bytes of every canonical file, keyed by file name (`truth.npy` only with a truth)."""
-    files = {
-        MATRIX_FILE: _npy_bytes(ds.X),
-        GENES_FILE: _ids_text(ds.genes),
-        SAMPLES_FILE: _ids_text(ds.samples),
-        PROVENANCE_FILE: dumps_json(ds.provenance).encode("utf-8"),
-    }
+    files = {MATRIX_FILE: _npy_bytes(ds.X), **canonical_text_files(ds.genes, ds.samples, ds.provenance)}
     if ds.truth is not None:
         files[TRUTH_FILE] = _npy_bytes(ds.truth)
     return files

@@ -12,16 +12,18 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from benchmark.config import Config
-from benchmark.data.canonical import Dataset, canonical_bytes, dvc_dir_md5, dvc_tree_md5, write_dataset
-from benchmark.data.readers import read_matrix
-from benchmark.data.validation import check_dataset
+from benchmark.data.canonical import canonical_bytes, canonical_text_files, dvc_dir_md5, dvc_tree_md5
+from benchmark.data.readers import open_matrix
+from benchmark.data.streaming import CanonicalMatrixWriter, MatrixScan
+from benchmark.data.validation import check_scanned
 from benchmark.errors import UserError
-from benchmark.outputs import write_text
+from benchmark.outputs import atomic_dir, write_text
 
 
 def dvc_pointer(config: Config) -> Path:
@@ -178,44 +180,49 @@ def _commit_bundled(config: Config, pointer: Path, data_rel: str, recorded: str 
               f"or `dvc checkout {pointer.name}` to complete it")
 
 
-def _read_checked(config: Config, path: Path, fmt: str | None, transpose: bool) -> tuple[Dataset, str]:
-    ds, note = read_matrix(path, fmt=fmt, transpose=transpose)
-    check_dataset(ds, config, str(path))
-    return canonical_order(ds), note
+@dataclass
+class Scanned:
+    """What one pass over a user matrix found: its ids (file order), the scan and the reader's words."""
+
+    samples: list[str]
+    genes: list[str]
+    scan: MatrixScan
+    note: str
+    provenance: dict
 
 
-def _looks_like_raw_counts(X, rows_per_block: int = 4096) -> bool:
-    """True when every value of `X` (samples x genes) is a non-negative integer.
+def _scan_checked(config: Config, path: Path, fmt: str | None, transpose: bool,
+                  writer_dir: Path | None = None) -> Scanned:
+    """Read `path` block by block, checking it; with `writer_dir`, also write its canonical
+    `expression.npy` there (samples and genes in id order, so the file's row and column order
+    leaves no trace in data/ and no result can depend on it). Memory: a few blocks."""
+    source = open_matrix(path, fmt=fmt, transpose=transpose)
+    scan = MatrixScan(len(source.col_ids), source.genes_are_rows, config.transform)
+    writer = CanonicalMatrixWriter(writer_dir, len(source.col_ids), source.genes_are_rows) if writer_dir else None
+    row_ids: list[str] = []
+    try:
+        for ids, values in source.blocks:
+            row_ids += ids
+            scan.update(values)
+            if writer is not None:
+                writer.append(values)
+        samples, genes = (list(source.col_ids), row_ids) if source.genes_are_rows else (row_ids, list(source.col_ids))
+        check_scanned(scan, samples, genes, config, str(path))
+        if writer is not None:
+            writer.finish(samples, genes)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return Scanned(samples, genes, scan, source.note, source.provenance)
 
-    Read in blocks of rows, so a memory-mapped matrix is never copied whole.
-    """
-    import numpy as np
 
-    for start in range(0, X.shape[0], rows_per_block):
-        block = np.asarray(X[start:start + rows_per_block])
-        if (block < 0).any() or (block != np.floor(block)).any():
-            return False
-    return True
-
-
-def _raw_counts_hint(config: Config, path: Path, ds: Dataset, dataset: str) -> None:
+def _raw_counts_hint(config: Config, path: Path, scanned: Scanned, dataset: str) -> None:
     """Print one line when a matrix of raw counts would be benchmarked without a log transform."""
-    if config.transform == "none" and _looks_like_raw_counts(ds.X):
+    if config.transform == "none" and scanned.scan.all_integer:
         print(f"{path}: note: every value is a non-negative integer, which looks like raw counts; transform is none, "
               f"so they are used unscaled: pass --transform log1p (or set datasets.{dataset}.transform: log1p in "
               f"{config.path.name}) if they are counts")
-
-
-def canonical_order(ds: Dataset) -> Dataset:
-    """`ds` with samples and genes sorted by id: what the file's row and column order was
-    leaves no trace in data/, so no result can depend on it."""
-    import numpy as np
-
-    rows = np.argsort(np.asarray(ds.samples, dtype=object), kind="stable")
-    cols = np.argsort(np.asarray(ds.genes, dtype=object), kind="stable")
-    X = np.ascontiguousarray(np.asarray(ds.X)[rows][:, cols], dtype=np.float32)
-    return Dataset(X=X, genes=[ds.genes[c] for c in cols], samples=[ds.samples[r] for r in rows],
-                   provenance=ds.provenance)
 
 
 def _import_config(config: Config, name: str, transform: str | None) -> Config:
@@ -270,11 +277,18 @@ def add_to_params(config: Config, name: str) -> bool:
 
 def import_matrix(config: Config, path: Path, name: str, fmt: str | None = None, transpose: bool = False,
                   transform: str | None = None) -> int:
-    """Validate a user matrix, write it as `data/<name>/`, `dvc add` data/, list it in `datasets`."""
+    """Validate a user matrix, write it as `data/<name>/`, `dvc add` data/, list it in `datasets`.
+
+    The file is read once, in blocks, into a temporary directory beside `data/<name>/`
+    that replaces it only when every check has passed (any size of matrix; memory stays
+    at a few blocks)."""
     config = _import_config(config, name, transform)
-    ds, note = _read_checked(config, path, fmt, transpose)
-    require_dvc_repo(config)
-    write_dataset(ds, config.data_dir)
+    with atomic_dir(config.data_dir) as tmp:
+        scanned = _scan_checked(config, path, fmt, transpose, writer_dir=tmp)
+        require_dvc_repo(config)
+        for file_name, data in canonical_text_files(sorted(scanned.genes), sorted(scanned.samples),
+                                                    scanned.provenance).items():
+            (tmp / file_name).write_bytes(data)
     data_rel = _relative(config, config.data_root)
     try:
         run_dvc(config, "add", "--quiet", data_rel)
@@ -282,10 +296,9 @@ def import_matrix(config: Config, path: Path, name: str, fmt: str | None = None,
         print(f"genebench: error: {exc}", file=sys.stderr)
         return 1
     listed = add_to_params(config, name)
-    n_samples, n_genes = ds.shape
-    print(f"{path}: {note}")
-    _raw_counts_hint(config, path, ds, name)
-    print(f"wrote {_relative(config, config.data_dir)}/: {n_samples} samples x {n_genes} genes "
+    print(f"{path}: {scanned.note}")
+    _raw_counts_hint(config, path, scanned, name)
+    print(f"wrote {_relative(config, config.data_dir)}/: {len(scanned.samples)} samples x {len(scanned.genes)} genes "
           f"(transform {config.transform}); tracked by {dvc_pointer(config).name} "
           f"(md5 {recorded_md5(dvc_pointer(config))})"
           + (f"; listed under datasets in {config.path.name}" if listed else ""))
@@ -295,17 +308,12 @@ def import_matrix(config: Config, path: Path, name: str, fmt: str | None = None,
 
 def validate_matrix(config: Config, path: Path, fmt: str | None = None, transpose: bool = False,
                     transform: str | None = None, name: str = "validate") -> int:
-    """The checks of `import_matrix`; writes nothing."""
-    import numpy as np
-
-    from benchmark.data.validation import apply_transform
-
+    """The checks of `import_matrix`, in one pass over the file; writes nothing."""
     config = _import_config(config, name, transform)
-    ds, note = _read_checked(config, path, fmt, transpose)
-    n_samples, n_genes = ds.shape
-    variable = int((np.var(apply_transform(ds.X, config.transform), axis=0) > 0).sum())
-    print(f"{path}: {note}")
-    _raw_counts_hint(config, path, ds, "<name>")
-    print(f"{path}: valid: {n_samples} samples x {n_genes} genes, {variable} vary across samples "
+    scanned = _scan_checked(config, path, fmt, transpose)
+    variable = int((scanned.scan.gene_variance > 0).sum())
+    print(f"{path}: {scanned.note}")
+    _raw_counts_hint(config, path, scanned, "<name>")
+    print(f"{path}: valid: {len(scanned.samples)} samples x {len(scanned.genes)} genes, {variable} vary across samples "
           f"(transform {config.transform})")
     return 0

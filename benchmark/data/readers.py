@@ -1,6 +1,9 @@
 """Readers: an expression file in, a samples x genes `Dataset` out.
 
-`read_matrix(path, fmt=None, transpose=False) -> (Dataset, note)` reads
+`read_matrix(path, fmt=None, transpose=False) -> (Dataset, note)` reads a whole matrix;
+`open_matrix(path, fmt=None, transpose=False) -> MatrixSource` opens it for reading in
+blocks of file rows (csv, tsv, parquet and h5ad in backed mode stream; the others come as
+one block), which is how `data import` handles matrices larger than memory. Both read
 
 - csv / tsv (also `.txt`, and any of them gzipped): the first column holds row ids, the
   header holds column ids (with or without a corner cell). Samples are rows unless
@@ -40,7 +43,9 @@ import itertools
 import re
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -85,11 +90,56 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
+@dataclass
+class MatrixSource:
+    """A matrix file opened for reading in blocks of file rows.
+
+    `blocks` yields `(row_ids, values)`: the ids of the next file rows and their float32
+    values, (rows, len(col_ids)); it is consumed once. `genes_are_rows` is the file's
+    orientation (file rows are genes, columns samples). Parse errors surface as `UserError`
+    while the blocks are read.
+    """
+
+    path: Path
+    genes_are_rows: bool
+    col_ids: list[str]
+    note: str
+    provenance: dict
+    blocks: Iterator[tuple[list[str], np.ndarray]]
+
+    def dataset(self) -> Dataset:
+        """Every block read into one samples x genes `Dataset` (file order)."""
+        row_ids: list[str] = []
+        parts = []
+        for ids, values in self.blocks:
+            row_ids += ids
+            parts.append(values)
+        values = np.concatenate(parts) if parts else np.zeros((0, len(self.col_ids)), dtype=np.float32)
+        if self.genes_are_rows:
+            X, genes, samples = values.T, row_ids, list(self.col_ids)
+        else:
+            X, genes, samples = values, list(self.col_ids), row_ids
+        return Dataset(X=np.ascontiguousarray(X, dtype=np.float32), genes=genes, samples=samples,
+                       provenance=self.provenance)
+
+
 def read_matrix(path: str | Path, fmt: str | None = None, transpose: bool = False) -> tuple[Dataset, str]:
     """Read `path` into a float32 samples x genes Dataset; also return the orientation note.
 
     Any read or decompression error (a truncated `.gz`, bytes that are not UTF-8, an
     unreadable file) is a `UserError` naming `path`, never a traceback.
+    """
+    source = open_matrix(path, fmt=fmt, transpose=transpose)
+    return source.dataset(), source.note
+
+
+def open_matrix(path: str | Path, fmt: str | None = None, transpose: bool = False,
+                block_rows: int | None = None) -> MatrixSource:
+    """`path` opened for reading in blocks of about `block_rows` file rows (default: ~64 MiB).
+
+    csv, tsv, parquet and h5ad are read block by block (h5ad in backed mode), so a matrix
+    larger than memory can be streamed; GCT, GEO and 10x files are read whole and given
+    as one block.
     """
     path = Path(path)
     if not path.exists():
@@ -103,11 +153,41 @@ def read_matrix(path: str | Path, fmt: str | None = None, transpose: bool = Fals
                             "(matrix.mtx[.gz], features.tsv[.gz] or genes.tsv, barcodes.tsv[.gz])")
         if path.is_file() and path.stat().st_size == 0:
             raise UserError(f"{path}: the file is empty")
-        reader = {"csv": _read_delimited, "tsv": _read_delimited, "parquet": _read_parquet,
-                  "h5ad": _read_h5ad, "gct": _read_gct, "geo": _read_geo, "10x": _read_10x}[fmt]
-        return reader(path, fmt, transpose)
+        streamed = {"csv": _open_delimited, "tsv": _open_delimited, "parquet": _open_parquet, "h5ad": _open_h5ad}
+        if fmt in streamed:
+            source = streamed[fmt](path, fmt, transpose, block_rows)
+            source.blocks = _guarded(path, source.blocks)
+            return source
+        ds, note = {"gct": _read_gct, "geo": _read_geo, "10x": _read_10x}[fmt](path, fmt, transpose)
+        return MatrixSource(path=path, genes_are_rows=False, col_ids=list(ds.genes), note=note,
+                            provenance=ds.provenance, blocks=iter([(list(ds.samples), ds.X)]))
     except _READ_ERRORS as exc:
         raise UserError(_read_error(path, exc)) from None
+
+
+def _guarded(path: Path, blocks: Iterator) -> Iterator:
+    """`blocks` with read, decompression and parse errors turned into one-line UserErrors."""
+    import pandas as pd
+
+    try:
+        yield from blocks
+    except (pd.errors.ParserError, *_READ_ERRORS) as exc:
+        raise _block_error(path, exc) from None
+
+
+def _block_error(path: Path, exc: BaseException) -> UserError:
+    import pandas as pd
+
+    if isinstance(exc, pd.errors.ParserError):
+        return UserError(f"{path}: rows have different numbers of fields ({' '.join(str(exc).split())})")
+    return UserError(_read_error(path, exc))
+
+
+def _block_rows(n_cols: int, block_rows: int | None) -> int:
+    from benchmark.data.rows import rows_per_block
+
+    # float64 while parsing: half the float32 rows of a block
+    return block_rows or max(200, rows_per_block(2 * n_cols))
 
 
 # What reading a file can raise besides the readers' own UserErrors: gzip streams that end
@@ -184,11 +264,13 @@ def _first_rows(path: Path, sep: str, n: int) -> list[list[str]]:
     return rows
 
 
-def _read_table(path: Path, sep: str, skiprows: int, n_fields: int, nrows: int | None = None, handle=None):
+def _read_table(path: Path, sep: str, skiprows: int, n_fields: int, nrows: int | None = None, handle=None,
+                chunksize: int | None = None):
     """Rows after `skiprows` lines: column 0 kept as text ids, the rest parsed as numbers.
 
     `handle`: an open text stream already positioned at the first row to read (then
-    `skiprows` is ignored); `nrows`: stop after that many rows (None: read to the end).
+    `skiprows` is ignored); `nrows`: stop after that many rows (None: read to the end);
+    `chunksize`: an iterator of frames of that many rows instead of one frame.
     """
     import pandas as pd
 
@@ -197,7 +279,7 @@ def _read_table(path: Path, sep: str, skiprows: int, n_fields: int, nrows: int |
             path if handle is None else handle, sep=sep, header=None, skiprows=skiprows if handle is None else 0,
             nrows=nrows, index_col=0, dtype={0: str}, keep_default_na=False,
             na_values={i: NA_TOKENS for i in range(1, n_fields)},
-            skip_blank_lines=True, low_memory=False, engine="c",
+            skip_blank_lines=True, low_memory=False, engine="c", chunksize=chunksize,
         )
     except pd.errors.ParserError as exc:
         message = " ".join(str(exc).split())
@@ -235,7 +317,9 @@ def _orientation(corner: str, row_ids: list[str], col_ids: list[str]) -> tuple[b
     return False, "default"
 
 
-def _read_delimited(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
+def _open_delimited(path: Path, fmt: str, transpose: bool, block_rows: int | None) -> MatrixSource:
+    import pandas as pd
+
     sep = _SEPARATORS[fmt]
     head = _first_rows(path, sep, 2)
     if not head:
@@ -259,10 +343,14 @@ def _read_delimited(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str
             "expected one id column followed by one column per gene or sample"
         )
     header_lines = _header_lines(path)
-    frame = _read_table(path, sep, header_lines, n_fields)
-    if frame.shape[1] != len(col_ids):
-        raise UserError(f"{path}: the header names {len(col_ids)} columns but the rows have {frame.shape[1]} values")
-    frame.columns = col_ids
+    chunks = _read_table(path, sep, header_lines, n_fields, chunksize=_block_rows(n_fields, block_rows))
+    try:
+        frame = next(chunks)
+    except StopIteration:  # pragma: no cover - _first_rows found a data row
+        raise UserError(f"{path}: the file has a header but no data rows") from None
+    except (pd.errors.ParserError, *_READ_ERRORS) as exc:
+        chunks.close()
+        raise _block_error(path, exc) from None
     row_ids = [str(i) for i in frame.index]
 
     if transpose:
@@ -270,17 +358,26 @@ def _read_delimited(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str
     else:
         genes_rows, reason = _orientation(corner, row_ids, col_ids)
     row_kind, col_kind = ("gene", "sample") if genes_rows else ("sample", "gene")
-    values = _to_float32(frame, path, row_kind, col_kind, line_offset=header_lines + 1)
-    if genes_rows:
-        X, genes, samples = values.T, row_ids, list(col_ids)
-    else:
-        X, genes, samples = values, list(col_ids), row_ids
+
+    def blocks(frame=frame):
+        line = header_lines + 1
+        with chunks:
+            while frame is not None:
+                if frame.shape[1] != len(col_ids):
+                    raise UserError(f"{path}: the header names {len(col_ids)} columns but the rows have "
+                                    f"{frame.shape[1]} values")
+                frame.columns = col_ids
+                yield [str(i) for i in frame.index], _to_float32(frame, path, row_kind, col_kind, line_offset=line)
+                line += len(frame)
+                frame = next(chunks, None)
+
     orientation = GENES_AS_ROWS if genes_rows else SAMPLES_AS_ROWS
     hint = "" if genes_rows else "; pass --transpose if genes are rows"
     note = f"assumed {orientation} ({reason}{hint})"
     provenance = {"format": fmt, "orientation": orientation,
                   "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
-    return Dataset(X=np.ascontiguousarray(X, dtype=np.float32), genes=genes, samples=samples, provenance=provenance), note
+    return MatrixSource(path=path, genes_are_rows=genes_rows, col_ids=list(col_ids), note=note,
+                        provenance=provenance, blocks=blocks())
 
 
 def _header_lines(path: Path) -> int:
@@ -295,42 +392,59 @@ def _header_lines(path: Path) -> int:
 # --- parquet --------------------------------------------------------------------------
 
 
-def _read_parquet(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
-    import pandas as pd
+def _open_parquet(path: Path, fmt: str, transpose: bool, block_rows: int | None) -> MatrixSource:
+    """Row ids from the pandas index pyarrow stored (unless it was a plain range), else from
+    the first text column; every other column is a gene (a sample with --transpose)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
-        frame = pd.read_parquet(path)
+        table = pq.ParquetFile(path)
+        schema = table.schema_arrow
+        n_rows = table.metadata.num_rows
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a damaged file
         raise UserError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
+    meta = schema.pandas_metadata or {}
+    stored_index = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
+    names = list(schema.names)
+    if n_rows == 0 or len(names) - len(stored_index) == 0:
         raise UserError(f"{path}: the Parquet table is empty")
-    if isinstance(frame.index, pd.RangeIndex):
-        text = [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
+    if stored_index:
+        id_column, id_source = stored_index[0], "the index"
+    else:
+        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                or (pa.types.is_dictionary(f.type) and pa.types.is_string(f.type.value_type))]
         if not text:
             raise UserError(
                 f"{path}: no row ids: expected a non-range index or a text column of "
                 f"{'gene' if transpose else 'sample'} ids"
             )
-        id_column = text[0]
-        frame = frame.set_index(id_column)
-        id_source = f"column {id_column!r}"
-    else:
-        id_source = "the index"
-    row_ids = [str(i) for i in frame.index]
-    frame.index = row_ids
-    col_ids = [str(c) for c in frame.columns]
-    frame.columns = col_ids
+        id_column, id_source = text[0], f"column {text[0]!r}"
+    value_columns = [c for c in names if c != id_column and c not in stored_index]
+    col_ids = [str(c) for c in value_columns]
     row_kind, col_kind = ("gene", "sample") if transpose else ("sample", "gene")
-    values = _to_float32(frame, path, row_kind, col_kind)
+
+    def blocks():
+        try:
+            batches = table.iter_batches(batch_size=_block_rows(len(value_columns), block_rows),
+                                         columns=[id_column, *value_columns])
+            for batch in batches:
+                frame = pa.Table.from_batches([batch]).to_pandas(ignore_metadata=True)
+                frame = frame.set_index(id_column)
+                frame.index = [str(i) for i in frame.index]
+                frame.columns = col_ids
+                yield list(frame.index), _to_float32(frame, path, row_kind, col_kind)
+        except (UserError, *_READ_ERRORS):
+            raise
+        except Exception as exc:  # a damaged column chunk surfaces while reading
+            raise UserError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
+
     orientation = GENES_AS_ROWS if transpose else SAMPLES_AS_ROWS
-    if transpose:
-        X, genes, samples = values.T, row_ids, col_ids
-    else:
-        X, genes, samples = values, col_ids, row_ids
     note = f"assumed {orientation} ({'--transpose' if transpose else 'default; pass --transpose if genes are rows'}); row ids from {id_source}"
     provenance = {"format": fmt, "orientation": orientation,
                   "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
-    return Dataset(X=np.ascontiguousarray(X, dtype=np.float32), genes=genes, samples=samples, provenance=provenance), note
+    return MatrixSource(path=path, genes_are_rows=transpose, col_ids=col_ids, note=note, provenance=provenance,
+                        blocks=blocks())
 
 
 # --- h5ad -----------------------------------------------------------------------------
@@ -352,32 +466,42 @@ def dense_float32(matrix) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(matrix), dtype=np.float32)
 
 
-def _read_h5ad(path: Path, fmt: str, transpose: bool) -> tuple[Dataset, str]:
+def _open_h5ad(path: Path, fmt: str, transpose: bool, block_rows: int | None) -> MatrixSource:
+    """The h5ad file in anndata's backed mode: its matrix is read block by block of obs."""
     import anndata
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # old-layout files: anndata moves elements and warns
-            adata = anndata.read_h5ad(path)
-        matrix, genes, which = h5ad_matrix(adata)
+            adata = anndata.read_h5ad(path, backed="r")
+        matrix, var_ids, which = h5ad_matrix(adata)
         if matrix is None:
             raise UserError(f"{path}: the AnnData object has no X matrix")
-        X = dense_float32(matrix)
+        dtype = np.dtype(matrix.dtype)
+        obs_ids = [str(s) for s in adata.obs_names]
     except UserError:
         raise
     except Exception as exc:  # h5py/anndata raise OSError, KeyError, ... for a damaged file
         raise UserError(f"{path}: not a readable h5ad file ({_one_line(exc)})") from None
-    if X.dtype.kind not in "fiu" and not np.issubdtype(X.dtype, np.number):
+    if not np.issubdtype(dtype, np.number) and dtype.kind != "b":
         raise UserError(f"{path}: {which} is not numeric")
-    samples = [str(s) for s in adata.obs_names]
-    orientation = SAMPLES_AS_ROWS
-    if transpose:
-        X, genes, samples = np.ascontiguousarray(X.T), samples, genes
-        orientation = GENES_AS_ROWS
+    step = _block_rows(len(var_ids), block_rows)
+
+    def blocks():
+        try:
+            for start in range(0, len(obs_ids), step):
+                yield obs_ids[start:start + step], dense_float32(matrix[start:start + step])
+        except Exception as exc:
+            raise UserError(f"{path}: not a readable h5ad file ({_one_line(exc)})") from None
+        finally:
+            adata.file.close()
+
+    orientation = GENES_AS_ROWS if transpose else SAMPLES_AS_ROWS
     note = f"used {which} ({'raw is present' if which == 'raw.X' else 'no raw'}); obs as {'genes (--transpose)' if transpose else 'samples'}"
     provenance = {"format": fmt, "matrix": which, "orientation": orientation,
                   "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
-    return Dataset(X=X, genes=genes, samples=samples, provenance=provenance), note
+    return MatrixSource(path=path, genes_are_rows=transpose, col_ids=var_ids, note=note, provenance=provenance,
+                        blocks=blocks())
 
 
 # --- GCT ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 
 from benchmark.config import Config
 from benchmark.data.canonical import Dataset
+from benchmark.data.streaming import MatrixScan
 from benchmark.errors import UserError
 
 
@@ -32,38 +33,65 @@ def min_samples(test_size: float, folds: int) -> int:
         n += 1
 
 
-def check_values(ds: Dataset, source: str) -> None:
-    """Finite numbers, unique non-empty ids, a non-empty matrix."""
-    X = np.asarray(ds.X)
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+def scan_dataset(ds: Dataset, transform: str) -> MatrixScan:
+    """`MatrixScan` of `ds.X` (samples as rows), read in blocks: a memory-mapped matrix is never copied whole."""
+    from benchmark.data.rows import rows_per_block
+
+    X = ds.X
+    if X.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix, got shape {X.shape}")
+    scan = MatrixScan(X.shape[1], genes_are_rows=False, transform=transform)
+    step = rows_per_block(2 * X.shape[1])
+    for start in range(0, X.shape[0], step):
+        scan.update(np.asarray(X[start:start + step]))
+    return scan
+
+
+def check_scanned(scan: MatrixScan, samples: list[str], genes: list[str], config: Config, source: str) -> None:
+    """Every matrix-level check, from a scan of the matrix and its ids.
+
+    In this order, the first failure raised: an empty matrix; empty or duplicate gene and
+    sample ids; a non-finite value; too few samples for the split and folds; negative
+    values under log1p; too few genes that vary for the targets; `task.single_gene` absent.
+    """
+    if not samples or not genes:
         raise UserError(f"{source}: the matrix is empty (no samples or no genes)")
-    for kind, ids in (("gene", ds.genes), ("sample", ds.samples)):
+    for kind, ids in (("gene", genes), ("sample", samples)):
         blank = next((pos for pos, i in enumerate(ids) if not str(i).strip()), None)
         if blank is not None:
             raise UserError(f"{source}: {kind} id number {blank + 1} is empty")
         dup = _first_duplicate(list(ids))
         if dup is not None:
             raise UserError(f"{source}: duplicate {kind} id {dup!r}")
-    bad = ~np.isfinite(X)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
-        what = "a missing value (NaN, NA or empty cell)" if np.isnan(X[row, col]) else "an infinite value"
+    if scan.first_nonfinite is not None:
+        row, col, is_nan = scan.first_nonfinite
+        what = "a missing value (NaN, NA or empty cell)" if is_nan else "an infinite value"
         raise UserError(
-            f"{source}: {what} at sample {ds.samples[row]!r}, gene {ds.genes[col]!r} "
+            f"{source}: {what} at sample {samples[row]!r}, gene {genes[col]!r} "
             f"(row {row + 1}, column {col + 1}); impute or drop it before importing"
         )
-
-
-def check_transform(X: np.ndarray, transform: str, source: str, samples: list[str], genes: list[str],
-                    key: str = "transform") -> None:
-    if transform == "log1p":
-        neg = np.asarray(X) < 0
-        if neg.any():
-            row, col = map(int, np.argwhere(neg)[0])
-            raise UserError(
-                f"{source}: {key} is log1p but the matrix has negative values "
-                f"(first at sample {samples[row]!r}, gene {genes[col]!r}); is it already log-scaled?"
-            )
+    split, top_k = config.params.split, config.params.task.top_k
+    need = min_samples(split.test_size, split.folds)
+    if len(samples) < need:
+        raise UserError(
+            f"{source}: {len(samples)} samples are too few for split.test_size={split.test_size:g} "
+            f"and split.folds={split.folds} (need at least {need})"
+        )
+    if scan.first_negative is not None:
+        row, col = scan.first_negative
+        raise UserError(
+            f"{source}: datasets.{config.dataset}.transform is log1p but the matrix has negative values "
+            f"(first at sample {samples[row]!r}, gene {genes[col]!r}); is it already log-scaled?"
+        )
+    variable = int((scan.gene_variance > 0).sum())
+    if variable < top_k + 1:
+        raise UserError(
+            f"{source}: only {variable} of {len(genes)} genes vary across samples; "
+            f"task.top_k={top_k} needs at least {top_k + 1} (targets plus one feature)"
+        )
+    single = config.params.task.single_gene
+    if single is not None and single not in set(genes):
+        raise UserError(f"{config.path.name}: task.single_gene {single!r} is not a gene of {source}")
 
 
 def apply_transform(X: np.ndarray, transform: str) -> np.ndarray:
@@ -74,29 +102,10 @@ def apply_transform(X: np.ndarray, transform: str) -> np.ndarray:
     return X
 
 
-def check_protocol(ds: Dataset, config: Config, source: str) -> None:
-    """Enough samples for the split and folds, enough variable genes for the targets."""
-    split, top_k = config.params.split, config.params.task.top_k
-    n_samples, n_genes = ds.X.shape
-    need = min_samples(split.test_size, split.folds)
-    if n_samples < need:
-        raise UserError(
-            f"{source}: {n_samples} samples are too few for split.test_size={split.test_size:g} "
-            f"and split.folds={split.folds} (need at least {need})"
-        )
-    check_transform(ds.X, config.transform, source, ds.samples, ds.genes, key=f"datasets.{config.dataset}.transform")
-    X = apply_transform(ds.X, config.transform)
-    variable = int((np.var(X, axis=0) > 0).sum())
-    if variable < top_k + 1:
-        raise UserError(
-            f"{source}: only {variable} of {n_genes} genes vary across samples; "
-            f"task.top_k={top_k} needs at least {top_k + 1} (targets plus one feature)"
-        )
-    single = config.params.task.single_gene
-    if single is not None and single not in ds.genes:
-        raise UserError(f"{config.path.name}: task.single_gene {single!r} is not a gene of {source}")
-
-
-def check_dataset(ds: Dataset, config: Config, source: str) -> None:
-    check_values(ds, source)
-    check_protocol(ds, config, source)
+def check_dataset(ds: Dataset, config: Config, source: str) -> MatrixScan:
+    """Every check of `check_scanned` on a whole `Dataset` (read in blocks); returns the scan."""
+    if ds.X.ndim != 2 or 0 in ds.X.shape:
+        raise UserError(f"{source}: the matrix is empty (no samples or no genes)")
+    scan = scan_dataset(ds, config.transform)
+    check_scanned(scan, list(ds.samples), list(ds.genes), config, source)
+    return scan

@@ -28,6 +28,10 @@ class _Section(BaseModel):
 
 class DataParams(_Section):
     dir: str = "data"  # datasets live in <dir>/<name>/, tracked as a whole by <dir>.dvc
+    # A task whose feature matrix (development + held-out rows, float32) is larger than
+    # this is streamed from the memory-mapped data/<name>/expression.npy (see Scale in
+    # DESIGN.md); smaller ones are loaded into memory.
+    stream_above_mb: float = Field(default=256.0, ge=0)
 
 
 DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"

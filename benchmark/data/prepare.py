@@ -25,6 +25,8 @@ from sklearn.model_selection import KFold, train_test_split
 from benchmark import TASKS
 from benchmark.config import Config
 from benchmark.data.canonical import dvc_tree_md5, load_dataset
+from benchmark.data.rows import RowView
+from benchmark.data.streaming import ColumnMoments
 from benchmark.data.validation import apply_transform, check_dataset
 from benchmark.errors import UserError
 from benchmark.outputs import atomic_dir, dumps_json
@@ -41,35 +43,44 @@ def data_version(config: Config) -> str:
     return dvc_tree_md5(config.data_dir).removesuffix(".dir")
 
 
-def _rank_by_variance(X_dev: np.ndarray) -> np.ndarray:
-    """Gene positions by decreasing development variance; ties keep matrix order."""
-    variance = np.var(X_dev.astype(np.float64), axis=0)
-    return np.argsort(-variance, kind="stable"), variance
+def dev_variance(X, dev: np.ndarray, transform: str) -> np.ndarray:
+    """Per-gene variance (float64, ddof 0) of the transformed development rows `dev` of `X`.
+
+    One pass over those rows in blocks of about 128 MiB of float64, so a memory-mapped
+    matrix of any size is never loaded; a matrix whose development rows fit in one block
+    (every bundled dataset) gets exactly `np.var(X_dev.astype(np.float64), axis=0)`.
+    """
+    view = RowView(X, np.asarray(dev, dtype=np.int64), transform=transform)
+    moments = ColumnMoments(X.shape[1])
+    for _, block in view.blocks():  # 64 MiB of float32 rows, 128 MiB as float64
+        moments.update(block)
+    return moments.variance
 
 
-def choose_genes(X_dev: np.ndarray, genes: list[str], config: Config) -> dict[str, dict]:
+def choose_genes(variance: np.ndarray, n_dev: int, genes: list[str], config: Config) -> dict[str, dict]:
     """Targets and features of each task from development samples only.
 
-    `X_dev`: (n_dev, n_genes), transformed values of the development samples; `genes`:
-    the n_genes ids. Validation counted variable genes over all samples, but a gene that
+    `variance`: (n_genes,), the variance of each gene's transformed values over the
+    `n_dev` development samples (`dev_variance`); genes rank by it, decreasing, ties in
+    matrix order. `genes`: the n_genes ids. Validation counted variable genes over all samples, but a gene that
     varies only through held-out samples is constant here: when fewer than
     `task.top_k` + 1 genes vary on the development samples (or `task.single_gene` does not
     vary there), the task cannot get its targets and a feature, so this is a `UserError`
     rather than a task with fewer targets than `task.top_k` says.
     """
-    order, variance = _rank_by_variance(X_dev)
+    order = np.argsort(-variance, kind="stable")
     variable = [int(g) for g in order if variance[g] > 0]
     top_k = config.params.task.top_k
     single = config.params.task.single_gene
     where = f"{config.path.name}: dataset {config.dataset!r}"
     if len(variable) < top_k + 1:
         raise UserError(
-            f"{where}: only {len(variable)} of {len(genes)} genes vary across the {len(X_dev)} development samples "
+            f"{where}: only {len(variable)} of {len(genes)} genes vary across the {n_dev} development samples "
             f"(the held-out split removed the rest of their variation); task.top_k={top_k} needs at least "
             f"{top_k + 1} (targets plus one feature): lower task.top_k or change split.seed"
         )
     if single is not None and variance[genes.index(single)] <= 0:
-        raise UserError(f"{where}: task.single_gene {single!r} is constant across the {len(X_dev)} development "
+        raise UserError(f"{where}: task.single_gene {single!r} is constant across the {n_dev} development "
                         "samples, so it cannot be a target; choose another gene or leave task.single_gene empty")
     targets = {
         "single": [genes.index(single)] if single is not None else variable[:1],
@@ -92,22 +103,21 @@ def choose_genes(X_dev: np.ndarray, genes: list[str], config: Config) -> dict[st
 def prepare(config: Config) -> Path:
     ds = load_dataset(config.data_dir)
     source = str(config.data_dir.relative_to(config.root)) if config.data_dir.is_relative_to(config.root) else str(config.data_dir)
-    check_dataset(ds, config, source)
-    X = apply_transform(ds.X, config.transform)
+    check_dataset(ds, config, source)  # one pass in blocks
     split = config.params.split
-    n = X.shape[0]
+    n = ds.X.shape[0]
     dev, test = train_test_split(np.arange(n), test_size=split.test_size, random_state=split.seed, shuffle=True)
     dev, test = np.sort(dev), np.sort(test)
     kfold = KFold(n_splits=split.folds, shuffle=True, random_state=split.seed)
     folds = [sorted(int(i) for i in dev[val]) for _, val in kfold.split(dev)]
-    tasks = choose_genes(X[dev], ds.genes, config)
+    tasks = choose_genes(dev_variance(ds.X, dev, config.transform), len(dev), ds.genes, config)
     summary = {
         "data_version": data_version(config),
         "dataset": config.dataset,
         "transform": config.transform,
         "tuning_folds": config.params.tuning.folds,
         "n_samples": int(n),
-        "n_genes": int(X.shape[1]),
+        "n_genes": int(ds.X.shape[1]),
         "n_dev": int(len(dev)),
         "n_test": int(len(test)),
         "folds": split.folds,
@@ -132,6 +142,10 @@ def prepare(config: Config) -> Path:
 class TaskData:
     """A task's arrays. Rows are samples; `X_*` (n, n_features), `Y_*` (n, n_targets), float32.
 
+    `X_dev` and `X_test` are `RowView`s of the memory-mapped matrix (read in blocks on
+    demand) when the task's feature matrix is larger than `data.stream_above_mb`, arrays
+    otherwise; targets are always arrays (n x n_targets is small).
+
     `folds` holds (train, validation) row positions into `X_dev`/`Y_dev`, for every fold;
     `tuning_folds` are the indices of the folds tuning validates on and `scored_folds`
     those the reported CV scores (disjoint). `X_test`/`Y_test` are None unless loaded
@@ -142,13 +156,13 @@ class TaskData:
     task: str
     feature_genes: list[str]
     target_genes: list[str]
-    X_dev: np.ndarray
+    X_dev: np.ndarray | RowView
     Y_dev: np.ndarray
     dev_samples: list[str]
     folds: list[tuple[np.ndarray, np.ndarray]]
     tuning_folds: list[int]
     scored_folds: list[int]
-    X_test: np.ndarray | None
+    X_test: np.ndarray | RowView | None
     Y_test: np.ndarray | None
     test_samples: list[str] | None
     data_version: str
@@ -180,8 +194,16 @@ def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
     feat = np.array([col[g] for g in spec["features"]], dtype=np.int64)
     targ = np.array([col[g] for g in spec["targets"]], dtype=np.int64)
 
-    def rows(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        block = apply_transform(np.asarray(ds.X[np.asarray(idx, dtype=np.int64)]), summary["transform"])
+    transform = summary["transform"]
+    n_rows = len(split["dev"]) + (len(split["test"]) if held_out else 0)
+    streamed = n_rows * len(feat) * 4 > config.params.data.stream_above_mb * 2**20
+
+    def rows(idx: list[int]):
+        """(features, targets) of rows `idx`: the features as a `RowView` when streamed."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if streamed:  # targets are small (n x top_k): read in blocks; features stay on disk
+            return RowView(ds.X, idx, feat, transform), RowView(ds.X, idx, targ, transform).read()
+        block = apply_transform(np.asarray(ds.X[idx]), transform)
         return np.ascontiguousarray(block[:, feat]), np.ascontiguousarray(block[:, targ])
 
     dev = split["dev"]
@@ -214,5 +236,5 @@ def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
         Y_test=Y_test,
         test_samples=test_samples,
         data_version=summary["data_version"],
-        transform=summary["transform"],
+        transform=transform,
     )

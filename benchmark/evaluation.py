@@ -194,6 +194,14 @@ def _fit_and_score(config: Config, arch: str, hp: dict, data: TaskData):
     return regressor, fold_metrics, fold_rows, fold_gene_frames, test_pred
 
 
+def _shape_only(X) -> np.ndarray:
+    """`X` itself, or for a streamed `RowView` a zero-copy stand-in of its shape and dtype:
+    the runs table shows a dataset's name, digest (given) and shape, never its values."""
+    if isinstance(X, np.ndarray):
+        return X
+    return np.broadcast_to(np.zeros((1, X.shape[1]), dtype=X.dtype), X.shape)
+
+
 def _owner() -> dict[str, str]:
     """Tags naming the process that owns an evaluation run (see `_end_abandoned_runs`)."""
     return {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
@@ -277,7 +285,7 @@ def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str
 
     mlflow.log_params(_mlflow_params(config, arch, hp, source, data))
     # The runs table's Dataset column: the dataset's name, its data version as digest.
-    mlflow.log_input(mlflow.data.from_numpy(data.X_dev, targets=data.Y_dev, name=data.dataset,
+    mlflow.log_input(mlflow.data.from_numpy(_shape_only(data.X_dev), targets=data.Y_dev, name=data.dataset,
                                             digest=data.data_version[:8]), context="training")
     regressor, fold_metrics, fold_rows, fold_gene_frames, test_pred = _fit_and_score(config, arch, hp, data)
     test_full = regression_metrics(data.Y_test, test_pred, *_ranges(data.Y_dev))
@@ -311,7 +319,7 @@ def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str
                 table.to_csv(tmp / name, index=False)
         _plots(tmp, task, arch, data, test_pred, test, tables.get("attention.csv"))
 
-        example = tracking.raw_features(config, data, "dev").iloc[: tracking.INPUT_EXAMPLE_ROWS]
+        example = tracking.raw_features(config, data, "dev", limit=tracking.INPUT_EXAMPLE_ROWS)
         model_info = tracking.log_model(regressor, data, example, deep=arch in DEEP_ARCHS,
                                         tags={"task": task, "arch": arch, "data_version": data.data_version})
         run_record = {

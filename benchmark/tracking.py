@@ -192,22 +192,24 @@ def standard_tags(config: Config, task: str, arch: str, data: TaskData) -> dict[
     }
 
 
-def raw_features(config: Config, data: TaskData, part: str) -> pd.DataFrame:
+def raw_features(config: Config, data: TaskData, part: str, limit: int | None = None) -> pd.DataFrame:
     """The raw `data/` values (before `datasets.<name>.transform`) of the task's feature genes.
 
-    `part`: "test" (held-out rows) or "dev"; rows in prepared order, indexed by sample id.
+    `part`: "test" (held-out rows) or "dev"; rows in prepared order, indexed by sample id;
+    `limit`: the first that many rows only (an input example of a large dataset).
     This is what the logged model takes as input.
     """
-    return raw_frame(config, part, genes=data.feature_genes)
+    return raw_frame(config, part, genes=data.feature_genes, limit=limit)
 
 
-def raw_frame(config: Config, part: str, genes: list[str] | None = None) -> pd.DataFrame:
-    """Raw `data/` values of the prepared `part` ("test" or "dev") rows; all genes by default."""
+def raw_frame(config: Config, part: str, genes: list[str] | None = None, limit: int | None = None) -> pd.DataFrame:
+    """Raw `data/` values of the prepared `part` ("test" or "dev") rows (the first `limit`);
+    all genes by default."""
     split = json.loads((prepared_dir(config) / "split.json").read_text())
     ds = load_dataset(config.data_dir)
     genes = list(ds.genes) if genes is None else list(genes)
     col = {g: i for i, g in enumerate(ds.genes)}
-    rows = np.asarray(split[part], dtype=np.int64)
+    rows = np.asarray(split[part], dtype=np.int64)[:limit]
     cols = np.asarray([col[g] for g in genes], dtype=np.int64)
     values = np.asarray(ds.X[rows][:, cols], dtype=np.float64)
     return pd.DataFrame(values, columns=genes, index=[ds.samples[i] for i in rows])

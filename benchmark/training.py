@@ -37,6 +37,7 @@ import numpy as np
 from benchmark import BASELINE_ARCHS, DEEP_ARCHS
 from benchmark.models.baselines import BASELINES, make_baseline
 from benchmark.models.preprocessing import FoldPreprocessor, sequence_layout
+from benchmark.streaming import blockwise, is_row_view, row_batches
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -127,7 +128,7 @@ def _as_targets(Y: np.ndarray) -> np.ndarray:
 
 
 def _check_xy(X: np.ndarray, Y: Optional[np.ndarray] = None, n_features: Optional[int] = None):
-    X = np.asarray(X)
+    X = X if is_row_view(X) else np.asarray(X)  # a RowView (streamed matrix) stays on disk
     if X.ndim != 2:
         raise ValueError(f"X: expected a (n_samples, n_features) array, got shape {X.shape}")
     if n_features is not None and X.shape[1] != n_features:
@@ -218,7 +219,11 @@ class Regressor:
         X = _check_xy(X, Y)
         self.n_features, self.n_targets = X.shape[1], Y.shape[1]
         self.preprocessor = FoldPreprocessor(self.pca_components).fit(X, Y)
-        Xs, Ys = self.preprocessor.transform_X(X), self.preprocessor.transform_Y(Y)
+        Ys = self.preprocessor.transform_Y(Y)
+        if is_row_view(X):  # preprocessed block by block as the model reads it
+            Xs = X.map(self.preprocessor.transform_X, n_out=self.preprocessor.n_features_out)
+        else:
+            Xs = self.preprocessor.transform_X(X)
         self._attention_model = None
         if self.is_deep:
             self._fit_deep(Xs, Ys, epoch_callback)
@@ -242,12 +247,16 @@ class Regressor:
 
         seed_everything(seed)
         batch_size = self.batch_size
-        train_data = (
-            tf.data.Dataset.from_tensor_slices((Xs[fit], Ys[fit]))
-            .shuffle(len(fit), seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size)
-        )
-        stop_data = tf.data.Dataset.from_tensor_slices((Xs[stop], Ys[stop])).batch(batch_size)
+        if is_row_view(Xs):  # batches read from the memory-mapped matrix per step
+            train_data = row_batches(Xs[fit], Ys[fit], batch_size, seed=seed)
+            stop_data = row_batches(Xs[stop], Ys[stop], batch_size)
+        else:
+            train_data = (
+                tf.data.Dataset.from_tensor_slices((Xs[fit], Ys[fit]))
+                .shuffle(len(fit), seed=seed, reshuffle_each_iteration=True)
+                .batch(batch_size)
+            )
+            stop_data = tf.data.Dataset.from_tensor_slices((Xs[stop], Ys[stop])).batch(batch_size)
 
         self._ready_model(Xs.shape[1], Ys.shape[1])
         callbacks = [
@@ -300,8 +309,12 @@ class Regressor:
             raise RuntimeError(f"{self.arch}: call fit (or load_regressor) before predicting")
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions (n, n_targets) in the original target units (float64)."""
+        """Predictions (n, n_targets) in the original target units (float64).
+
+        `X` may be a `RowView`: predicted block by block."""
         self._check_fitted()
+        if is_row_view(X):
+            return blockwise(self.predict, X)
         Xs = self.preprocessor.transform_X(_check_xy(X, n_features=self.n_features))
         if self.is_deep:
             Ys = self._predict_keras(self.model, Xs)
@@ -316,6 +329,8 @@ class Regressor:
         self._check_fitted()
         if not self.has_attention:
             return None
+        if is_row_view(X):
+            return blockwise(self.attention, X)
         from benchmark.models.architectures import attention_model
 
         if self._attention_model is None:

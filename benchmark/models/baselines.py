@@ -5,7 +5,9 @@ the deep models, with no TensorFlow. Their fitted state exports as plain arrays 
 scalars (`get_state()` / `from_state(state)`), so a saved model holds no pickle.
 
 X is (n_samples, n_features) and Y (n_samples, n_targets), both already preprocessed by
-the caller (`benchmark.models.preprocessing.FoldPreprocessor`).
+the caller (`benchmark.models.preprocessing.FoldPreprocessor`). `fit` also takes X as a
+`RowView` of a streamed matrix (`benchmark.data.rows`): ridge then solves its normal
+equations summed block by block, kNN searches an incremental PCA space.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsRegressor
+
+from benchmark.data.rows import is_row_view
 
 
 class MeanBaseline:
@@ -53,9 +57,30 @@ class RidgeBaseline:
         self.intercept_: np.ndarray | None = None  # (n_targets,)
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "RidgeBaseline":
+        """`X` may be a `RowView`: then ridge comes from normal equations summed block by block."""
+        if is_row_view(X):
+            return self._fit_streamed(X, Y)
         ridge = Ridge(alpha=self.alpha).fit(X, np.asarray(Y, dtype=np.float64))
         self.coef_ = np.atleast_2d(ridge.coef_)
         self.intercept_ = np.atleast_1d(ridge.intercept_)
+        return self
+
+    def _fit_streamed(self, X, Y: np.ndarray) -> "RidgeBaseline":
+        """What sklearn's Ridge solves, from float64 sums over blocks: with the intercept
+        unpenalised, (Xc'Xc + alpha I) W = Xc'Yc for the centred Xc, Yc, where
+        Xc'Xc = X'X - n mx mx' and Xc'Yc = X'Y - n mx my'. Memory: X'X (p x p)."""
+        from scipy.linalg import solve
+
+        from benchmark.streaming import normal_equations
+
+        n, x_sum, y_sum, XtX, XtY = normal_equations(X, np.asarray(Y, dtype=np.float64).reshape(len(X), -1))
+        x_mean, y_mean = x_sum / n, y_sum / n
+        gram = XtX - n * np.outer(x_mean, x_mean)
+        gram[np.diag_indices_from(gram)] += self.alpha
+        cross = XtY - n * np.outer(x_mean, y_mean)
+        del XtX, XtY
+        self.coef_ = solve(gram, cross, assume_a="pos", overwrite_a=True, overwrite_b=True).T
+        self.intercept_ = y_mean - self.coef_ @ x_mean
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -78,10 +103,14 @@ class KnnBaseline:
     """Mean of the `k` nearest training samples (Euclidean, uniform weights).
 
     `k` is clipped to the number of training samples. The fitted state is the training
-    set itself; loading refits the (cheap, deterministic) neighbour index on it.
+    set itself; loading refits the (cheap, deterministic) neighbour index on it. On a
+    streamed matrix (`X` a `RowView`) the neighbours are searched in an in-fold
+    IncrementalPCA space of `STREAMED_COMPONENTS` dimensions (fitted block by block), so the
+    state is n x 50 scores rather than the matrix: an approximation of the exact search.
     """
 
     name = "knn"
+    STREAMED_COMPONENTS = 50
 
     def __init__(self, k: int = 5):
         if int(k) < 1:
@@ -89,6 +118,8 @@ class KnnBaseline:
         self.k = int(k)
         self.X_: np.ndarray | None = None
         self.Y_: np.ndarray | None = None
+        self.pca_mean_: np.ndarray | None = None  # streamed fits only: X -> (X - mean) @ components.T
+        self.pca_components_: np.ndarray | None = None
         self._knn: KNeighborsRegressor | None = None
 
     @property
@@ -96,20 +127,39 @@ class KnnBaseline:
         return min(self.k, len(self.X_))
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "KnnBaseline":
+        if is_row_view(X):
+            from benchmark.streaming import blockwise, fit_pca
+
+            pca = fit_pca(X, min(self.STREAMED_COMPONENTS, *X.shape))
+            self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_
+            X = blockwise(self._project, X)
         self.X_ = np.asarray(X, dtype=np.float64)
         self.Y_ = np.asarray(Y, dtype=np.float64)
         self._knn = KNeighborsRegressor(n_neighbors=self.k_used).fit(self.X_, self.Y_)
         return self
 
+    def _project(self, X: np.ndarray) -> np.ndarray:
+        if self.pca_components_ is None:
+            return X
+        return (np.asarray(X, dtype=np.float64) - self.pca_mean_) @ self.pca_components_.T
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self._knn.predict(np.asarray(X, dtype=np.float64))).reshape(len(X), -1)
+        Z = self._project(np.asarray(X, dtype=np.float64))
+        return np.asarray(self._knn.predict(Z)).reshape(len(X), -1)
 
     def get_state(self) -> dict[str, Any]:
-        return {"k": self.k, "X": self.X_, "Y": self.Y_}
+        state = {"k": self.k, "X": self.X_, "Y": self.Y_}
+        if self.pca_components_ is not None:
+            state.update(pca_mean=self.pca_mean_, pca_components=self.pca_components_)
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "KnnBaseline":
-        return cls(k=int(state["k"])).fit(state["X"], state["Y"])
+        model = cls(k=int(state["k"])).fit(state["X"], state["Y"])
+        if "pca_components" in state:
+            model.pca_mean_ = np.asarray(state["pca_mean"], dtype=np.float64)
+            model.pca_components_ = np.asarray(state["pca_components"], dtype=np.float64)
+        return model
 
 
 BASELINES = {"mean": MeanBaseline, "ridge": RidgeBaseline, "knn": KnnBaseline}

@@ -20,6 +20,8 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
+from benchmark.data.rows import is_row_view
+
 
 class FoldPreprocessor:
     """Standardise features (then optional PCA) and targets using one fold's training rows.
@@ -37,8 +39,12 @@ class FoldPreprocessor:
         self.pca_mean_ = self.pca_components_ = None  # components_: (n_components, n_features)
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "FoldPreprocessor":
-        X = np.asarray(X, dtype=np.float64)
+        """`X` may be a `RowView` (a streamed matrix): scaler and PCA then fit block by
+        block (`benchmark.streaming`), the PCA incrementally."""
         Y = np.asarray(Y, dtype=np.float64)
+        if is_row_view(X):
+            return self._fit_streamed(X, Y)
+        X = np.asarray(X, dtype=np.float64)
         x_scaler = StandardScaler().fit(X)
         self.x_mean_, self.x_scale_ = x_scaler.mean_, x_scaler.scale_
         y_scaler = StandardScaler().fit(Y)
@@ -47,6 +53,20 @@ class FoldPreprocessor:
             n_components = min(int(self.pca_components), *X.shape)
             # The full LAPACK solver is deterministic; randomized SVD would depend on a seed.
             pca = PCA(n_components=n_components, svd_solver="full").fit(x_scaler.transform(X))
+            self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_
+        return self
+
+    def _fit_streamed(self, X, Y: np.ndarray) -> "FoldPreprocessor":
+        from benchmark.streaming import fit_pca, fit_scaler
+
+        x_scaler = fit_scaler(X)
+        self.x_mean_, self.x_scale_ = x_scaler.mean_, x_scaler.scale_
+        y_scaler = StandardScaler().fit(Y)
+        self.y_mean_, self.y_scale_ = y_scaler.mean_, y_scaler.scale_
+        if self.pca_components is not None:
+            n_components = min(int(self.pca_components), *X.shape)
+            scaled = X.map(lambda block: ((block - self.x_mean_) / self.x_scale_).astype(np.float32))
+            pca = fit_pca(scaled, n_components)
             self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_
         return self
 

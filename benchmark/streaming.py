@@ -1,0 +1,108 @@
+"""Fitting on a streamed matrix: statistics, PCA and tf.data batches from a `RowView`.
+
+A task larger than `data.stream_above_mb` reaches the models as `RowView`s
+(`benchmark.data.rows`): its rows stay in the memory-mapped `expression.npy` and are read
+a block at a time. This module holds what fitting needs from such a view, so that memory
+stays bounded by a block and the model, never by the matrix:
+
+- `fit_scaler`, `fit_pca`: a StandardScaler and an IncrementalPCA fitted block by block
+  (sklearn's own `partial_fit`), the streamed forms of the in-fold preprocessing;
+- `normal_equations`: the float64 sums of X'X, X'Y, X and Y that give ridge in closed form;
+- `blockwise`: apply a function to every block and stack the results (predictions);
+- `row_batches`: a tf.data pipeline of shuffled (features, targets) batches, each read
+  from the file when the step needs it; shuffling is of row indices, so a fold is only
+  an index set. TensorFlow is imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from benchmark.data.rows import RowView, is_row_view
+
+__all__ = ["RowView", "is_row_view", "fit_scaler", "fit_pca", "normal_equations", "blockwise", "row_batches"]
+
+
+def fit_scaler(X: RowView):
+    """`StandardScaler` fitted on every row of `X`, a block at a time (float64)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler()
+    for _, block in X.blocks():
+        scaler.partial_fit(block.astype(np.float64))
+    return scaler
+
+
+def fit_pca(X: RowView, n_components: int):
+    """`IncrementalPCA` of the rows of `X`, fitted block by block (deterministic: no random
+    solver). A last block with fewer rows than components is merged into the previous one."""
+    from sklearn.decomposition import IncrementalPCA
+
+    pca = IncrementalPCA(n_components=n_components)
+    size = max(X.block_rows(), n_components)
+    starts = list(range(0, len(X), size))
+    if len(starts) > 1 and len(X) - starts[-1] < n_components:
+        starts.pop()
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else len(X)
+        pca.partial_fit(X.read(np.arange(start, stop)).astype(np.float64))
+    return pca
+
+
+def normal_equations(X: RowView, Y: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`(n, x_sum, y_sum, XtX, XtY)` over the rows of `X` and `Y` (aligned), all float64.
+
+    `XtX` is (n_features, n_features): ~128 MB at 4,000 features, the largest array the
+    streamed ridge holds.
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    p, k = X.shape[1], Y.shape[1]
+    x_sum, y_sum = np.zeros(p), np.zeros(k)
+    XtX, XtY = np.zeros((p, p)), np.zeros((p, k))
+    for start, block in X.blocks():
+        xb = block.astype(np.float64)
+        yb = Y[start:start + len(xb)]
+        x_sum += xb.sum(axis=0)
+        y_sum += yb.sum(axis=0)
+        XtX += xb.T @ xb
+        XtY += xb.T @ yb
+    return len(X), x_sum, y_sum, XtX, XtY
+
+
+def blockwise(fn: Callable[[np.ndarray], np.ndarray], X) -> np.ndarray:
+    """`fn(X)` for an array; for a `RowView`, `fn` of each block, stacked in row order."""
+    if not is_row_view(X):
+        return fn(X)
+    return np.concatenate([fn(block) for _, block in X.blocks()])
+
+
+def row_batches(X: RowView, Y: np.ndarray, batch_size: int, seed: int | None = None):
+    """A `tf.data.Dataset` of `(features, targets)` float32 batches over the rows of `X`.
+
+    With `seed`, row indices are shuffled again every epoch (`reshuffle_each_iteration`),
+    as `Dataset.shuffle` over the full set of rows would shuffle in-memory arrays: the
+    same seed gives the same batches as `from_tensor_slices((X, Y)).shuffle(n, seed)`.
+    Each batch's rows are read from the memory-mapped file inside the pipeline (in
+    increasing file order, then put back in batch order); one batch is prefetched.
+    """
+    import tensorflow as tf
+
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
+    n, p, k = len(X), X.shape[1], Y.shape[1]
+
+    def read(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(X.read(index), dtype=np.float32), Y[index]
+
+    indices = tf.data.Dataset.range(n)
+    if seed is not None:
+        indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+
+    def load(index):
+        features, targets = tf.numpy_function(read, [index], (tf.float32, tf.float32), stateful=False)
+        features.set_shape((None, p))
+        targets.set_shape((None, k))
+        return features, targets
+
+    return indices.batch(batch_size).map(load).prefetch(1)

@@ -1,0 +1,161 @@
+"""Scale: the streamed paths (matrices read in blocks) give what the in-memory paths give.
+
+Blocks are made tiny here (a few rows) so that small matrices cross many block
+boundaries; the scale run itself is `scripts/bench_scale.py` (results/scale.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmark.data import rows as rows_module
+from benchmark.data.canonical import canonical_bytes, write_dataset
+from benchmark.data.readers import open_matrix
+from benchmark.data.rows import RowView
+from benchmark.data.streaming import CanonicalMatrixWriter, ColumnMoments, MatrixScan
+from benchmark.data.synthetic import SyntheticMatrix, make_synthetic, synth
+
+
+def _shuffled_csv(path, ds, seed=0, genes_as_rows=False):
+    """`ds` written as csv with rows and columns out of id order."""
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.permutation(len(ds.samples)), rng.permutation(len(ds.genes))
+    X = np.asarray(ds.X)[rows][:, cols]
+    row_ids, col_ids = [ds.samples[r] for r in rows], [ds.genes[c] for c in cols]
+    if genes_as_rows:
+        X, row_ids, col_ids = X.T, col_ids, row_ids
+    corner = "gene_id" if genes_as_rows else "sample"
+    lines = [",".join([corner, *col_ids])] + [",".join([r, *("%.9g" % v for v in x)]) for r, x in zip(row_ids, X)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("kind", ["csv", "csv-genes-as-rows", "parquet", "h5ad"])
+def test_streamed_import_writes_the_canonical_bytes_of_the_sorted_matrix(tmp_path, monkeypatch, kind):
+    """Blocks of 7 file rows, 64-value tiles: `expression.npy` is byte for byte what
+    np.save writes for the matrix sorted by sample and gene id."""
+    monkeypatch.setattr("benchmark.data.streaming.BLOCK_BYTES", 4 * 64)
+    ds, _ = make_synthetic(53, 23, seed=5)
+    if kind.startswith("csv"):
+        path = tmp_path / "m.csv"
+        _shuffled_csv(path, ds, genes_as_rows=kind.endswith("rows"))
+    else:
+        path = tmp_path / f"m.{kind}"
+        synth(path, samples=53, genes=23, seed=5)
+    source = open_matrix(path, block_rows=7)
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = CanonicalMatrixWriter(out, len(source.col_ids), source.genes_are_rows)
+    row_ids, blocks = [], 0
+    for ids, values in source.blocks:
+        row_ids += ids
+        writer.append(values)
+        blocks += 1
+    assert blocks == -(-len(row_ids) // 7) > 1
+    samples, genes = (source.col_ids, row_ids) if source.genes_are_rows else (row_ids, source.col_ids)
+    writer.finish(samples, genes)
+    assert sorted(p.name for p in out.iterdir()) == ["expression.npy"]  # temporaries removed
+    assert (out / "expression.npy").read_bytes() == canonical_bytes(ds)["expression.npy"]
+
+
+def test_the_scan_of_blocks_finds_what_the_whole_matrix_shows():
+    ds, _ = make_synthetic(40, 12, seed=1)
+    X = np.asarray(ds.X).copy()
+    X[17, 3], X[30, 5] = -1.0, np.inf
+    scan = MatrixScan(12, genes_are_rows=False, transform="log1p")
+    for start in range(0, 40, 6):
+        scan.update(X[start:start + 6])
+    assert scan.first_nonfinite == (30, 5, False) and scan.first_negative == (17, 3)
+    assert scan.n_samples == 40 and not scan.all_integer
+    transposed = MatrixScan(40, genes_are_rows=True, transform="none")
+    for start in range(0, 12, 5):
+        transposed.update(np.asarray(ds.X).T[start:start + 5])
+    np.testing.assert_allclose(transposed.gene_variance, np.var(np.asarray(ds.X, np.float64), axis=0), rtol=1e-12)
+
+
+def test_column_moments_over_blocks_match_numpy_and_one_block_is_bit_identical():
+    X = np.random.default_rng(0).normal(5.0, 2.0, size=(101, 9)).astype(np.float32)
+    whole = np.var(X.astype(np.float64), axis=0)
+    assert np.array_equal(ColumnMoments(9).update(X).variance, whole)
+    parts = ColumnMoments(9)
+    for start in range(0, 101, 13):
+        parts.update(X[start:start + 13])
+    np.testing.assert_allclose(parts.variance, whole, rtol=1e-12)
+    a, b = ColumnMoments(9).update(X[:50]), ColumnMoments(9).update(X[50:])
+    np.testing.assert_allclose(a.merge(b).variance, whole, rtol=1e-12)
+
+
+def test_synthetic_blocks_are_the_same_whichever_way_they_are_cut():
+    matrix = SyntheticMatrix(1100, 700, seed=3)
+    whole = matrix.block(0, 1100)
+    pieces = np.block([[matrix.block(0, 600, 0, 300), matrix.block(0, 600, 300, 700)],
+                       [matrix.block(600, 1100, 0, 300), matrix.block(600, 1100, 300, 700)]])
+    assert np.array_equal(whole, pieces)
+
+
+def test_row_view_reads_rows_in_any_order_with_transform_and_columns(monkeypatch):
+    monkeypatch.setattr(rows_module, "BLOCK_BYTES", 4 * 20)
+    X = np.arange(60, dtype=np.float32).reshape(12, 5)
+    view = RowView(X, rows=[9, 2, 7, 0, 11], cols=[4, 1], transform="log1p")
+    expected = np.log1p(X[[9, 2, 7, 0, 11]][:, [4, 1]])
+    assert np.array_equal(view.read(), expected)
+    assert np.array_equal(view[[3, 0]].read(), expected[[3, 0]])
+    assert np.array_equal(np.concatenate([b for _, b in view.blocks()]), expected)
+    assert np.array_equal(view.map(lambda b: 2 * b).read([1]), 2 * expected[[1]])
+
+
+# -- the streamed task: same folds, same metrics ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared(_project_template, tmp_path_factory):
+    """A prepared 400 x 60 dataset (rank-5 signal, log1p), small enough for both paths."""
+    import shutil
+
+    from conftest import DATASET, Project
+
+    root = tmp_path_factory.mktemp("streamed") / "project"
+    shutil.copytree(_project_template, root, symlinks=True)
+    project = Project(root).set_params({
+        "datasets": {DATASET: {"transform": "log1p"}}, "task": {"top_k": 5}, "split": {"folds": 3},
+        "training": {"max_epochs": 2, "batch_size": 32}, "models": {"dnn": {"defaults": {"units": 32}}},
+    })
+    ds, _ = make_synthetic(400, 60, seed=7)
+    write_dataset(ds, project.data_dir)
+    from benchmark.data.prepare import prepare
+
+    prepare(project.config())
+    return project
+
+
+def _scores(project, arch: str, streamed: bool, monkeypatch):
+    from benchmark.data.prepare import load_task
+    from benchmark.evaluation import _fit_and_score, resolve_params
+
+    config = project.config()
+    if streamed:
+        params = config.params.model_copy(update={"data": config.params.data.model_copy(update={"stream_above_mb": 0})})
+        config = type(config)(params, config.path, config.root).for_dataset(config.dataset)
+        monkeypatch.setattr(rows_module, "BLOCK_BYTES", 4 * 60 * 37)  # 37-row blocks
+    data = load_task(config, "multi", held_out=True)
+    assert isinstance(data.X_dev, RowView) == streamed
+    hp, _ = resolve_params(config, "multi", arch)
+    _, fold_metrics, _, _, test_pred = _fit_and_score(config, arch, hp, data)
+    return [m["rmse"] for m in fold_metrics], [m["r2"] for m in fold_metrics], test_pred
+
+
+@pytest.mark.parametrize("arch,rtol", [("mean", 1e-12), ("ridge", 1e-7), ("dnn", 1e-4)])
+def test_streamed_and_in_memory_evaluation_give_the_same_metrics(prepared, monkeypatch, arch, rtol):
+    rmse_mem, r2_mem, pred_mem = _scores(prepared, arch, False, monkeypatch)
+    rmse_str, r2_str, pred_str = _scores(prepared, arch, True, monkeypatch)
+    np.testing.assert_allclose(rmse_str, rmse_mem, rtol=rtol)
+    np.testing.assert_allclose(r2_str, r2_mem, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(pred_str, pred_mem, rtol=rtol * 10, atol=rtol * 10)
+
+
+def test_streamed_knn_searches_a_pca_space_close_to_the_exact_search(prepared, monkeypatch):
+    """60 genes of rank-5 data: 50 principal components keep the neighbours' distances, so
+    the streamed kNN scores within 2% of the exact in-memory search."""
+    rmse_mem, _, _ = _scores(prepared, "knn", False, monkeypatch)
+    rmse_str, _, _ = _scores(prepared, "knn", True, monkeypatch)
+    np.testing.assert_allclose(rmse_str, rmse_mem, rtol=0.02)

@@ -25,7 +25,7 @@ from sklearn.model_selection import KFold, train_test_split
 from benchmark import TASKS
 from benchmark.config import Config
 from benchmark.data.canonical import dvc_tree_md5, load_dataset
-from benchmark.data.rows import RowView
+from benchmark.data.rows import RowView, rows_per_block
 from benchmark.data.streaming import ColumnMoments
 from benchmark.data.validation import apply_transform, check_dataset
 from benchmark.errors import UserError
@@ -52,7 +52,7 @@ def dev_variance(X, dev: np.ndarray, transform: str) -> np.ndarray:
     """
     view = RowView(X, np.asarray(dev, dtype=np.int64), transform=transform)
     moments = ColumnMoments(X.shape[1])
-    for _, block in view.blocks():  # 64 MiB of float32 rows, 128 MiB as float64
+    for _, block in view.blocks(rows_per_block(X.shape[1], 1 << 26)):  # 64 MiB of float32 rows
         moments.update(block)
     return moments.variance
 

@@ -6,7 +6,7 @@ fitted preprocessing applied to every block it reads. Nothing is read until aske
 
     X = RowView(matrix, rows=dev, cols=features, transform="log1p")   # no I/O
     X_train = X[train]                      # a fold is an index set: still no I/O
-    for start, block in X_train.blocks():   # ~64 MB blocks, in row order
+    for start, block in X_train.blocks():   # ~32 MiB blocks, in row order
         ...
     X_train.read([5, 2, 9])                  # any rows (a shuffled batch), as an array
 
@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-BLOCK_BYTES = 1 << 26  # float32 bytes of one block of rows (64 MiB)
+BLOCK_BYTES = 1 << 25  # float32 bytes of one block of rows (32 MiB)
 
 
 def rows_per_block(n_cols: int, block_bytes: int | None = None) -> int:

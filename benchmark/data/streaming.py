@@ -5,7 +5,7 @@ rows (`readers.open_matrix`), `MatrixScan` keeps what the checks need (the first
 non-finite or negative cell, whether every value is an integer, per-gene moments of the
 transformed values), and `CanonicalMatrixWriter` appends each block to a file and at the end
 puts samples and genes in id order into `expression.npy`. `prepare` uses `ColumnMoments`
-for the development-sample variances. Memory is a few blocks (~64 MiB each), whatever the
+for the development-sample variances. Memory is a few blocks (~32 MiB of float32 each), whatever the
 matrix size.
 
 Moments are float64. `ColumnMoments` over one block computes exactly what `np.var(x,

@@ -156,7 +156,7 @@ class SyntheticMatrix:
                 [f"G{g + 1:0{width}d}" for g in range(self.genes)])
 
     def row_blocks(self, rows: int | None = None):
-        """`(sample ids, X block)` over all samples, about 64 MiB of float64 at a time."""
+        """`(sample ids, X block)` over all samples, about 8 Mi values (64 MiB of float64) at a time."""
         samples, _ = self.ids()
         rows = rows or max(TILE, (1 << 23) // self.genes // TILE * TILE)
         for r0 in range(0, self.samples, rows):

@@ -66,21 +66,12 @@ class RidgeBaseline:
         return self
 
     def _fit_streamed(self, X, Y: np.ndarray) -> "RidgeBaseline":
-        """What sklearn's Ridge solves, from float64 sums over blocks: with the intercept
-        unpenalised, (Xc'Xc + alpha I) W = Xc'Yc for the centred Xc, Yc, where
-        Xc'Xc = X'X - n mx mx' and Xc'Yc = X'Y - n mx my'. Memory: X'X (p x p)."""
-        from scipy.linalg import solve
+        """What sklearn's Ridge solves, from float64 normal equations summed block by block
+        (`benchmark.streaming`). Memory: one p x p array, whatever the number of rows."""
+        from benchmark.streaming import normal_equations, solve_ridge
 
-        from benchmark.streaming import normal_equations
-
-        n, x_sum, y_sum, XtX, XtY = normal_equations(X, np.asarray(Y, dtype=np.float64).reshape(len(X), -1))
-        x_mean, y_mean = x_sum / n, y_sum / n
-        gram = XtX - n * np.outer(x_mean, x_mean)
-        gram[np.diag_indices_from(gram)] += self.alpha
-        cross = XtY - n * np.outer(x_mean, y_mean)
-        del XtX, XtY
-        self.coef_ = solve(gram, cross, assume_a="pos", overwrite_a=True, overwrite_b=True).T
-        self.intercept_ = y_mean - self.coef_ @ x_mean
+        sums = normal_equations(X, np.asarray(Y, dtype=np.float64).reshape(len(X), -1))
+        self.coef_, self.intercept_ = solve_ridge(*sums, alpha=self.alpha)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

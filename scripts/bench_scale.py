@@ -1,0 +1,292 @@
+"""Scale runs: genebench at D-GEX sizes on one machine, and deep-model throughput on a GPU.
+
+    python scripts/bench_scale.py --pipeline [--samples 100000 --genes 4000] [--limit-gb 2] [--out DIR]
+    python scripts/bench_scale.py --gpu-probe [--out DIR]      # samples/s per deep architecture
+
+`--pipeline` makes a fresh project in `--workdir` (git + DVC, the repository's params.yaml
+with `split.folds: 3` (1 tuning fold, 2 scored: the issue's 2 CV fits; genebench refuses
+`split.folds: 2`, which would leave one scored fold), `training.max_epochs: 2`) and runs, each as its own process in its
+own cgroup v1 memory group limited to `--limit-gb` (memory.limit_in_bytes; the pid is
+written to cgroup.procs before the command is exec'd): `genebench data synth` (a parquet
+file), `data import`, `prepare`, and `evaluate --task multi` for ridge and dnn. Per step
+it records the wall time, the exit code, the group's peak charge
+(memory.max_usage_in_bytes: anonymous memory plus the page cache the process brought in,
+which the kernel reclaims at the limit), the peak anonymous memory (`rss` of memory.stat,
+sampled every 0.2 s), memory.failcnt (times the charge met the limit: cache reclaim, not
+failure) and the OOM kills (memory.oom_control). Writes `scale-<samples>x<genes>.json`.
+Needs root and a cgroup v1 memory controller (`mount | grep cgroup`).
+
+`--gpu-probe` builds each deep architecture with genebench's own Keras builders
+(`benchmark.models.architectures.build_model`, hyperparameters `models.<arch>.defaults`
+of params.yaml) at the shape of a `--samples` x `--genes` matrix (features = genes - top_k,
+targets = task.top_k) and times Keras's `fit` on random float32 data held in memory
+(not genebench's tf.data input: this isolates the model's own cost). It runs on whatever
+Keras backend `KERAS_BACKEND` names (TensorFlow by default, `torch` on a machine without
+TensorFlow), on the GPU the backend sees or on the CPU. For each architecture and batch
+size: the first fit of a few batches (build, trace) is timed apart, then fits of more and
+more batches until one takes at least `--budget-s` / 2 seconds; samples/s is that fit's
+batches x batch size / its wall time. Writes `throughput.json` under `--out`.
+
+Needs only numpy, PyYAML and Keras 3 with one backend: it reads params.yaml with PyYAML and
+imports nothing of genebench but the model builders, so it runs where MLflow, Optuna and
+TensorFlow are not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench_pruning import _cpu as _cpu_name  # noqa: E402  (scripts/ is on sys.path: it holds this file)
+
+DEEP_ARCHS = ("dnn", "lstm", "gru", "attention_lstm", "attention_gru")
+
+
+def _accelerator(backend: str) -> str:
+    """The device Keras trains on: the GPU's name, or 'CPU (<model>, N cores)'."""
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return f"{details.get('device_name', gpus[0].name)} (TensorFlow {tf.__version__})"
+    return f"CPU ({_cpu_name()}, {os.cpu_count()} cores visible)"
+
+
+def _timed_fit(model, X, Y, batch_size: int, batches: int) -> float:
+    n = batches * batch_size
+    started = time.perf_counter()
+    model.fit(X[:n], Y[:n], batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    return time.perf_counter() - started
+
+
+def gpu_probe(args) -> dict:
+    backend = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import numpy as np
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    top_k = int(params["task"]["top_k"])
+    n_features, n_targets = args.genes - top_k, top_k
+    import keras
+
+    from benchmark.models.architectures import build_model
+
+    device = _accelerator(keras.backend.backend())
+    print(f"keras {keras.__version__} on {keras.backend.backend()}: {device}", flush=True)
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    X = rng.standard_normal((args.samples, n_features), dtype=np.float32)
+    Y = rng.standard_normal((args.samples, n_targets), dtype=np.float32)
+    print(f"random data {args.samples} x {n_features} features, {n_targets} targets in memory "
+          f"({X.nbytes / 2**30:.2f} GiB, {time.perf_counter() - started:.1f} s)", flush=True)
+    rows = []
+    for arch in args.archs:
+        hp = {"learning_rate": params["training"]["learning_rate"], **params["models"][arch]["defaults"]}
+        for batch_size in args.batch_sizes:
+            keras.utils.set_random_seed(0)
+            model = build_model(arch, hp, n_features, n_targets)
+            first = _timed_fit(model, X, Y, batch_size, 2)
+            batches = 4
+            while True:
+                seconds = _timed_fit(model, X, Y, batch_size, batches)
+                if seconds >= args.budget_s / 2 or (2 * batches) * batch_size > args.samples:
+                    break
+                batches *= 2
+            row = {"arch": arch, "batch_size": batch_size, "params": int(model.count_params()),
+                   "first_fit_s": round(first, 2), "timed_batches": batches, "timed_s": round(seconds, 3),
+                   "samples_per_s": round(batches * batch_size / seconds, 1)}
+            rows.append(row)
+            print(f"{arch:15s} batch {batch_size:5d}: {row['samples_per_s']:10.1f} samples/s "
+                  f"({batches} batches in {seconds:.2f} s; first fit {first:.2f} s; {row['params']} weights)",
+                  flush=True)
+    return {
+        "what": "Keras fit throughput of genebench's deep architectures (models.<arch>.defaults), random data in memory",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(),
+        "device": device,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "python": platform.python_version(),
+        "shape": {"samples": args.samples, "genes": args.genes, "features": n_features, "targets": n_targets},
+        "budget_s": args.budget_s,
+        "results": rows,
+    }
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+
+
+def _read_cgroup(group: Path, name: str) -> str:
+    return (group / name).read_text().strip()
+
+
+def _memory_stat(group: Path) -> dict[str, int]:
+    return {key: int(value) for key, value in
+            (line.split() for line in _read_cgroup(group, "memory.stat").splitlines())}
+
+
+def run_limited(name: str, cmd: list[str], cwd: Path, env: dict, limit_bytes: int, log: Path) -> dict:
+    """Run `cmd` in a fresh memory cgroup limited to `limit_bytes`; what it used and how long."""
+    import subprocess
+    import threading
+
+    group = CGROUP_ROOT / f"genebench-scale-{os.getpid()}-{name}"
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        swap_limit = group / "memory.memsw.limit_in_bytes"
+        if swap_limit.exists():  # no swapping out of the limit either
+            swap_limit.write_text(str(limit_bytes))
+        peak_rss = 0
+        done = threading.Event()
+
+        def sample():
+            nonlocal peak_rss
+            while not done.wait(0.2):
+                peak_rss = max(peak_rss, _memory_stat(group).get("rss", 0))
+
+        # The shell joins the group, then execs the command: every byte it allocates is charged.
+        wrapped = ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh", *cmd]
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.perf_counter()
+        with open(log, "w") as out:
+            rc = subprocess.run(wrapped, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        seconds = time.perf_counter() - started
+        done.set()
+        sampler.join()
+        oom = dict(line.split() for line in _read_cgroup(group, "memory.oom_control").splitlines())
+        result = {
+            "step": name, "command": " ".join(cmd), "rc": rc, "wall_s": round(seconds, 1),
+            "limit_mib": limit_bytes // 2**20,
+            "peak_charge_mib": round(int(_read_cgroup(group, "memory.max_usage_in_bytes")) / 2**20),
+            "peak_rss_mib": round(peak_rss / 2**20),
+            "failcnt": int(_read_cgroup(group, "memory.failcnt")),
+            "oom_kills": int(oom.get("oom_kill", 0)),
+        }
+    finally:
+        group.rmdir()
+    print(f"{name:16s} rc {result['rc']}  {result['wall_s']:8.1f} s  peak charge {result['peak_charge_mib']:5d} MiB  "
+          f"peak rss {result['peak_rss_mib']:5d} MiB  failcnt {result['failcnt']}  oom kills {result['oom_kills']}",
+          flush=True)
+    return result
+
+
+def pipeline(args) -> dict:
+    import shutil
+    import subprocess
+
+    import yaml
+
+    work = args.workdir / f"{args.samples}x{args.genes}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    venv_bin = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+    for var in ("GENEBENCH_ROOT", "MLFLOW_TRACKING_URI"):
+        env.pop(var, None)
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=work, check=True, env=env)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"] = {"scale": {"transform": "none"}}
+    # The issue asks for split.folds 2; the protocol keeps tuning's fold apart from the
+    # scored ones and needs two of those (config refuses 2), so 3 folds: 2 scored CV fits.
+    params["split"]["folds"] = 3
+    params["training"]["max_epochs"] = 2
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    matrix = args.workdir / f"synthetic-{args.samples}x{args.genes}.parquet"
+    genebench = [sys.executable, "-m", "benchmark"]
+    steps = [
+        ("synth", [*genebench, "data", "synth", str(matrix), "--samples", str(args.samples),
+                   "--genes", str(args.genes), "--seed", "0"]),
+        ("import", [*genebench, "data", "import", str(matrix), "--name", "scale"]),
+        ("prepare", [*genebench, "prepare", "--dataset", "scale"]),
+        *[(f"evaluate-{arch}", [*genebench, "evaluate", "--dataset", "scale", "--task", "multi", "--arch", arch])
+          for arch in args.evaluate],
+    ]
+    limit = int(args.limit_gb * 2**30)
+    results = []
+    for name, cmd in steps:
+        result = run_limited(name, cmd, work, env, limit, args.workdir / f"{work.name}-{name}.log")
+        results.append(result)
+        if result["rc"] != 0:
+            print((args.workdir / f"{work.name}-{name}.log").read_text()[-3000:])
+            break
+    metrics = {}
+    for arch in args.evaluate:
+        path = work / "metrics" / "scale" / "multi" / f"{arch}.json"
+        if path.exists():
+            doc = json.loads(path.read_text())
+            metrics[arch] = {"cv_rmse": doc["cv"]["rmse"]["mean"], "test_rmse": doc["test"]["rmse"],
+                             "test_r2": doc["test"]["r2"]}
+    summary = json.loads((work / "artifacts" / "prepared" / "scale" / "summary.json").read_text()) \
+        if (work / "artifacts" / "prepared" / "scale" / "summary.json").exists() else {}
+    sizes = {p.name: p.stat().st_size for p in [matrix, work / "data" / "scale" / "expression.npy"] if p.exists()}
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+        matrix.unlink(missing_ok=True)
+    return {
+        "what": "genebench data synth / import / prepare / evaluate (multi) at scale, each process in a cgroup v1 "
+                "memory group",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "shape": {"samples": args.samples, "genes": args.genes},
+        "params": {"split.folds": 3, "training.max_epochs": 2, "tuning.folds": params["tuning"]["folds"],
+                   "training.batch_size": params["training"]["batch_size"],
+                   "data.stream_above_mb": params["data"].get("stream_above_mb")},
+        "prepared": {k: summary.get(k) for k in ("n_dev", "n_test", "tasks")},
+        "file_bytes": sizes,
+        "steps": results,
+        "metrics": metrics,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--gpu-probe", action="store_true", help="samples/s per deep architecture (any backend)")
+    mode.add_argument("--pipeline", action="store_true", help="synth, import, prepare, evaluate under a memory limit")
+    parser.add_argument("--limit-gb", type=float, default=2.0, help="--pipeline: memory limit of each step's cgroup")
+    parser.add_argument("--evaluate", type=lambda s: s.split(","), default=["ridge", "dnn"])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/genebench-scale"))
+    parser.add_argument("--keep", action="store_true", help="--pipeline: keep the project and the matrix")
+    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--genes", type=int, default=4_000)
+    parser.add_argument("--archs", type=lambda s: s.split(","), default=list(DEEP_ARCHS))
+    parser.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[64, 512])
+    parser.add_argument("--budget-s", type=float, default=8.0, help="about this many seconds per timed fit x 2")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results")))
+    args = parser.parse_args(argv)
+    if args.gpu_probe:
+        result = gpu_probe(args)
+        name = f"throughput-{result['backend']}.json"
+    else:
+        result = pipeline(args)
+        name = f"scale-{args.samples}x{args.genes}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out / name}")
+    failed = [step for step in result.get("steps", []) if step["rc"] != 0]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,6 @@
 """Synthetic expression: `genebench data synth` matrices and the bundled positive control.
 
-Two generators live here, both fixed byte for byte by their seed (every draw comes from
-one `numpy.random.default_rng(seed)`).
+Two generators live here, both fixed byte for byte by their seed.
 
 **`make_synthetic` / `synth`** (tests, scale runs): known low-rank gene-gene structure.
 
@@ -17,11 +16,16 @@ reveal; so a linear model predicting one gene from many others can reach an R^2 
 training mean reaches about 0. Offsets sit >= 5 standard deviations above zero, so the
 clip touches essentially no cell and log1p applies.
 
-`synth(out, ...)` writes the matrix in the format OUT's extension names (samples as rows,
-corner cell `sample`, or GCT's genes-as-rows) and the true structure beside it in
-`OUT.truth.json` (parameters and `r2_ceiling`; `make_synthetic` regenerates Z and W).
+Z, W, offset and scale come from `default_rng(seed)`; E is drawn per tile of 512 samples
+x 512 genes from `default_rng([seed, tile row, tile column])`, so `SyntheticMatrix` makes
+any block alone and `synth(out, ...)` writes block by block: N x G may exceed memory.
+It writes the format OUT's extension names (samples as rows, corner cell `sample`, or
+GCT's genes-as-rows; parquet in row groups of about 32 MiB, h5ad as a dense `X` filled by
+h5py) and the true structure beside it in `OUT.truth.json` (parameters and `r2_ceiling`;
+`make_synthetic` regenerates Z and W).
 
-**`positive_control`** (the bundled `synthetic` dataset, 2,000 samples x 500 genes): a
+**`positive_control`** (the bundled `synthetic` dataset, 2,000 samples x 500 genes; every
+draw from one `numpy.random.default_rng(seed)`): a
 matrix on which a linear model cannot reach the truth and a network can get close. Per sample,
 12 latent programmes z ~ N(0, 1). Each gene has a log-rate m (natural log of its mean
 count) and a value log1p(Poisson(exp(m))), so the noise is count noise: discrete, its

@@ -1,8 +1,9 @@
 """Matrix-level checks shared by `data import`, `data validate` and `prepare`.
 
-Readers turn a file into a `Dataset` (parse errors are theirs); these checks decide
-whether that matrix can carry the benchmark protocol. Each failure is a `UserError`
-whose one line names the source and the offending row, column or params key.
+Readers turn a file into blocks of rows (parse errors are theirs); a `MatrixScan` of
+those blocks keeps what the checks need, so no check holds the matrix; these checks
+decide whether it can carry the benchmark protocol. Each failure is a `UserError` whose
+one line names the source and the offending row, column or params key.
 """
 
 from __future__ import annotations

@@ -232,9 +232,14 @@ def _quiet_libraries() -> None:
     - TensorFlow's C++ INFO and WARNING lines (`TF_CPP_MIN_LOG_LEVEL=2`, unless the user
       set it; spawned tune workers inherit it). TensorFlow 2.21 still prints "All log
       messages before absl::InitializeLog() is called are written to STDERR" and a few
-      start-up lines: absl writes them while its libraries load, whatever the setting.
+      start-up lines: absl writes them while its libraries load, whatever the setting
+      (`training._import_keras` filters those).
+    - MLflow's per-run "View run" links with a tracking server.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # MLflow prints "View run ... at: http://..." and "View experiment ..." for every run
+    # that ends against a tracking server: two lines per trial.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     warnings.filterwarnings("ignore", message=".*" + _NOISE.pattern)
     show = warnings.showwarning
     if getattr(show, "_genebench_quiet", False):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -66,6 +67,7 @@ def configure(config: Config) -> str:
     """
     uri = config.tracking_uri
     user_override = os.environ.get("MLFLOW_TRACKING_URI")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow sets INFO on import
     if uri not in _OPENED:
         flag = "MLFLOW_TRACKING_URI" if user_override else "mlflow.tracking_uri"
         stores.check_tracking_store(uri, flag)

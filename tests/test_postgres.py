@@ -246,6 +246,8 @@ def test_evaluate_and_promote_through_a_tracking_server_and_load_the_champion_el
                             timeout=180)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip().startswith("(1,"), loaded.stdout
+    # Progress and results, not MLflow's "View run ... at http://..." per run.
+    assert not any("View run" in text for text in outputs), outputs
     # The password is in no output, project file, MLflow param or tag, nor in the shared store.
     assert not any(PASSWORD in text for text in outputs)
     for path in [*project.rglob("*"), *artifacts.rglob("*")]:

@@ -75,6 +75,10 @@ class TrainingParams(_Section):
     patience: int = Field(8, ge=1)
     validation_fraction: float = Field(0.15, gt=0, lt=1)
     seed: int = 42
+    # Deep models: the closed-form base they correct (benchmark.models.residual), and how
+    # many networks an ensemble averages (1: a single network).
+    base: Literal["none", "ridge"] = "ridge"
+    ensemble: int = Field(1, ge=1)
 
 
 class TuningParams(_Section):

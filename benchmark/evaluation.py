@@ -19,7 +19,8 @@
 Outputs: `artifacts/evaluation/<dataset>/<task>/<arch>/` (`folds.csv`, `cv_samples.csv`
 (the samples each scored fold validated on), `fold_per_gene.csv`,
 `test_predictions.csv`, `test_per_gene.csv`, `test_scatter.png`, for attention models
-`attention.csv`, `attention.png` and, where tokens are single genes, `gene_importance.csv`;
+`attention.csv` and `attention.png` (per token) and, mapped back to genes unless the
+inputs are PCA components, `gene_importance.csv` and `gene_importance.png`;
 `run.json`) and, written last so that a failed evaluate leaves the previous result in
 place, `metrics/<dataset>/<task>/<arch>.json`.
 """
@@ -49,6 +50,9 @@ from benchmark.paths import evaluation_dir, metrics_file, tuning_result
 
 ALL_METRICS = METRICS + SCALED_METRICS
 RUN_NAME = "evaluate-{arch}"
+IMPORTANCE_FILE = "gene_importance.csv"
+IMPORTANCE_PLOT = "gene_importance.png"
+IMPORTANCE_TOP = 30  # genes in the importance plot
 OWNER_HOST_TAG = "genebench.host"
 OWNER_PID_TAG = "genebench.pid"
 # training.* keys logged with every run (the rest of the section is in params.yaml too)
@@ -108,29 +112,24 @@ def _per_gene_frame(genes: list[str], metrics: dict) -> pd.DataFrame:
 
 
 def _attention_tables(regressor, attention: np.ndarray, data: TaskData, pca: bool) -> dict[str, pd.DataFrame]:
-    """Mean attention per token over the held-out samples; a gene table when tokens are genes."""
-    tokens = regressor.tokens or [np.array([t]) for t in range(attention.shape[1])]
+    """Attention mapped back to genes: mean weight per token over the held-out samples
+    (`attention.csv`) and, unless the inputs are PCA components, per gene (`gene_importance.csv`:
+    each gene carries the weight of the token, i.e. module, it is summed into)."""
+    tokens = regressor.tokens
     mean, std = attention.mean(axis=0), attention.std(axis=0)
-    rows = []
+    rows, genes = [], []
     for t, cols in enumerate(tokens):
         named = [] if pca else [data.feature_genes[c] for c in cols]
-        rows.append({
-            "token": t,
-            "first_gene": named[0] if named else "",
-            "last_gene": named[-1] if named else "",
-            "n_inputs": len(cols),
-            "mean_weight": float(mean[t]),
-            "std_weight": float(std[t]),
-        })
+        rows.append({"token": t, "n_inputs": len(cols), "genes": " ".join(named),
+                     "mean_weight": float(mean[t]), "std_weight": float(std[t])})
+        genes += [{"gene": gene, "module": t, "module_size": len(named), "weight": float(mean[t]),
+                   "std": float(std[t])} for gene in named]
     tables = {"attention.csv": pd.DataFrame(rows)}
-    if not pca and all(len(cols) == 1 for cols in tokens) and len(tokens) == len(data.feature_genes):
-        genes = pd.DataFrame({
-            "gene": [data.feature_genes[int(cols[0])] for cols in tokens],
-            "mean_attention": mean,
-            "std_attention": std,
-        }).sort_values(["mean_attention", "gene"], ascending=[False, True], kind="stable")
-        genes.insert(0, "rank", np.arange(1, len(genes) + 1))
-        tables["gene_importance.csv"] = genes
+    if genes:
+        table = pd.DataFrame(genes).sort_values(["weight", "module", "gene"], ascending=[False, True, True],
+                                                kind="stable")
+        table.insert(0, "rank", np.arange(1, len(table) + 1))
+        tables[IMPORTANCE_FILE] = table
     return tables
 
 
@@ -318,6 +317,8 @@ def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str
             for name, table in tables.items():
                 table.to_csv(tmp / name, index=False)
         _plots(tmp, task, arch, data, test_pred, test, tables.get("attention.csv"))
+        if IMPORTANCE_FILE in tables:
+            _importance_plot(tmp / IMPORTANCE_PLOT, f"{data.dataset} / {task} / {arch}", tables[IMPORTANCE_FILE])
 
         example = tracking.raw_features(config, data, "dev", limit=tracking.INPUT_EXAMPLE_ROWS)
         model_info = tracking.log_model(regressor, data, example, deep=arch in DEEP_ARCHS,
@@ -379,12 +380,28 @@ def _plots(directory, task: str, arch: str, data: TaskData, predicted: np.ndarra
     if attention is not None:
         fig, ax = plt.subplots(figsize=(max(4.0, 0.12 * len(attention)), 3.0))
         ax.bar(attention["token"], attention["mean_weight"], width=0.8)
-        ax.set_xlabel("token (feature block)")
+        ax.set_xlabel("token (gene module, in sequence order)")
         ax.set_ylabel("mean attention (held-out)")
         ax.set_title(f"{task} / {arch}", fontsize=9)
         fig.tight_layout()
         fig.savefig(directory / "attention.png", dpi=100)
         plt.close(fig)
+
+
+def _importance_plot(path, title: str, importance: pd.DataFrame) -> None:
+    """The `IMPORTANCE_TOP` genes by attention weight, named, with the module each belongs to."""
+    from matplotlib.figure import Figure
+
+    top = importance.head(IMPORTANCE_TOP)
+    labels = [f"{gene} (module {module})" for gene, module in zip(top["gene"], top["module"])]
+    fig = Figure(figsize=(6.0, 0.22 * len(top) + 1.2))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.barh(labels[::-1], top["weight"].to_numpy()[::-1], xerr=top["std"].to_numpy()[::-1], height=0.7)
+    ax.set_xlabel("attention weight of the gene's module (mean over held-out samples)")
+    ax.set_title(f"{title}: top {len(top)} genes", fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def _predictions_frame(data: TaskData, predicted: np.ndarray) -> pd.DataFrame:

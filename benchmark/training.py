@@ -9,13 +9,19 @@ baseline, behind one interface:
     regressor.save(directory); load_regressor(directory)
 
 `fit` fits the in-fold preprocessing (`FoldPreprocessor`) on the rows it is given and
-nothing else. Deep models then carve their early-stopping set out of those rows
-(`training.validation_fraction`, permuted with `training.seed`), train with tf.data
+nothing else. Deep models then fit, on those rows only: the ridge base they correct
+(`training.base: ridge`, out-of-fold, `benchmark.models.residual`) and, for sequence
+models, the assignment of genes to tokens (`benchmark.models.tokens`). They carve their
+early-stopping set out of those rows (`training.validation_fraction`, permuted with
+`training.seed`), train `training.ensemble` networks side by side (one Keras model; each
+member has its own initial weights and dropout draws and its own loss, so the members
+train independently on the same batches; the prediction is their mean) with tf.data
 batches, Adam and MSE on standardised targets for at most `training.max_epochs`, stop
-after `training.patience` epochs without a lower early-stopping loss and restore the
-best weights. `epoch_callback(epoch, val_loss)` (epoch counted from 0, val_loss the
-early-stopping MSE in standardised units) runs after every epoch; whatever it raises
-(e.g. `optuna.TrialPruned`) propagates out of `fit` unchanged.
+after `training.patience` epochs without a lower early-stopping RMSE and restore the best
+weights. `epoch_callback(epoch, val_rmse)` (epoch counted from 0; val_rmse the
+early-stopping set's RMSE of the full prediction, base plus ensemble mean, in the
+targets' original units, as the metrics compute it) runs after every epoch; whatever it
+raises (e.g. `optuna.TrialPruned`) propagates out of `fit` unchanged.
 
 Baselines never import TensorFlow; deep architectures import it on first use.
 """
@@ -36,7 +42,9 @@ import numpy as np
 
 from benchmark import BASELINE_ARCHS, DEEP_ARCHS
 from benchmark.models.baselines import BASELINES, make_baseline
-from benchmark.models.preprocessing import FoldPreprocessor, sequence_layout
+from benchmark.models.preprocessing import FoldPreprocessor
+from benchmark.models.residual import fit_ridge_base
+from benchmark.models.tokens import fit_token_assignment, n_tokens, token_members
 from benchmark.streaming import blockwise, is_row_view, row_batches
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,7 +52,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 STATE_FILE = "state.json"
 ARRAYS_FILE = "arrays.npz"
 MODEL_FILE = "model.keras"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1: before the ridge base, gene tokens and ensembles (none of them used)
 
 EpochCallback = Callable[[int, float], None]
 
@@ -138,16 +147,26 @@ def _check_xy(X: np.ndarray, Y: Optional[np.ndarray] = None, n_features: Optiona
     return X
 
 
-class _EpochHook:
-    """Adapts `epoch_callback(epoch, val_loss)` to a Keras callback (built lazily)."""
+VAL_RMSE = "val_rmse"
 
-    @staticmethod
-    def make(keras, callback: EpochCallback):
-        class EpochHook(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                callback(int(epoch), float((logs or {})["val_loss"]))
 
-        return EpochHook()
+def _stopping_callbacks(keras, val_rmse: Callable[[], float], patience: int,
+                        epoch_callback: Optional[EpochCallback]) -> list:
+    """Keras callbacks, in order: put `val_rmse()` into the epoch's logs, stop early on it
+    (restoring the best weights), then `epoch_callback(epoch, val_rmse)`."""
+
+    class StoppingRMSE(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs[VAL_RMSE] = val_rmse()  # Keras hands every callback the same logs dict
+
+    class EpochHook(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_callback(int(epoch), float(logs[VAL_RMSE]))
+
+    callbacks = [StoppingRMSE(),
+                 keras.callbacks.EarlyStopping(monitor=VAL_RMSE, mode="min", patience=patience,
+                                               restore_best_weights=True)]
+    return callbacks + ([EpochHook()] if epoch_callback is not None else [])
 
 
 class Regressor:
@@ -173,6 +192,8 @@ class Regressor:
         self.n_features: Optional[int] = None
         self.n_targets: Optional[int] = None
         self.epochs_trained = 0
+        self.base = None  # the fitted ridge base (a RidgeBaseline) with training.base: ridge
+        self.assignment: Optional[np.ndarray] = None  # sequence models: the token of each model input
         self._attention_model = None
         self._initial_state: Optional[list] = None  # see _ready_model
         self._built_for: Optional[tuple[int, int]] = None
@@ -195,14 +216,23 @@ class Regressor:
         return float(self.hp.get("learning_rate", self.training["learning_rate"]))
 
     @property
+    def members(self) -> int:
+        """Networks in the ensemble (`training.ensemble`; 1 before it existed)."""
+        return int(self.training.get("ensemble", 1))
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.is_deep and self.arch != "dnn"
+
+    @property
     def tokens(self) -> Optional[list[np.ndarray]]:
-        """For sequence models, the model-input columns each token reads, one array per
-        token (the feature genes' positions, or PCA components with PCA on); else None."""
-        if "steps" not in self.hp or self.arch == "dnn" or not self.is_deep:
+        """For sequence models, the model-input columns each token sums, one array per
+        token in sequence order (the feature genes' positions, or PCA components with PCA
+        on; empty for a padded token); else None."""
+        if not self.is_sequence or self.assignment is None:
             return None
-        n_in = self.preprocessor.n_features_out
-        steps, width = sequence_layout(n_in, self.hp["steps"])
-        return [np.arange(t * width, min((t + 1) * width, n_in)) for t in range(steps)]
+        steps = n_tokens(len(self.assignment), self.hp["steps"], self.hp.get("tokens", "modules"))
+        return token_members(self.assignment, steps)
 
     # -- fitting ---------------------------------------------------------------------
 
@@ -225,6 +255,7 @@ class Regressor:
         else:
             Xs = self.preprocessor.transform_X(X)
         self._attention_model = None
+        self.base, self.assignment = None, None
         if self.is_deep:
             self._fit_deep(Xs, Ys, epoch_callback)
         else:
@@ -245,30 +276,46 @@ class Regressor:
         order = np.random.default_rng(seed).permutation(n)
         stop, fit = np.sort(order[:n_stop]), np.sort(order[n_stop:])
 
+        # The network's targets: what the base leaves, with the base's out-of-fold predictions.
+        targets = Ys
+        if self.training.get("base", "none") == "ridge":
+            self.base, base_oof = fit_ridge_base(Xs, Ys, seed)
+            targets = (Ys - base_oof).astype(np.float32)
+        if self.is_sequence:
+            self.assignment = fit_token_assignment(Xs, self.hp["steps"], self.hp.get("tokens", "modules"),
+                                                   ordered=self.preprocessor.pca_components_ is None)
+
         seed_everything(seed)
         batch_size = self.batch_size
+        members = self.members
         if is_row_view(Xs):  # batches read from the memory-mapped matrix per step
-            train_data = row_batches(Xs[fit], Ys[fit], batch_size, seed=seed)
-            stop_data = row_batches(Xs[stop], Ys[stop], batch_size)
+            train_data = row_batches(Xs[fit], targets[fit], batch_size, seed=seed)
         else:
             train_data = (
-                tf.data.Dataset.from_tensor_slices((Xs[fit], Ys[fit]))
+                tf.data.Dataset.from_tensor_slices((Xs[fit], targets[fit]))
                 .shuffle(len(fit), seed=seed, reshuffle_each_iteration=True)
                 .batch(batch_size)
             )
-            stop_data = tf.data.Dataset.from_tensor_slices((Xs[stop], Ys[stop])).batch(batch_size)
+        if members > 1:  # every member is trained on the same targets
+            train_data = train_data.map(lambda x, y: (x, tf.tile(y, [1, members])))
 
         self._ready_model(Xs.shape[1], Ys.shape[1])
-        callbacks = [
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(self.training["patience"]), restore_best_weights=True
-            )
-        ]
-        if epoch_callback is not None:
-            callbacks.append(_EpochHook.make(keras, epoch_callback))
+        if self.assignment is not None:
+            from benchmark.models.architectures import set_token_assignment
+
+            set_token_assignment(self.model, self.assignment)
+        y_scale = np.asarray(self.preprocessor.y_scale_, dtype=np.float64)
+
+        def stopping_rmse() -> float:
+            # The residual the ensemble mean leaves on the early-stopping rows (whose base
+            # predictions are out-of-fold), in the targets' original units.
+            predicted = blockwise(lambda block: self._predict_keras(self.model, block), Xs[stop])
+            error = (targets[stop] - self._ensemble_mean(predicted)) * y_scale
+            return float(np.sqrt(np.mean(np.square(error))))
+
+        callbacks = _stopping_callbacks(keras, stopping_rmse, int(self.training["patience"]), epoch_callback)
         history = self.model.fit(
             train_data,
-            validation_data=stop_data,
             epochs=int(self.training["max_epochs"]),
             callbacks=callbacks,
             shuffle=False,  # the tf.data pipeline shuffles, seeded
@@ -294,7 +341,8 @@ class Regressor:
         from benchmark.models.architectures import build_model
 
         hp = {**self.hp, "learning_rate": self.learning_rate}
-        self.model = build_model(self.arch, hp, n_features, n_targets)
+        self.model = build_model(self.arch, hp, n_features, n_targets, members=self.members,
+                                 zero_init=self.training.get("base", "none") == "ridge")
         self.model.optimizer.build(self.model.trainable_variables)
         self._initial_state = [variable.numpy() for variable in self._state_variables()]
         self._built_for = shape
@@ -317,15 +365,20 @@ class Regressor:
             return blockwise(self.predict, X)
         Xs = self.preprocessor.transform_X(_check_xy(X, n_features=self.n_features))
         if self.is_deep:
-            Ys = self._predict_keras(self.model, Xs)
+            Ys = self._ensemble_mean(self._predict_keras(self.model, Xs))
+            if self.base is not None:
+                Ys = Ys + self.base.predict(Xs)
         else:
             Ys = self.model.predict(Xs)
         return self.preprocessor.inverse_Y(Ys)
 
-    def attention(self, X: np.ndarray) -> Optional[np.ndarray]:
-        """Attention weights (n, steps), each row summing to 1; None without attention.
+    def _ensemble_mean(self, outputs: np.ndarray) -> np.ndarray:
+        """The members' mean prediction, `(n, n_targets)`, from the model's `(n, members * n_targets)`."""
+        return np.asarray(outputs, dtype=np.float64).reshape(len(outputs), self.members, -1).mean(axis=1)
 
-        Token t covers the model-input columns `self.tokens[t]`."""
+    def attention(self, X: np.ndarray) -> Optional[np.ndarray]:
+        """Attention weights (n, steps), each row summing to 1 (the mean over ensemble
+        members); None without attention. Token t sums the model-input columns `self.tokens[t]`."""
         self._check_fitted()
         if not self.has_attention:
             return None
@@ -355,6 +408,10 @@ class Regressor:
         arrays = {f"preprocessing/{k}": np.asarray(v) for k, v in self.preprocessor.get_state().items()}
         if not self.is_deep:
             arrays.update({f"baseline/{k}": np.asarray(v) for k, v in self.model.get_state().items()})
+        if self.base is not None:
+            arrays.update({f"base/{k}": np.asarray(v) for k, v in self.base.get_state().items()})
+        if self.assignment is not None:
+            arrays["tokens/assignment"] = np.asarray(self.assignment)
         np.savez(directory / ARRAYS_FILE, allow_pickle=False, **arrays)
         if self.is_deep:
             self.model.save(directory / MODEL_FILE)
@@ -376,7 +433,7 @@ def load_regressor(directory: str | os.PathLike) -> Regressor:
     """A fitted `Regressor` from a directory written by `Regressor.save`."""
     directory = Path(directory)
     state = json.loads((directory / STATE_FILE).read_text())
-    if state.get("format") != FORMAT_VERSION:
+    if state.get("format") not in READABLE_FORMATS:
         raise ValueError(f"{directory / STATE_FILE}: unsupported format {state.get('format')!r}")
     regressor = Regressor(state["arch"], state["hp"], state["training"], state["pca_components"])
     regressor.n_features, regressor.n_targets = state["n_features"], state["n_targets"]
@@ -385,9 +442,14 @@ def load_regressor(directory: str | os.PathLike) -> Regressor:
         arrays = {name: npz[name] for name in npz.files}
     part = lambda prefix: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + "/")}  # noqa: E731
     regressor.preprocessor = FoldPreprocessor.from_state(part("preprocessing"), state["pca_components"])
+    if part("base"):
+        regressor.base = BASELINES["ridge"].from_state(part("base"))
+    if "tokens/assignment" in arrays:
+        regressor.assignment = arrays["tokens/assignment"]
     if regressor.is_deep:
         _, keras = _import_keras()
         import benchmark.models.attention  # noqa: F401  (registers genebench>AdditiveAttention)
+        import benchmark.models.gene_tokens  # noqa: F401  (registers genebench>GeneTokens)
 
         # Inference only: the optimizer state is not needed (compile=False).
         regressor.model = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)

@@ -29,7 +29,7 @@ def tiny_data(n=40, n_features=10, n_targets=3, seed=0):
 
 @pytest.mark.parametrize("arch", DEEP_ARCHS)
 def test_deep_arch_trains_predicts_and_round_trips(arch, tmp_path):
-    # 10 features in 4 steps: tokens of 3 values, the last padded with 2 zeros.
+    # 10 features summed into 4 tokens (modules fitted on the training rows).
     X, Y = tiny_data()
     calls = []
     regressor = make_regressor(arch, {}, tiny_config()).fit(X, Y, epoch_callback=lambda e, loss: calls.append((e, loss)))
@@ -52,19 +52,47 @@ def test_deep_arch_trains_predicts_and_round_trips(arch, tmp_path):
         assert weights.shape == (7, 4)
         np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
         np.testing.assert_array_equal(loaded.attention(X[:7]), weights)
-        assert [t.tolist() for t in regressor.tokens] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
     else:
         assert weights is None
+    if arch == "dnn":
+        assert regressor.tokens is None
+    else:
+        # Every feature is in exactly one of the 4 tokens, and the saved model keeps them.
+        assert len(regressor.tokens) == 4
+        assert sorted(np.concatenate(regressor.tokens).tolist()) == list(range(10))
+        assert [t.tolist() for t in loaded.tokens] == [t.tolist() for t in regressor.tokens]
 
 
-@pytest.mark.parametrize("n_features,steps,width", [(12, 4, 3), (10, 4, 3), (5, 8, 1)])
-def test_sequence_tokens_padding(n_features, steps, width):
+@pytest.mark.parametrize("n_features,steps,mode,length", [(12, 4, "modules", 4), (5, 8, "modules", 5),
+                                                         (6, 2, "genes", 6)])
+def test_sequence_length(n_features, steps, mode, length):
     from benchmark.models.architectures import build_model
 
-    hp = {**TINY_HP, "steps": steps}
+    hp = {**TINY_HP, "steps": steps, "tokens": mode}
     model = build_model("attention_lstm", hp, n_features, 2)
-    assert tuple(model.get_layer("tokens").output.shape) == (None, min(steps, n_features), width)
+    assert tuple(model.get_layer("tokens").output[0].shape) == (None, length, 16)  # token_units' default
     assert model.predict(np.ones((3, n_features), np.float32), verbose=0).shape == (3, 2)
+
+
+@pytest.mark.parametrize("arch", ["dnn", "attention_gru"])
+def test_ensemble_members_side_by_side_and_a_zero_start(arch):
+    from benchmark.models.architectures import attention_model, build_model
+
+    hp = {**TINY_HP, "linear": True, "linear_l2": 0.01, "activation": "gelu"}
+    model = build_model(arch, hp, 10, 3, members=3, zero_init=True)
+    x = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
+    # Three members' predictions side by side, all zero before training (a ridge base's start).
+    np.testing.assert_array_equal(model.predict(x, verbose=0), np.zeros((4, 9)))
+    members = build_model(arch, hp, 10, 3, members=3)
+    out = members.predict(x, verbose=0).reshape(4, 3, 3)
+    assert not np.allclose(out[:, 0], out[:, 1])  # each member has its own initial weights
+    if arch == "attention_gru":
+        weights = attention_model(members).predict(x, verbose=0)
+        assert weights.shape == (4, 4)
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    else:
+        assert members.get_layer("m2_linear").kernel.shape == (10, 3)
+        assert members.get_layer("m0_dense_0").activation.__name__ == "gelu"
 
 
 def test_missing_hyperparameter_is_named():

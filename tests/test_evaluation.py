@@ -95,7 +95,7 @@ def test_run_is_named_tagged_and_parameterised(evaluated, client):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/folds.csv", "evaluation/test_predictions.csv", "evaluation/attention.csv",
             "evaluation/gene_importance.csv", "evaluation/run.json", "evaluation/test_scatter.png",
-            "evaluation/attention.png"} <= artifacts
+            "evaluation/attention.png", "evaluation/gene_importance.png"} <= artifacts
 
 
 def test_evaluation_artifacts(evaluated):
@@ -123,7 +123,12 @@ def test_attention_export_is_a_gene_importance_table(evaluated):
     features = json.loads((evaluated.root / "artifacts" / "prepared" / "toy" / "single.json").read_text())["features"]
     assert sorted(genes["gene"]) == sorted(features)
     assert list(genes["rank"]) == list(range(1, len(features) + 1))
-    assert genes["mean_attention"].is_monotonic_decreasing
+    assert genes["weight"].is_monotonic_decreasing
+    # Each gene carries the mean weight of the token (module) it is summed into.
+    by_token = tokens.set_index("token")["mean_weight"]
+    np.testing.assert_allclose(genes["weight"], by_token[genes["module"]].to_numpy(), rtol=1e-12)
+    assert (genes["module_size"] == 1).all()
+    assert (directory / "gene_importance.png").stat().st_size > 0
 
 
 def test_baseline_evaluate_does_not_import_tensorflow(evaluated):

@@ -157,8 +157,8 @@ def _write_results(cfg, task: str, arch: str) -> None:
         weight = np.linspace(0.3, 0.01, len(features))
         pd.DataFrame({"token": range(len(features)), "first_gene": features, "last_gene": features, "n_inputs": 1,
                       "mean_weight": weight, "std_weight": 0.01}).to_csv(edir / "attention.csv", index=False)
-        pd.DataFrame({"rank": range(1, len(features) + 1), "gene": features, "mean_attention": weight,
-                      "std_attention": 0.01}).to_csv(edir / "gene_importance.csv", index=False)
+        pd.DataFrame({"rank": range(1, len(features) + 1), "gene": features, "module": range(len(features)),
+                      "module_size": 1, "weight": weight, "std": 0.01}).to_csv(edir / "gene_importance.csv", index=False)
     if arch == "attention_gru":  # 3 tokens of several genes each: per-token table only
         chunks = np.array_split(np.arange(len(features)), 3)
         pd.DataFrame({"token": range(3), "first_gene": [features[c[0]] for c in chunks],

@@ -138,7 +138,7 @@ def test_refitting_one_regressor_matches_a_new_one_per_fold():
 def test_epoch_callback_exception_propagates_unchanged():
     X, Y = linear_data(n=40, n_features=8, n_targets=2)
 
-    def prune_at_second_epoch(epoch, val_loss):
+    def prune_at_second_epoch(epoch, val_rmse):
         if epoch == 1:
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
@@ -178,3 +178,64 @@ def test_missing_baseline_hyperparameter_is_named():
     X, Y = linear_data(n=20)
     with pytest.raises(ValueError, match="models.ridge: hyperparameter 'alpha'"):
         make_regressor("ridge", None, cfg).fit(X, Y)
+
+
+def test_epoch_callback_gets_rmse_in_the_targets_units():
+    # The same data with targets in units 1000 times larger: standardised training is
+    # identical, so the early-stopping RMSE the callback gets is 1000 times larger.
+    X, Y = linear_data(n=60, n_features=8, n_targets=2)
+    curves = []
+    for scale in (1.0, 1000.0):
+        curve = []
+        make_regressor("dnn", None, config(max_epochs=3)).fit(X, Y * scale, epoch_callback=lambda e, v: curve.append(v))
+        curves.append(np.array(curve))
+    assert len(curves[0]) == 3 and (curves[0] > 0).all()
+    np.testing.assert_allclose(curves[1], 1000.0 * curves[0], rtol=1e-4)
+
+
+def test_ridge_base_predictions_are_out_of_fold():
+    from benchmark.models.residual import fit_ridge_base
+
+    X, Y = linear_data(n=50, n_features=12, n_targets=3)
+    base, oof = fit_ridge_base(X, Y, seed=0)
+    # A training row's base prediction comes from a ridge that never saw that row: changing
+    # its target (slightly, so the in-fold choice of alpha stays) leaves it unchanged.
+    Y_changed = Y.copy()
+    Y_changed[7] += 0.01
+    base_changed, oof_changed = fit_ridge_base(X, Y_changed, seed=0)
+    assert base_changed.alpha == base.alpha
+    np.testing.assert_allclose(oof_changed[7], oof[7], rtol=1e-12)
+    assert not np.allclose(base_changed.predict(X[7:8]), base.predict(X[7:8]), rtol=1e-9, atol=0)
+    assert not np.allclose(oof[7], base.predict(X[7:8])[0], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("base", ["none", "ridge"])
+def test_deep_model_on_a_ridge_base_predicts_base_plus_network(base):
+    X, Y = linear_data(n=80, n_features=10, n_targets=3)
+    regressor = make_regressor("dnn", None, config(base=base)).fit(X, Y)
+    Xs = regressor.preprocessor.transform_X(X[:5])
+    network = regressor.model.predict(Xs, verbose=0).astype(np.float64)
+    if base == "none":
+        assert regressor.base is None
+        expected = network
+    else:
+        expected = network + regressor.base.predict(Xs)
+    np.testing.assert_allclose(regressor.predict(X[:5]), regressor.preprocessor.inverse_Y(expected), rtol=1e-5)
+
+
+def test_ensemble_averages_its_members_and_round_trips(tmp_path):
+    X, Y = linear_data(n=60, n_features=8, n_targets=2)
+    cfg = config(max_epochs=2, ensemble=3)
+    regressor = make_regressor("attention_lstm", None, cfg).fit(X, Y)
+    Xs = regressor.preprocessor.transform_X(X[:6])
+    members = regressor.model.predict(Xs, verbose=0).reshape(6, 3, 2).astype(np.float64)
+    assert not np.allclose(members[:, 0], members[:, 1])
+    expected = regressor.preprocessor.inverse_Y(members.mean(axis=1) + regressor.base.predict(Xs))
+    np.testing.assert_allclose(regressor.predict(X[:6]), expected, rtol=1e-5)
+    # The same seed gives the same ensemble; the saved one predicts and attends the same.
+    np.testing.assert_array_equal(make_regressor("attention_lstm", None, cfg).fit(X, Y).predict(X), regressor.predict(X))
+    regressor.save(tmp_path)
+    loaded = load_regressor(tmp_path)
+    np.testing.assert_array_equal(loaded.predict(X), regressor.predict(X))
+    np.testing.assert_array_equal(loaded.attention(X), regressor.attention(X))
+    np.testing.assert_allclose(regressor.attention(X).sum(axis=1), 1.0, rtol=1e-5)

@@ -31,7 +31,9 @@ PARAMS = {
     "datasets": {"toy": {"transform": "none"}},
     "task": {"top_k": 3},
     "split": {"test_size": 0.2, "folds": 4, "seed": 1},
-    "training": {"max_epochs": 3, "batch_size": 16, "patience": 3},
+    # No ridge base: a learning rate of 1e-7 then leaves the network untrained, which the
+    # pruner must catch (on a base, such a trial scores as well as the base does).
+    "training": {"max_epochs": 3, "batch_size": 16, "patience": 3, "base": "none"},
     "tuning": {"n_trials": 3, "n_startup_trials": 1, "folds": 2, "pruner": "median",
                "heartbeat_interval": 1, "grace_period": 2},
     "models": {

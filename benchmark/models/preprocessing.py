@@ -5,15 +5,10 @@ that fold's validation rows (or the held-out split). scikit-learn fits it; the f
 state is kept as plain arrays so it saves without pickle (`get_state` / `from_state`),
 and the transforms are the same arithmetic sklearn applies (`(X - mean) / scale`,
 `(X - pca_mean) @ components.T`).
-
-Also `sequence_layout`, how the sequence models cut the (preprocessed) feature vector
-into tokens; it lives here so TensorFlow-free code (evaluation exporting attention as a
-per-gene table) can use it.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import numpy as np
@@ -106,14 +101,3 @@ class FoldPreprocessor:
             pre.pca_components_ = np.asarray(state["pca_components"])
         return pre
 
-
-def sequence_layout(n_features: int, steps: int) -> tuple[int, int]:
-    """`(steps, width)`: the feature vector read as `steps` tokens of `width` values.
-
-    `steps` is clipped to `n_features`; `width = ceil(n_features / steps)`, and the
-    vector is zero-padded at the end to `steps * width`. Token `t` holds features
-    `t*width .. min((t+1)*width, n_features) - 1` (with PCA on, these are components,
-    not genes).
-    """
-    steps = max(1, min(int(steps), int(n_features)))
-    return steps, math.ceil(n_features / steps)

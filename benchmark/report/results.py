@@ -234,13 +234,13 @@ def _token_label(row: dict) -> str:
 def _load_attention(config: Config, edir: Path) -> tuple[Optional[pd.DataFrame], bool]:
     """(label, weight) per token from evaluate's attention tables, and whether tokens are genes.
 
-    `gene_importance.csv` (gene, mean_attention) exists where tokens are single genes;
+    `gene_importance.csv` (gene, module, weight) exists unless the inputs are PCA components;
     else `attention.csv` (token, first_gene, last_gene, n_inputs, mean_weight).
     """
     importance, attention = edir / "gene_importance.csv", edir / "attention.csv"
     if importance.exists():
-        raw = _read_table(config, importance, ("gene", "mean_attention"))
-        return pd.DataFrame({"label": raw["gene"], "weight": raw["mean_attention"]}), True
+        raw = _read_table(config, importance, ("gene", "weight"))
+        return pd.DataFrame({"label": raw["gene"], "weight": raw["weight"]}), True
     if attention.exists():
         raw = _read_table(config, attention, ("token", "mean_weight"))
         labels = [_token_label(row) for row in raw.to_dict("records")]

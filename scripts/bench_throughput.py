@@ -1,0 +1,120 @@
+"""Training throughput per deep architecture: genebench's fit against a plain `model.fit`.
+
+    python scripts/bench_throughput.py [--dataset pbmc68k] [--epochs 5] [--repeats 2] [--out results/throughput.md]
+
+For each deep architecture with its `models.<arch>.defaults` and the dataset's `training`
+section from params.yaml, on random data of the dataset's multi-task shape (development
+samples x feature genes -> top-K targets; throughput does not depend on the values):
+
+- genebench: `Regressor.fit` on the same Regressor a second time (the first fit built and
+  traced the model, as CV's first fold does), all `--epochs` epochs (patience set so that
+  early stopping never ends it). Its time includes everything a fold's fit does besides
+  the Keras steps: preprocessing, the out-of-fold ridge base, the token clustering, the
+  early-stopping RMSE after every epoch.
+- plain: the same Keras model (`build_model` with the same hyperparameters, ensemble size
+  and zero start) fitted with `model.fit(X, Y, batch_size=..., epochs=..., shuffle=True)`
+  on NumPy arrays, after one warm-up epoch that traces it.
+
+Samples/s = training rows x epochs / seconds (genebench's training rows exclude its
+early-stopping rows). Best of `--repeats` runs; writes a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmark import DEEP_ARCHS  # noqa: E402
+from benchmark.config import load_config  # noqa: E402
+from benchmark.training import make_regressor  # noqa: E402
+
+
+def _shape(config, dataset: str) -> tuple[int, int, int]:
+    """(development samples, feature genes, targets) of the dataset's prepared multi task."""
+    prepared = config.root / "artifacts" / "prepared" / dataset
+    split = json.loads((prepared / "split.json").read_text())
+    task = json.loads((prepared / "multi.json").read_text())
+    n_dev = len(split["dev"])
+    return n_dev, len(task["features"]), len(task["targets"])
+
+
+def measure(params, arch: str, X: np.ndarray, Y: np.ndarray, epochs: int, repeats: int) -> dict:
+    from benchmark.models.architectures import build_model
+    from benchmark.training import seed_everything
+
+    training = params.training.model_copy(update={"max_epochs": epochs, "patience": epochs + 1})
+    params = params.model_copy(update={"training": training})
+    regressor = make_regressor(arch, None, params)
+    regressor.fit(X, Y)  # builds and traces
+    n_fit = len(X) - min(max(int(round(training.validation_fraction * len(X))), 1), len(X) - 1)
+    ours = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        regressor.fit(X, Y)
+        ours.append(n_fit * regressor.epochs_trained / (time.perf_counter() - started))
+
+    seed_everything(training.seed)
+    hp = {**regressor.hp, "learning_rate": regressor.learning_rate}
+    model = build_model(arch, hp, X.shape[1], Y.shape[1], members=regressor.members,
+                        zero_init=training.base == "ridge")
+    Yt = np.tile(Y, (1, regressor.members))
+    model.fit(X, Yt, batch_size=regressor.batch_size, epochs=1, verbose=0)  # traces
+    plain = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.fit(X, Yt, batch_size=regressor.batch_size, epochs=epochs, shuffle=True, verbose=0)
+        plain.append(len(X) * epochs / (time.perf_counter() - started))
+    return {"arch": arch, "genebench": max(ours), "plain": max(plain), "batch_size": regressor.batch_size,
+            "members": regressor.members, "base": training.base}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="pbmc68k")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--archs", nargs="*", default=list(DEEP_ARCHS))
+    parser.add_argument("--out", default=str(REPO / "results" / "throughput.md"))
+    args = parser.parse_args()
+
+    config = load_config().for_dataset(args.dataset)
+    n_dev, n_features, n_targets = _shape(config, args.dataset)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_dev, n_features)).astype(np.float32)
+    Y = (X[:, :n_targets] + 0.5 * rng.normal(size=(n_dev, n_targets))).astype(np.float32)
+    rows = []
+    for arch in args.archs:
+        row = measure(config.params, arch, X, Y, args.epochs, args.repeats)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [
+        "# Training throughput per architecture (scripts/bench_throughput.py)", "",
+        f"{dt.date.today().isoformat()}, {platform.machine()} CPU with {os.cpu_count()} cores, load average "
+        f"{load:.1f} at the end; dataset `{args.dataset}`'s multi-task shape ({n_dev} development samples x "
+        f"{n_features} features -> {n_targets} targets), defaults of params.yaml, {args.epochs} epochs, "
+        f"best of {args.repeats}. Command: `python scripts/bench_throughput.py --dataset {args.dataset} "
+        f"--epochs {args.epochs} --repeats {args.repeats}`.", "",
+        "| architecture | batch size | ensemble | base | genebench fit (samples/s) | plain `model.fit` (samples/s) | ratio |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    lines += [f"| `{r['arch']}` | {r['batch_size']} | {r['members']} | {r['base']} | {r['genebench']:.0f} | "
+              f"{r['plain']:.0f} | {r['genebench'] / r['plain']:.2f} |" for r in rows]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -144,7 +144,7 @@ def _scores(project, arch: str, streamed: bool, monkeypatch):
     return [m["rmse"] for m in fold_metrics], [m["r2"] for m in fold_metrics], test_pred
 
 
-@pytest.mark.parametrize("arch,rtol", [("mean", 1e-12), ("ridge", 1e-7), ("dnn", 1e-4)])
+@pytest.mark.parametrize("arch,rtol", [("mean", 1e-12), ("ridge", 1e-7), ("dnn", 1e-4), ("attention_gru", 1e-4)])
 def test_streamed_and_in_memory_evaluation_give_the_same_metrics(prepared, monkeypatch, arch, rtol):
     rmse_mem, r2_mem, pred_mem = _scores(prepared, arch, False, monkeypatch)
     rmse_str, r2_str, pred_str = _scores(prepared, arch, True, monkeypatch)

@@ -194,19 +194,25 @@ def test_epoch_callback_gets_rmse_in_the_targets_units():
 
 
 def test_ridge_base_predictions_are_out_of_fold():
+    from benchmark.models.baselines import RidgeBaseline
     from benchmark.models.residual import fit_ridge_base
 
-    X, Y = linear_data(n=50, n_features=12, n_targets=3)
+    X, Y = linear_data(n=50, n_features=60, n_targets=3, noise=0.5)
     base, oof = fit_ridge_base(X, Y, seed=0)
-    # A training row's base prediction comes from a ridge that never saw that row: changing
-    # its target (slightly, so the in-fold choice of alpha stays) leaves it unchanged.
-    Y_changed = Y.copy()
-    Y_changed[7] += 0.01
-    base_changed, oof_changed = fit_ridge_base(X, Y_changed, seed=0)
-    assert base_changed.alpha == base.alpha
-    np.testing.assert_allclose(oof_changed[7], oof[7], rtol=1e-12)
-    assert not np.allclose(base_changed.predict(X[7:8]), base.predict(X[7:8]), rtol=1e-9, atol=0)
-    assert not np.allclose(oof[7], base.predict(X[7:8])[0], rtol=1e-6, atol=0)
+    # Each training row's base prediction is that of a ridge fitted without the row (brute
+    # force here), and the base itself is ridge on all rows, at the penalty it chose.
+    for row in (0, 7, 49):
+        others = np.delete(np.arange(50), row)
+        alone = RidgeBaseline(base.alpha).fit(X[others], Y[others]).predict(X[row:row + 1])[0]
+        np.testing.assert_allclose(oof[row], alone, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(base.predict(X), RidgeBaseline(base.alpha).fit(X, Y).predict(X), rtol=1e-6, atol=1e-8)
+    assert not np.allclose(oof, base.predict(X), rtol=1e-3)
+    # The penalty is the grid's best by leave-one-out error.
+    errors = {}
+    for alpha in (base.alpha / 10 ** 0.5, base.alpha * 10 ** 0.5):
+        errors[alpha] = np.mean([(RidgeBaseline(alpha).fit(X[np.delete(np.arange(50), i)], Y[np.delete(np.arange(50), i)])
+                                  .predict(X[i:i + 1])[0] - Y[i]) ** 2 for i in range(50)])
+    assert min(errors.values()) >= np.mean((oof - Y) ** 2) - 1e-9
 
 
 @pytest.mark.parametrize("base", ["none", "ridge"])

@@ -1,13 +1,17 @@
 """A closed-form ridge base that the deep models correct (`training.base: ridge`).
 
 The network learns what ridge leaves: its training targets are `Y - base_oof(X)`, where
-`base_oof` are out-of-fold ridge predictions on the training part (K folds inside it,
-`BASE_FOLDS`), and its predictions are `base(X) + network(X)` with `base` refitted on the
-whole training part. Out-of-fold, because a ridge fitted on the same rows leaves residuals
-that are too small where it overfits (most genes when features outnumber samples): a network
-trained on those would learn to add too little. Ridge's penalty is chosen on the training
-part too, by efficient leave-one-out over `BASE_ALPHAS` (scikit-learn's `RidgeCV`). Every
-deep architecture gets the same base, and `ridge` stays a baseline of its own.
+`base_oof` are out-of-fold ridge predictions on the training part, and its predictions are
+`base(X) + network(X)` with `base` fitted on the whole training part. Out-of-fold, because
+a ridge fitted on the same rows leaves residuals that are too small where it overfits (most
+genes when features outnumber samples): a network trained on those would learn to add too
+little. In memory the out-of-fold predictions are leave-one-out, in closed form from one SVD
+of the centred features (ridge's exact identity: the left-out residual of row i is
+`e_i / (1 - h_i)`, h the leverage), and the penalty is the one of `BASE_ALPHAS` with the
+lowest leave-one-out error. On a streamed matrix (a `RowView`) they come from `BASE_FOLDS`
+seeded folds of ridge on normal equations summed block by block, with the penalty chosen on
+a seeded sample of `ALPHA_ROWS` rows. Every deep architecture gets the same base, and
+`ridge` stays a baseline of its own.
 
 No TensorFlow; X and Y are the fold's preprocessed (standardised) features and targets.
 """
@@ -15,7 +19,6 @@ No TensorFlow; X and Y are the fold's preprocessed (standardised) features and t
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 
 from benchmark.models.baselines import RidgeBaseline
@@ -27,25 +30,40 @@ BASE_FOLDS = 5
 ALPHA_ROWS = 8192  # a streamed matrix chooses alpha on this many of its rows (seeded)
 
 
-def _choose_alpha(Xs, Y: np.ndarray, seed: int) -> float:
-    """Ridge's penalty by efficient leave-one-out; on a streamed matrix (a `RowView`), on a
-    seeded sample of `ALPHA_ROWS` of its rows, so memory stays bounded."""
-    if is_row_view(Xs):
-        rows = np.sort(np.random.default_rng(int(seed)).permutation(len(Xs))[:ALPHA_ROWS])
-        X, Y = Xs.read(rows).astype(np.float64), Y[rows]
-    else:
-        X = np.asarray(Xs, dtype=np.float64)
-    return float(RidgeCV(alphas=BASE_ALPHAS).fit(X, Y).alpha_)
+def _leave_one_out(X: np.ndarray, Y: np.ndarray) -> tuple[RidgeBaseline, np.ndarray]:
+    """Ridge with the best of `BASE_ALPHAS` by leave-one-out error, and its leave-one-out
+    predictions `(n, n_targets)`, from one thin SVD of the centred `X` (float64 arrays)."""
+    x_mean, y_mean = X.mean(axis=0), Y.mean(axis=0)
+    U, s, Vt = np.linalg.svd(X - x_mean, full_matrices=False)
+    Yc = Y - y_mean
+    UtY = U.T @ Yc
+    U2 = np.square(U)
+    best = None
+    for alpha in BASE_ALPHAS:
+        shrink = s**2 / (s**2 + alpha)
+        residual = Yc - U @ (shrink[:, None] * UtY)
+        leverage = U2 @ shrink + 1.0 / len(X)  # the intercept's share included
+        loo_residual = residual / np.maximum(1.0 - leverage, 1e-12)[:, None]
+        error = float(np.mean(np.square(loo_residual)))
+        if best is None or error < best[0]:
+            best = (error, alpha, loo_residual)
+    _, alpha, loo_residual = best
+    coef = ((Vt.T * (s / (s**2 + alpha))) @ UtY).T
+    base = RidgeBaseline.from_state({"alpha": alpha, "coef": coef, "intercept": y_mean - coef @ x_mean})
+    return base, Y - loo_residual
 
 
 def fit_ridge_base(Xs, Ys: np.ndarray, seed: int) -> tuple[RidgeBaseline, np.ndarray]:
-    """`(base, oof)`: the ridge refitted on all rows, and out-of-fold predictions `(n, n_targets)`.
+    """`(base, oof)`: the ridge fitted on all rows, and out-of-fold predictions `(n, n_targets)`.
 
-    `Xs` may be a `RowView` (ridge then solves normal equations summed block by block).
-    Deterministic: the folds are shuffled with `seed`.
+    `Xs` may be a `RowView` (then K seeded folds of ridge on normal equations summed block
+    by block); an array gets exact leave-one-out predictions. Deterministic.
     """
     Y = np.asarray(Ys, dtype=np.float64)
-    alpha = _choose_alpha(Xs, Y, seed)
+    if not is_row_view(Xs):
+        return _leave_one_out(np.asarray(Xs, dtype=np.float64), Y)
+    rows = np.sort(np.random.default_rng(int(seed)).permutation(len(Xs))[:ALPHA_ROWS])
+    alpha = _leave_one_out(Xs.read(rows).astype(np.float64), Y[rows])[0].alpha
     oof = np.empty_like(Y)
     folds = KFold(n_splits=min(BASE_FOLDS, len(Y)), shuffle=True, random_state=int(seed))
     for train, held in folds.split(np.zeros((len(Y), 1))):

@@ -118,7 +118,9 @@ def prepared(_project_template, tmp_path_factory):
     shutil.copytree(_project_template, root, symlinks=True)
     project = Project(root).set_params({
         "datasets": {DATASET: {"transform": "log1p"}}, "task": {"top_k": 5}, "split": {"folds": 3},
-        "training": {"max_epochs": 2, "batch_size": 32}, "models": {"dnn": {"defaults": {"units": 32}}},
+        # No ridge base: in memory its out-of-fold predictions are leave-one-out, streamed they
+        # come from K folds (benchmark.models.residual), so the two paths differ by design there.
+        "training": {"max_epochs": 2, "batch_size": 32, "base": "none"}, "models": {"dnn": {"defaults": {"units": 32}}},
     })
     ds, _ = make_synthetic(400, 60, seed=7)
     write_dataset(ds, project.data_dir)
@@ -159,3 +161,22 @@ def test_streamed_knn_searches_a_pca_space_close_to_the_exact_search(prepared, m
     rmse_mem, _, _ = _scores(prepared, "knn", False, monkeypatch)
     rmse_str, _, _ = _scores(prepared, "knn", True, monkeypatch)
     np.testing.assert_allclose(rmse_str, rmse_mem, rtol=0.02)
+
+
+def test_streamed_ridge_base_is_out_of_fold_ridge_on_k_folds(monkeypatch):
+    """A streamed matrix's ridge base: K seeded folds of ridge (normal equations block by
+    block), each row predicted by the ridge of the folds without it."""
+    from sklearn.model_selection import KFold
+
+    from benchmark.models.baselines import RidgeBaseline
+    from benchmark.models.residual import BASE_FOLDS, fit_ridge_base
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(90, 12)).astype(np.float32)
+    Y = X[:, :2] @ rng.normal(size=(2, 3)) + 0.3 * rng.normal(size=(90, 3))
+    monkeypatch.setattr(rows_module, "BLOCK_BYTES", 4 * 12 * 16)  # 16-row blocks
+    base, oof = fit_ridge_base(RowView(X, rows=np.arange(90)), Y, seed=4)
+    for train, held in KFold(BASE_FOLDS, shuffle=True, random_state=4).split(X):
+        expected = RidgeBaseline(base.alpha).fit(X[train], Y[train]).predict(X[held])
+        np.testing.assert_allclose(oof[held], expected, rtol=1e-4, atol=1e-6)  # float32 X in sklearn
+    np.testing.assert_allclose(base.coef_, RidgeBaseline(base.alpha).fit(X, Y).coef_, rtol=1e-4, atol=1e-6)

@@ -8,8 +8,9 @@ gene-gene structure, 3 folds, top_k 5, 2 epochs, tiny models, its own sqlite MLf
   evaluate runs in a `python -c` that reports whether TensorFlow or Keras got imported
 - multi: ridge
 
-The registry tests promote on `single` (ridge better than mean); the serving test forces
-the attention_lstm to champion first, so it does not depend on their order.
+The registry tests promote on `single` (ridge better than mean), each from a registry
+emptied of `genebench-toy-single`; the serving test forces the attention_lstm to
+champion first. Neither depends on the other's order.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """`genebench promote`: registration, the champion gate, --force, --rollback, like with like.
 
-The tests share one registry (`genebench-toy-single` in the shared project) and run in file
-order, each starting from the state the previous one left: ridge (good on the linear
-data) and mean (bad) are the candidates.
+The tests share the shared project's store, but each starts from a registry without
+`genebench-toy-single` (the `client` fixture deletes it and the version links it left on
+the logged models) and promotes its way to the state it checks, so they pass in any
+order, beside test_serving's promotions too. Ridge (good on the linear data) and mean
+(bad) are the candidates.
 """
 
 from __future__ import annotations
@@ -26,9 +28,17 @@ def evaluated(tmp_path_factory):
     return shared_project(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def client(evaluated):
-    return mlflow.MlflowClient(evaluated.tracking_uri, registry_uri=evaluated.tracking_uri)
+    """The store's client, after removing `genebench-toy-single` as if nothing was ever promoted."""
+    client = mlflow.MlflowClient(evaluated.tracking_uri, registry_uri=evaluated.tracking_uri)
+    if client.search_registered_models(f"name='{NAME}'"):
+        for version in client.search_model_versions(f"name='{NAME}'"):
+            # mlflow.register_model appends the version to its logged model's tag; a
+            # fresh registry has no such link.
+            client.delete_logged_model_tag(version.source.removeprefix("models:/"), "mlflow.modelVersions")
+        client.delete_registered_model(NAME)
+    return client
 
 
 def _promote(evaluated, **kwargs) -> dict:
@@ -64,12 +74,14 @@ def test_first_candidate_becomes_champion(evaluated, client):
 
 
 def test_promoting_the_same_run_twice_adds_no_version(evaluated, client):
+    _promote(evaluated, candidate="ridge")
     entry = _promote(evaluated, candidate="ridge")
     assert entry["decision"] == "unchanged" and entry["new_version"] is False
     assert list(_versions(client)) == ["1"]
 
 
 def test_gate_rejects_a_worse_candidate(evaluated, client):
+    _promote(evaluated, candidate="ridge")
     entry = _promote(evaluated, candidate="mean")
     assert entry["decision"] == "rejected" and entry["version"] == "2"
     assert _alias(client, "champion") == "1" and _alias(client, "challenger") == "2"
@@ -80,12 +92,15 @@ def test_gate_rejects_a_worse_candidate(evaluated, client):
 
 
 def test_force_skips_the_gate(evaluated, client):
+    _promote(evaluated, candidate="ridge")
     entry = _promote(evaluated, candidate="mean", force=True)
     assert entry["decision"] == "promoted" and "--force" in entry["reason"]
     assert _alias(client, "champion") == "2" and list(sorted(_versions(client))) == ["1", "2"]
 
 
 def test_gate_promotes_a_better_candidate(evaluated, client):
+    _promote(evaluated, candidate="ridge")
+    _promote(evaluated, candidate="mean", force=True)  # v2, a worse champion
     entry = _promote(evaluated, candidate="ridge")
     assert entry["decision"] == "promoted" and entry["new_version"] is False  # v1 again
     assert entry["candidate_rmse"] < entry["champion_rmse"] * (1 - 0.01)
@@ -94,6 +109,8 @@ def test_gate_promotes_a_better_candidate(evaluated, client):
 
 
 def test_rollback_restores_the_previous_champions(evaluated, client):
+    for candidate, force in (("ridge", False), ("mean", True), ("ridge", False)):  # champions 1, 2, 1
+        _promote(evaluated, candidate=candidate, force=force)
     entry = _promote(evaluated, rollback=True)
     assert entry["decision"] == "rolled_back" and (entry["champion_before"], entry["champion_after"]) == ("1", "2")
     assert _alias(client, "champion") == "2"
@@ -106,16 +123,13 @@ def test_rollback_restores_the_previous_champions(evaluated, client):
 
 
 def test_champion_from_another_data_version_is_refused_without_force(evaluated, client):
-    real = client.get_model_version(NAME, "1").tags["data_version"]
+    _promote(evaluated, candidate="ridge")
     client.set_model_version_tag(NAME, "1", "data_version", "0" * 32)  # as if trained on older data
-    try:
-        entry = _promote(evaluated, candidate="mean")
-        assert entry["decision"] == "refused" and "data version 00000000" in entry["reason"]
-        assert entry["champion_rmse"] is None and _alias(client, "champion") == "1"
-        entry = _promote(evaluated, candidate="mean", force=True)
-        assert entry["decision"] == "promoted" and _alias(client, "champion") == "2"
-    finally:
-        client.set_model_version_tag(NAME, "1", "data_version", real)
+    entry = _promote(evaluated, candidate="mean")
+    assert entry["decision"] == "refused" and "data version 00000000" in entry["reason"]
+    assert entry["champion_rmse"] is None and _alias(client, "champion") == "1"
+    entry = _promote(evaluated, candidate="mean", force=True)
+    assert entry["decision"] == "promoted" and _alias(client, "champion") == "2"
 
 
 def test_stale_candidate_must_be_evaluated_again(evaluated):
@@ -132,13 +146,15 @@ def test_stale_candidate_must_be_evaluated_again(evaluated):
 
 
 def test_inside_dvc_exp_run_only_a_challenger_is_registered(evaluated, client, monkeypatch):
+    _promote(evaluated, candidate="mean")  # v1: the worse champion, which ridge would replace outside an experiment
     monkeypatch.setenv("DVC_EXP_NAME", "exp-1234")
     entry = _promote(evaluated, candidate="ridge")
     assert entry["decision"] == "registered"
-    assert _alias(client, "challenger") == "1" and _alias(client, "champion") == "2"
+    assert _alias(client, "challenger") == "2" and _alias(client, "champion") == "1"
 
 
 def test_best_picks_the_lowest_cv_rmse_never_the_held_out_one(evaluated, client):
+    _promote(evaluated, candidate="mean")  # v1, champion
     cv = {arch: evaluated.metrics("single", arch)["cv"]["rmse"]["mean"] for arch in ("ridge", "mean", "attention_lstm")}
     # Give `mean` the best held-out RMSE on file: `best` must still go by CV.
     path = evaluated.root / "metrics" / "toy" / "single" / "mean.json"
@@ -151,10 +167,11 @@ def test_best_picks_the_lowest_cv_rmse_never_the_held_out_one(evaluated, client)
     finally:
         path.write_text(saved)
     assert entry["candidate_arch"] == min(cv, key=cv.get) == "ridge" and entry["decision"] == "promoted"
-    assert _alias(client, "champion") == "1"
+    assert _alias(client, "champion") == entry["version"] == "2"
 
 
 def test_disabled_promotion_is_skipped(evaluated, client):
+    _promote(evaluated, candidate="ridge")
     params = yaml.safe_load((evaluated.root / "params.yaml").read_text())
     params["promotion"]["enabled"] = False
     path = evaluated.root / "params-disabled.yaml"

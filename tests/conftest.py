@@ -6,22 +6,29 @@ need no `--dataset`; `project.set_params({...})` deep-merges overrides into it. 
 skeleton is built once per session and copied for each test (`dvc init` costs seconds).
 `run_cli(cwd, *args)` runs `python -m benchmark ARGS` as a subprocess, with the venv's
 `bin/` on PATH (DVC stage commands and `uvicorn` are found there) and no
-GENEBENCH_ROOT / MLFLOW_TRACKING_URI leaking in from the caller.
+GENEBENCH_ROOT / MLFLOW_TRACKING_URI leaking in from the caller. `server_process(...)`
+runs a server (`mlflow models serve`) until its health URL answers, `genebench_ui(cwd)`
+the project's MLflow UI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +75,49 @@ def run_tool(cwd: Path, *cmd: str, check: bool = True, timeout: float = 300) -> 
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@contextlib.contextmanager
+def server_process(argv: list[str], cwd: Path, env: dict[str, str], health_url: str, log_path: Path,
+                   startup_seconds: float = 150) -> Iterator[subprocess.Popen]:
+    """Run `argv` in its own process group until `health_url` answers 200; stop the group after.
+
+    The server's output goes to `log_path` (a file: a full pipe would stall it); its tail
+    is in the failure when the server exits or does not answer within `startup_seconds`.
+    """
+    with log_path.open("w") as log:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + startup_seconds
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"{' '.join(argv)} exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+                with contextlib.suppress(requests.ConnectionError, requests.Timeout):
+                    if requests.get(health_url, timeout=5).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{' '.join(argv)} did not answer {health_url} within {startup_seconds} s:\n"
+                                f"{log_path.read_text()[-4000:]}")
+                time.sleep(0.5)
+            yield process
+        finally:
+            # The server's own process group (uvicorn workers included), and nothing else.
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def genebench_ui(cwd: Path, log_path: Path) -> Iterator[str]:
+    """`genebench ui` started in `cwd` on a free port; yields its URL once it answers /health."""
+    url = f"http://127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "benchmark", "ui", "--port", url.rsplit(":", 1)[1]]
+    with server_process(argv, cwd, cli_env(), f"{url}/health", log_path, startup_seconds=120):
+        yield url
 
 
 def tree_digest(path: Path) -> dict[str, str]:

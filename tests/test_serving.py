@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pandas as pd
@@ -16,7 +12,7 @@ import requests
 from benchmark import tracking
 from benchmark.data.prepare import load_task
 from benchmark.registry import promote
-from conftest import VENV_BIN, cli_env, free_port
+from conftest import VENV_BIN, cli_env, free_port, server_process
 from mlflow_project import shared_project
 
 pytestmark = pytest.mark.slow
@@ -33,37 +29,12 @@ def server(evaluated, tmp_path_factory):
     # The attention model (custom Keras layer) is the one that must load in a fresh process.
     assert promote(evaluated.config(), task="single", candidate="attention_lstm", force=True) == 0
     port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
-    env = cli_env(MLFLOW_TRACKING_URI=evaluated.tracking_uri)
-    process = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/genebench-toy-single@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=evaluated.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {process.returncode}:\n{open(log.name).read()[-4000:]}")
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow models serve did not answer /ping within {STARTUP_SECONDS} s:\n{open(log.name).read()[-4000:]}")
-            time.sleep(1)
+    argv = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/genebench-toy-single@champion",
+            "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with server_process(argv, evaluated.root, cli_env(MLFLOW_TRACKING_URI=evaluated.tracking_uri), f"{url}/ping",
+                        tmp_path_factory.mktemp("serve") / "serve.log", startup_seconds=STARTUP_SECONDS):
         yield url
-    finally:
-        # The server's own process group (uvicorn workers included), and nothing else.
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture(scope="module")

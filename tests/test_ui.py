@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
-from conftest import REPO, cli_env, free_port
+from conftest import REPO, cli_env, genebench_ui
 
 
 def test_ui_masks_the_store_password_and_keeps_it_out_of_argv(tmp_path):
@@ -46,34 +44,16 @@ def test_ui_masks_the_store_password_and_keeps_it_out_of_argv(tmp_path):
 
 
 @pytest.mark.slow
-def test_ui_serves_the_project_store_on_loopback(project):
+def test_ui_serves_the_project_store_on_loopback(project, tmp_path):
     from mlflow import MlflowClient
 
     store = f"sqlite:///{project.root / 'mlflow.db'}"
     MlflowClient(tracking_uri=store).create_experiment("genebench-ui-check")
-    port = free_port()
     elsewhere = project.root / "notebooks"  # the store resolves to the root from any subdirectory
     elsewhere.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "benchmark", "ui", "--port", str(port)], cwd=elsewhere,
-                               env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        response = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                response = requests.post(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search",
-                                         json={"max_results": 10}, timeout=30)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                time.sleep(0.5)
-        assert response is not None, f"ui did not answer on 127.0.0.1:{port}"
-        assert response.status_code == 200
-        names = {e["name"] for e in response.json()["experiments"]}
-        assert "genebench-ui-check" in names
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    with genebench_ui(elsewhere, tmp_path / "ui.log") as url:
+        response = requests.post(f"{url}/ajax-api/2.0/mlflow/experiments/search", json={"max_results": 10}, timeout=30)
+    assert response.status_code == 200
+    names = {e["name"] for e in response.json()["experiments"]}
+    assert "genebench-ui-check" in names
+

@@ -19,6 +19,17 @@ from benchmark import ARCHS, TASKS
 from benchmark.errors import UserError
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors and exit code 2."""
 
@@ -124,14 +135,16 @@ def _cmd_ui(args) -> int:
     The store URI goes to MLflow through the environment (`MLFLOW_BACKEND_STORE_URI`,
     which `mlflow ui`/`mlflow server` read for `--backend-store-uri`), not argv, where
     any user on the machine could read a database password in the process list; the
-    printed line masks it.
+    printed line masks it. One worker process by default (MLflow's is 4): the UI serves
+    one user on loopback, and each worker imports MLflow, which delays the first page on
+    a small machine.
     """
     from benchmark.config import mask_url
 
     config = _config(args)
     uri = config.tracking_uri
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    argv = [mlflow_bin, "ui", "--host", "127.0.0.1", "--port", str(args.port)]
+    argv = [mlflow_bin, "ui", "--host", "127.0.0.1", "--port", str(args.port), "--workers", str(args.workers)]
     env = dict(os.environ, MLFLOW_BACKEND_STORE_URI=uri, MLFLOW_TRACKING_URI=uri)
     print(f"MLflow UI on http://127.0.0.1:{args.port} over {mask_url(uri)}", flush=True)
     os.execve(argv[0], argv, env)
@@ -214,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ui", parents=[common], help="MLflow UI on 127.0.0.1 over the project's tracking store")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=_at_least_one, default=1,
+                   help="server worker processes (default 1: one user on loopback)")
     p.set_defaults(func=_cmd_ui)
     return parser
 

@@ -39,7 +39,7 @@ def test_ui_masks_the_store_password_and_keeps_it_out_of_argv(tmp_path):
     assert "postgresql://team:***@db.example.org:5432/mlflow" in result.stdout
     called = json.loads((tmp_path / "exec.json").read_text())
     assert not any(secret in arg for arg in called["argv"]), called["argv"]
-    assert called["argv"][1:] == ["ui", "--host", "127.0.0.1", "--port", "5123"]
+    assert called["argv"][1:] == ["ui", "--host", "127.0.0.1", "--port", "5123", "--workers", "1"]
     assert called["env"]["MLFLOW_BACKEND_STORE_URI"] == uri  # what `mlflow ui` reads for --backend-store-uri
 
 
@@ -57,3 +57,9 @@ def test_ui_serves_the_project_store_on_loopback(project, tmp_path):
     names = {e["name"] for e in response.json()["experiments"]}
     assert "genebench-ui-check" in names
 
+
+def test_ui_refuses_zero_workers_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "benchmark", "ui", "--workers", "0"], cwd=tmp_path, env=cli_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["genebench ui: error: argument --workers: must be at least 1, got 0"]

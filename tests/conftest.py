@@ -36,6 +36,13 @@ VENV_BIN = Path(sys.executable).parent
 DATASET = "toy"  # the one dataset a test project lists
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """The seed of this run's test order (pytest-randomly shuffles it each run; `-q` hides its header)."""
+    if config.pluginmanager.hasplugin("randomly"):
+        terminalreporter.write_line(f"test order: shuffled with --randomly-seed={config.getoption('randomly_seed')} "
+                                    "(pass it to rerun this order; -p no:randomly runs file order)")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

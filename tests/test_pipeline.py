@@ -2,7 +2,8 @@
 
 One clone is shared by the tests of this module (module-scoped fixture): the full run
 is the expensive part, the checks after it are cheap. Tests that edit the clone put it
-back as they found it, so they pass in any order.
+back as they found it, so they pass in any order. The last test looks at the finished
+run in `genebench ui` through headless Chromium, as a user would.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from selenium.webdriver.common.by import By
 
 from benchmark import ARCHS, TASKS
 
-from conftest import REPO, cli_env
+from browser import chromium_binaries, headless_chromium, wait_for
+from conftest import REPO, cli_env, genebench_ui
 
 pytestmark = pytest.mark.slow
 
@@ -159,3 +162,55 @@ def test_an_experiment_registers_only_a_challenger(clone):
     finally:
         for name, text in saved.items():
             (clone / name).write_text(text)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Session-scoped, so a missing browser skips (or fails, under CI) before the clone is built."""
+    return chromium_binaries()
+
+
+def test_mlflow_ui_names_datasets_links_the_champion_version_and_keeps_the_leaderboard_run_short(chromium, clone,
+                                                                                                   tmp_path):
+    """`genebench ui` over the finished smoke run, read in headless Chromium as a user reads it: an
+    evaluate run's row names its dataset and data version, the champion's logged model links its
+    registered version (which carries the champion alias), and the leaderboard run lists at most
+    20 metrics (its table is an artifact), not one per architecture and score."""
+    from mlflow import MlflowClient
+
+    dataset, task = "pbmc68k", "single"
+    store = f"sqlite:///{clone / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    experiment = client.get_experiment_by_name(f"genebench-{dataset}-{task}").experiment_id
+    # The newest evaluate run is the runs table's first evaluate row (sorted by Created).
+    evaluate_runs = [client.get_run(json.loads((clone / "metrics" / dataset / task / f"{arch}.json").read_text())
+                                    ["mlflow_run_id"]) for arch in ARCHS]
+    newest = max(evaluate_runs, key=lambda run: run.info.start_time)
+    data_version = newest.data.tags["data_version"]
+    model_name = f"genebench-{dataset}-{task}"
+    champion = client.get_model_version_by_alias(model_name, "champion")
+    logged_model = champion.source.removeprefix("models:/")  # the logged model's id, m-...
+    leaderboard = client.get_experiment_by_name("genebench-leaderboard").experiment_id
+    summary = client.search_runs([leaderboard], order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+    with genebench_ui(clone, tmp_path / "ui.log") as url, headless_chromium(*chromium) as browser:
+        browser.get(f"{url}/#/experiments/{experiment}/runs")
+        cell = f'[role=row][row-id="{newest.info.run_id}"] [role=gridcell][col-id="attributes.`Dataset`"]'
+        shown = wait_for(browser, f"Dataset cell for run {newest.info.run_name}",
+                         lambda b: next((e.text for e in b.find_elements(By.CSS_SELECTOR, cell) if e.text), None))
+        assert shown.startswith(f"{dataset} ({data_version[:8]})"), shown
+
+        browser.get(f"{url}/#/experiments/{experiment}/models/{logged_model}")
+        version_page = f"#/models/{model_name}/versions/{champion.version}"
+        wait_for(browser, f"link from the champion's logged model to {model_name} version {champion.version}",
+                 lambda b: b.find_elements(By.CSS_SELECTOR, f'a[href="{version_page}"]'))
+        browser.get(f"{url}/{version_page}")  # where the link leads (a click can land on a re-rendering page)
+        wait_for(browser, "champion alias on the linked version page",
+                 lambda b: b.find_elements(By.CSS_SELECTOR, '[role=status][title="champion"]'))
+
+        browser.get(f"{url}/#/experiments/{leaderboard}/runs/{summary.info.run_id}")
+        heading = wait_for(browser, "Metrics (N) heading of the leaderboard run",
+                           lambda b: next((e.text for e in b.find_elements(By.TAG_NAME, "h4")
+                                           if re.fullmatch(r"Metrics \(\d+\)", e.text.strip())), None))
+        shown_count = int(re.search(r"\d+", heading).group())
+        assert shown_count == len(summary.data.metrics) <= 20, (shown_count, sorted(summary.data.metrics))

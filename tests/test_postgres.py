@@ -25,10 +25,9 @@ import optuna
 import psutil
 import psycopg
 import pytest
-import requests
 from mlflow import MlflowClient
 
-from conftest import free_port
+from conftest import free_port, server_process
 from test_tuning import PARAMS, make_project, write_params
 
 pytestmark = pytest.mark.slow
@@ -199,27 +198,11 @@ def mlflow_server(postgres, scratch):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_BACKEND_STORE_URI"] = store
-    proc = subprocess.Popen([str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--artifacts-destination", artifacts.as_uri(), "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            if requests.get(f"{uri}/health", timeout=2).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.5)
-    try:
+    argv = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--artifacts-destination", artifacts.as_uri(), "--workers", "1"]
+    with server_process(argv, scratch, env, f"{uri}/health", scratch / "mlflow-server.log", startup_seconds=120):
         yield uri, artifacts
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_evaluate_and_promote_through_a_tracking_server_and_load_the_champion_elsewhere(

@@ -52,7 +52,7 @@ ALL_METRICS = METRICS + SCALED_METRICS
 RUN_NAME = "evaluate-{arch}"
 IMPORTANCE_FILE = "gene_importance.csv"
 IMPORTANCE_PLOT = "gene_importance.png"
-IMPORTANCE_TOP = 30  # genes in the importance plot
+IMPORTANCE_TOP = 20  # tokens (genes or modules) in the importance plot
 OWNER_HOST_TAG = "genebench.host"
 OWNER_PID_TAG = "genebench.pid"
 # training.* keys logged with every run (the rest of the section is in params.yaml too)
@@ -389,16 +389,20 @@ def _plots(directory, task: str, arch: str, data: TaskData, predicted: np.ndarra
 
 
 def _importance_plot(path, title: str, importance: pd.DataFrame) -> None:
-    """The `IMPORTANCE_TOP` genes by attention weight, named, with the module each belongs to."""
+    """The most attended tokens, `IMPORTANCE_TOP` bars, each named by its genes: a gene, or a
+    module as its first genes (by id) and how many more."""
     from matplotlib.figure import Figure
 
-    top = importance.head(IMPORTANCE_TOP)
-    labels = [f"{gene} (module {module})" for gene, module in zip(top["gene"], top["module"])]
-    fig = Figure(figsize=(6.0, 0.22 * len(top) + 1.2))
+    modules = (importance.groupby("module", sort=False)
+               .agg(weight=("weight", "first"), std=("std", "first"), genes=("gene", lambda g: sorted(g)))
+               .sort_values("weight", ascending=False, kind="stable").head(IMPORTANCE_TOP))
+    labels = [", ".join(genes[:3]) + (f" +{len(genes) - 3}" if len(genes) > 3 else "") + f" (token {module})"
+              for module, genes in zip(modules.index, modules["genes"])]
+    fig = Figure(figsize=(7.0, 0.24 * len(modules) + 1.2))
     ax = fig.add_subplot(1, 1, 1)
-    ax.barh(labels[::-1], top["weight"].to_numpy()[::-1], xerr=top["std"].to_numpy()[::-1], height=0.7)
-    ax.set_xlabel("attention weight of the gene's module (mean over held-out samples)")
-    ax.set_title(f"{title}: top {len(top)} genes", fontsize=9)
+    ax.barh(labels[::-1], modules["weight"].to_numpy()[::-1], xerr=modules["std"].to_numpy()[::-1], height=0.7)
+    ax.set_xlabel("attention weight (mean ± sd over held-out samples)")
+    ax.set_title(f"{title}: top {len(modules)} tokens", fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -193,11 +193,12 @@ def test_epoch_callback_gets_rmse_in_the_targets_units():
     np.testing.assert_allclose(curves[1], 1000.0 * curves[0], rtol=1e-4)
 
 
-def test_ridge_base_predictions_are_out_of_fold():
+@pytest.mark.parametrize("n_features", [60, 12])  # more features than rows, and fewer
+def test_ridge_base_predictions_are_out_of_fold(n_features):
     from benchmark.models.baselines import RidgeBaseline
     from benchmark.models.residual import fit_ridge_base
 
-    X, Y = linear_data(n=50, n_features=60, n_targets=3, noise=0.5)
+    X, Y = (a.astype(np.float64) for a in linear_data(n=50, n_features=n_features, n_targets=3, noise=0.5))
     base, oof = fit_ridge_base(X, Y, seed=0)
     # Each training row's base prediction is that of a ridge fitted without the row (brute
     # force here), and the base itself is ridge on all rows, at the penalty it chose.

@@ -194,6 +194,7 @@ def pipeline(args) -> dict:
 
     import yaml
 
+    load_start = os.getloadavg()
     work = args.workdir / f"{args.samples}x{args.genes}"
     if work.exists():
         shutil.rmtree(work)
@@ -223,9 +224,12 @@ def pipeline(args) -> dict:
     ]
     limit = int(args.limit_gb * 2**30)
     results = []
+    partial = args.out / f"scale-{args.samples}x{args.genes}.partial.json"
+    args.out.mkdir(parents=True, exist_ok=True)
     for name, cmd in steps:
         result = run_limited(name, cmd, work, env, limit, args.workdir / f"{work.name}-{name}.log")
         results.append(result)
+        partial.write_text(json.dumps(results, indent=2) + "\n")  # what a long run has done so far
         if result["rc"] != 0:
             print((args.workdir / f"{work.name}-{name}.log").read_text()[-3000:])
             break
@@ -242,12 +246,13 @@ def pipeline(args) -> dict:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
         matrix.unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     return {
         "what": "genebench data synth / import / prepare / evaluate (multi) at scale, each process in a cgroup v1 "
                 "memory group",
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "host": platform.node(), "cpu": _cpu_name(), "cores": os.cpu_count(),
-        "load_before": os.getloadavg(),
+        "load_average": {"start": load_start, "end": os.getloadavg()},  # 1, 5, 15 min: other agents' work
         "shape": {"samples": args.samples, "genes": args.genes},
         "params": {"split.folds": 3, "training.max_epochs": 2, "tuning.folds": params["tuning"]["folds"],
                    "training.batch_size": params["training"]["batch_size"],

@@ -7,8 +7,8 @@
 with `split.folds: 3` (1 tuning fold, 2 scored: the issue's 2 CV fits; genebench refuses
 `split.folds: 2`, which would leave one scored fold), `training.max_epochs: 2`) and runs, each as its own process in its
 own cgroup v1 memory group limited to `--limit-gb` (memory.limit_in_bytes; the pid is
-written to cgroup.procs before the command is exec'd): `genebench data synth` (a parquet
-file), `data import`, `prepare`, and `evaluate --task multi` for ridge and dnn. Per step
+written to cgroup.procs before the command is exec'd): `genebench data synth` (a `--format`
+file, parquet by default), `data import`, `prepare`, and `evaluate --task multi` for ridge and dnn. Per step
 it records the wall time, the exit code, the group's peak charge
 (memory.max_usage_in_bytes: anonymous memory plus the page cache the process brought in,
 which the kernel reclaims at the limit), the peak anonymous memory (`rss` of memory.stat,
@@ -212,7 +212,7 @@ def pipeline(args) -> dict:
     params["split"]["folds"] = 3
     params["training"]["max_epochs"] = 2
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    matrix = args.workdir / f"synthetic-{args.samples}x{args.genes}.parquet"
+    matrix = args.workdir / f"synthetic-{args.samples}x{args.genes}.{args.format}"
     genebench = [sys.executable, "-m", "benchmark"]
     steps = [
         ("synth", [*genebench, "data", "synth", str(matrix), "--samples", str(args.samples),
@@ -254,6 +254,7 @@ def pipeline(args) -> dict:
         "host": platform.node(), "cpu": _cpu_name(), "cores": os.cpu_count(),
         "load_average": {"start": load_start, "end": os.getloadavg()},  # 1, 5, 15 min: other agents' work
         "shape": {"samples": args.samples, "genes": args.genes},
+        "format": args.format,
         "params": {"split.folds": 3, "training.max_epochs": 2, "tuning.folds": params["tuning"]["folds"],
                    "training.batch_size": params["training"]["batch_size"],
                    "data.stream_above_mb": params["data"].get("stream_above_mb")},
@@ -272,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-gb", type=float, default=2.0, help="--pipeline: memory limit of each step's cgroup")
     parser.add_argument("--evaluate", type=lambda s: s.split(","), default=["ridge", "dnn"])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/genebench-scale"))
+    parser.add_argument("--format", default="parquet", choices=["parquet", "h5ad", "csv", "tsv"],
+                        help="--pipeline: the file data synth writes and data import reads")
     parser.add_argument("--keep", action="store_true", help="--pipeline: keep the project and the matrix")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--genes", type=int, default=4_000)

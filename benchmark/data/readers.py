@@ -427,7 +427,7 @@ def _open_parquet(path: Path, fmt: str, transpose: bool, block_rows: int | None)
     def blocks():
         # Row group by row group: pyarrow's iter_batches buffered ~1 GB reading a 480 MB
         # file, read_row_group one group at a time. A row group is read whole, so memory
-        # follows the file's largest row group (data synth writes ~32 MiB ones).
+        # follows the file's largest row group (data synth writes ~64 MiB ones).
         try:
             size = _block_rows(len(value_columns), block_rows)
             batches = (batch for group in range(table.num_row_groups)

@@ -20,7 +20,7 @@ Z, W, offset and scale come from `default_rng(seed)`; E is drawn per tile of 512
 x 512 genes from `default_rng([seed, tile row, tile column])`, so `SyntheticMatrix` makes
 any block alone and `synth(out, ...)` writes block by block: N x G may exceed memory.
 It writes the format OUT's extension names (samples as rows, corner cell `sample`, or
-GCT's genes-as-rows; parquet in row groups of about 32 MiB, h5ad as a dense `X` filled by
+GCT's genes-as-rows; parquet in row groups of about 64 MiB, h5ad as a dense `X` filled by
 h5py) and the true structure beside it in `OUT.truth.json` (parameters and `r2_ceiling`;
 `make_synthetic` regenerates Z and W).
 
@@ -243,12 +243,16 @@ def _write_parquet(matrix: SyntheticMatrix, path: Path, fmt: str) -> None:
 
     _, genes = matrix.ids()
     writer = None
+    # A writer keeps every column chunk's metadata until it closes: at 10,463 genes, ~32 MiB
+    # row groups with statistics held over 2 GiB (OOM-killed in results/scale.md). Row
+    # groups of ~64 MiB without min/max statistics keep the footer to ~100 MB.
+    rows = max(TILE, (1 << 24) // matrix.genes // TILE * TILE)
     try:
-        for samples, block in matrix.row_blocks():
+        for samples, block in matrix.row_blocks(rows):
             frame = pd.DataFrame(block, index=pd.Index(samples, name="sample"), columns=genes)
             table = pa.Table.from_pandas(frame, preserve_index=True)
             if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
+                writer = pq.ParquetWriter(path, table.schema, write_statistics=False)
             writer.write_table(table)
     finally:
         if writer is not None:

@@ -244,22 +244,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_dead_trials(study) -> list[int]:
-    """Fail RUNNING trials whose owner process is gone from this host; Optuna's heartbeat
-    check (RDB) for the rest. Returns the numbers of the trials failed here."""
+def fail_dead_trials(study, grace_period: float) -> list[int]:
+    """Fail RUNNING trials whose process is gone; returns their numbers.
+
+    Optuna's heartbeat check (RDB storage) fails trials silent for `grace_period`. Beyond
+    it: a trial whose owner (`host`, `pid` user attrs) is no longer alive on this host, and
+    one that never recorded an owner within `grace_period` of its start (killed between
+    Optuna's ask and its first heartbeat, so the heartbeat check never sees it).
+    """
+    from datetime import datetime
+
     import optuna
     from optuna.trial import TrialState
 
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running:
+        return []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         optuna.storages.fail_stale_trials(study)  # RDB heartbeat; a no-op for journal storage
-    here, failed = _host_id(), []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    here, now = _host_id(), datetime.now()
+    still_running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    failed = running - {t.number for t in still_running}
+    for trial in still_running:
         attrs = trial.user_attrs
-        if attrs.get("host") == here and "pid" in attrs and not _alive(int(attrs["pid"])):
+        dead = attrs.get("host") == here and "pid" in attrs and not _alive(int(attrs["pid"]))
+        unclaimed = ("pid" not in attrs and trial.datetime_start is not None
+                     and (now - trial.datetime_start).total_seconds() > grace_period)
+        if dead or unclaimed:
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            failed.append(trial.number)
-    return failed
+            failed.add(trial.number)
+    return sorted(failed)
 
 
 @dataclass
@@ -646,8 +661,8 @@ class _AfterTrial:
     """`study.optimize` callback: a progress line per trial; stop at `n_trials` complete,
     on Ctrl-C, or after `MAX_FAILURES_IN_A_ROW` failures (kept in `error`)."""
 
-    def __init__(self, n_trials: int):
-        self.n, self.failures, self.error = n_trials, 0, None
+    def __init__(self, n_trials: int, grace_period: float):
+        self.n, self.grace, self.failures, self.error = n_trials, grace_period, 0, None
 
     def __call__(self, study, trial) -> None:
         complete = _n_complete(study)
@@ -660,7 +675,7 @@ class _AfterTrial:
         self.failures = self.failures + 1 if state == "FAIL" else 0
         if self.failures >= MAX_FAILURES_IN_A_ROW:
             self.error = f"{self.failures} trials in a row failed; the last one: {trial.user_attrs.get('error')}"
-        fail_dead_trials(study)
+        fail_dead_trials(study, self.grace)
         if complete >= self.n or _STOP.is_set() or self.error:
             study.stop()
 
@@ -691,7 +706,7 @@ def _optimize(spec: StudySpec, worker: int, n_trials: int, deadline: Optional[fl
     study = _load_study(spec, worker)
     if _n_complete(study) >= n_trials:
         return
-    after = _AfterTrial(n_trials)
+    after = _AfterTrial(n_trials, spec.config.params.tuning.grace_period)
     timeout = None if deadline is None else max(0.0, deadline - time.time())
     study.optimize(Objective(spec), timeout=timeout, callbacks=[after], catch=(Exception,), gc_after_trial=False)
     _check_stop()
@@ -791,7 +806,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
     study = _load_study(spec, create=True)
     for key, value in (("dataset", config.dataset), ("task", task), ("arch", arch)):
         study.set_user_attr(key, value)
-    stale = fail_dead_trials(study)
+    stale = fail_dead_trials(study, tuning.grace_period)
     spec.experiment_id = _mlflow_setup(config, task)
     spec.parent_run_id = _parent_run(config, spec.experiment_id, name, study_uid(study), task, arch, space,
                                      version, storage_url, n_trials)
@@ -810,7 +825,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
                     _run_workers(spec, workers, n_trials, deadline)
         interrupted = False
     finally:
-        fail_dead_trials(study)
+        fail_dead_trials(study, tuning.grace_period)
         if interrupted:
             import mlflow
 

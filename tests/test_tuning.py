@@ -437,3 +437,25 @@ def test_a_change_to_the_training_code_starts_a_new_study(tmp_path):
     after = digest()
     (tmp_path / "benchmark" / "report" / "markdown.py").write_text("# the report does not train models\n")
     assert before != after == digest()
+
+
+def test_trials_of_dead_processes_fail_and_live_ones_stay(tmp_path):
+    """A trial whose owner pid is gone fails at once; one asked but never claimed (killed
+    before its first heartbeat) fails once its grace period has passed; a live one stays."""
+    import optuna
+
+    from benchmark.tuning import _host_id, fail_dead_trials
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'stale.db'}", heartbeat_interval=60,
+                                         grace_period=120)
+    study = optuna.create_study(storage=storage)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead, unclaimed, alive = study.ask(), study.ask(), study.ask()
+    for trial, pid in ((dead, int(gone.stdout)), (alive, os.getpid())):
+        trial.set_user_attr("host", _host_id())
+        trial.set_user_attr("pid", pid)
+    assert fail_dead_trials(study, grace_period=1.0) == [dead.number]
+    time.sleep(1.2)
+    assert fail_dead_trials(study, grace_period=1.0) == [unclaimed.number]
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "RUNNING"]

@@ -58,6 +58,12 @@ def _accelerator(backend: str) -> str:
 
         if torch.cuda.is_available():
             return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    elif backend == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if gpus:
+            return f"{getattr(gpus[0], 'device_kind', 'GPU')} (jax {jax.__version__})"
     elif backend == "tensorflow":
         import tensorflow as tf
 

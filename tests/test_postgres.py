@@ -132,7 +132,7 @@ def study_of(url: str) -> optuna.Study:
 
 def runs_of(tracking_uri: str) -> tuple[list, list]:
     """(study parent runs, trial child runs) over every experiment of the store."""
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     ids = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(ids, max_results=1000)
     parents = [r for r in runs if "genebench.study_name" in r.data.tags]
@@ -214,7 +214,7 @@ def test_evaluate_and_promote_through_a_tracking_server_and_load_the_champion_el
                  ("promote", "--task", "single")):
         outputs += finish(start(project, env, *argv))
     # The model lives in the server's artifact store, not on the machine that made it.
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # not a registry URI an earlier test set in this process
     champion = client.get_model_version_by_alias("genebench-toy-single", "champion")
     assert client.get_run(champion.run_id).info.artifact_uri.startswith("mlflow-artifacts:/")
     assert list(artifacts.rglob("MLmodel"))

@@ -65,6 +65,9 @@ class FeatureParams(_Section):
 class SplitParams(_Section):
     test_size: float = Field(0.2, gt=0, lt=1)
     folds: int = Field(5, ge=2)
+    # Scored CV: the development samples tuning never validated on, split `repeats` times
+    # into `folds - tuning.folds` folds (each partition seeded from `seed` and its repeat).
+    repeats: int = Field(1, ge=1)
     seed: int = 42
 
 
@@ -131,6 +134,13 @@ class ModelParams(_Section):
     search_space: dict[str, SearchParam] = Field(default_factory=dict)
 
 
+class CompareParams(_Section):
+    """The verdicts (Bayesian correlated t-test over the scored CV resamples)."""
+
+    rope: float = Field(0.01, ge=0, lt=1)  # practical equivalence, relative to the reference's CV RMSE
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # posterior probability a verdict needs
+
+
 class MlflowParams(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "genebench"
@@ -162,6 +172,7 @@ class Params(_Section):
     training: TrainingParams = TrainingParams()
     tuning: TuningParams = TuningParams()
     models: dict[str, ModelParams] = Field(default_factory=dict)
+    compare: CompareParams = CompareParams()
     mlflow: MlflowParams = MlflowParams()
     promotion: PromotionParams = PromotionParams()
 

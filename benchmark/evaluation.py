@@ -35,6 +35,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -50,6 +51,7 @@ from benchmark.paths import evaluation_dir, metrics_file, tuning_result
 
 ALL_METRICS = METRICS + SCALED_METRICS
 RUN_NAME = "evaluate-{arch}"
+BASE_PREFIX = "base_"  # a deep model's base alone (the ablation): base_<metric> columns and metrics
 IMPORTANCE_FILE = "gene_importance.csv"
 IMPORTANCE_PLOT = "gene_importance.png"
 IMPORTANCE_TOP = 20  # tokens (genes or modules) in the importance plot
@@ -145,6 +147,7 @@ def _mlflow_params(config: Config, arch: str, hp: dict, source: str, data: TaskD
         "params_source": source,
         "split.folds": len(data.folds),
         "scored_folds": ",".join(map(str, data.scored_folds)),
+        "split.repeats": config.params.split.repeats,
         "split.test_size": config.params.split.test_size,
         "split.seed": config.params.split.seed,
         "features.pca_components": config.params.features.pca_components,
@@ -168,29 +171,49 @@ def _log_metrics(prefix: str, values: dict[str, Optional[float]], step: Optional
     return {f"undefined.{prefix}{k}": "null" for k, v in values.items() if v is None}
 
 
-def _fit_and_score(config: Config, arch: str, hp: dict, data: TaskData):
-    """CV over the scored folds, then the refit and its held-out predictions.
+@dataclass
+class Scores:
+    """What CV and the refit gave: per scored fold its metrics (`fold_metrics`, `regression_metrics`
+    dicts) and folds.csv row, the held-out predictions `test_pred` (n_test, n_targets), and
+    for a deep model on a base the same for its base alone (`base_fold_metrics`,
+    `base_test_pred`; None otherwise): the ablation, on the same folds and split."""
 
-    Returns `(regressor, fold_metrics, fold_rows, fold_gene_frames, test_pred)`.
-    """
+    regressor: Any
+    fold_metrics: list[dict]
+    fold_rows: list[dict]
+    fold_gene_frames: list[pd.DataFrame]
+    test_pred: np.ndarray
+    base_fold_metrics: Optional[list[dict]] = None
+    base_test_pred: Optional[np.ndarray] = None
+
+
+def _fit_and_score(config: Config, arch: str, hp: dict, data: TaskData) -> Scores:
+    """CV over the scored folds (every repeat), then the refit and its held-out predictions."""
     from benchmark.training import fit_fold, make_regressor
 
     # One Regressor refitted on every fold and then on all development samples: each fit
     # starts from the same initial state, and a deep model is built and traced once.
     regressor = make_regressor(arch, hp, config)
-    fold_metrics, fold_rows, fold_gene_frames = [], [], []
-    for fold in data.scored_folds:
+    fold_metrics, fold_rows, fold_gene_frames, base_metrics = [], [], [], []
+    for fold, repeat in zip(data.scored_folds, data.scored_repeats):
         train, val = data.folds[fold]
         regressor, predicted = fit_fold(arch, hp, config, data.X_dev, data.Y_dev, train, val, regressor=regressor)
-        metrics = regression_metrics(data.Y_dev[val], predicted, *_ranges(data.Y_dev[train]))
+        ranges = _ranges(data.Y_dev[train])
+        metrics = regression_metrics(data.Y_dev[val], predicted, *ranges)
         fold_metrics.append(metrics)
-        fold_rows.append({"fold": fold, "n_train": len(train), "n_val": len(val),
-                          **_scalar_metrics(metrics), "pearson_undefined": metrics["pearson_undefined"],
-                          "epochs_trained": regressor.epochs_trained})
+        row = {"fold": fold, "repeat": repeat, "n_train": len(train), "n_val": len(val), **_scalar_metrics(metrics),
+               "pearson_undefined": metrics["pearson_undefined"], "epochs_trained": regressor.epochs_trained}
+        if regressor.base is not None:
+            base = regression_metrics(data.Y_dev[val], regressor.predict_base(data.X_dev[val]), *ranges)
+            base_metrics.append(base)
+            row.update({f"{BASE_PREFIX}{k}": v for k, v in _scalar_metrics(base).items()})
+        fold_rows.append(row)
         fold_gene_frames.append(_per_gene_frame(data.target_genes, metrics).assign(fold=fold))
     regressor.fit(data.X_dev, data.Y_dev)
     test_pred = np.asarray(regressor.predict(data.X_test), dtype=np.float64)
-    return regressor, fold_metrics, fold_rows, fold_gene_frames, test_pred
+    base_test = None if regressor.base is None else np.asarray(regressor.predict_base(data.X_test), dtype=np.float64)
+    return Scores(regressor, fold_metrics, fold_rows, fold_gene_frames, test_pred,
+                  base_metrics or None, base_test)
 
 
 def _shape_only(X) -> np.ndarray:
@@ -262,7 +285,7 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
 
     started = time.monotonic()
     hp, source = resolve_params(config, task, arch)
-    data = load_task(config, task, held_out=True)
+    data = load_task(config, task, held_out=True, arch=arch)
     tracking.configure(config)
     experiment = tracking.experiment_id(config, task)
     _end_abandoned_runs(experiment, arch)
@@ -286,10 +309,16 @@ def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str
     # The runs table's Dataset column: the dataset's name, its data version as digest.
     mlflow.log_input(mlflow.data.from_numpy(_shape_only(data.X_dev), targets=data.Y_dev, name=data.dataset,
                                             digest=data.data_version[:8]), context="training")
-    regressor, fold_metrics, fold_rows, fold_gene_frames, test_pred = _fit_and_score(config, arch, hp, data)
+    scores = _fit_and_score(config, arch, hp, data)
+    regressor, fold_rows, fold_gene_frames, test_pred = (scores.regressor, scores.fold_rows, scores.fold_gene_frames,
+                                                         scores.test_pred)
     test_full = regression_metrics(data.Y_test, test_pred, *_ranges(data.Y_dev))
     test = _scalar_metrics(test_full)
-    cv = _cv_summary(fold_metrics)
+    cv = _cv_summary(scores.fold_metrics)
+    base = None
+    if scores.base_fold_metrics is not None:
+        base_full = regression_metrics(data.Y_test, scores.base_test_pred, *_ranges(data.Y_dev))
+        base = {"cv": _cv_summary(scores.base_fold_metrics), "test": _scalar_metrics(base_full)}
     attention = regressor.attention(data.X_test)
     out_dir = evaluation_dir(config, task, arch)
     with atomic_dir(out_dir) as tmp:
@@ -299,6 +328,10 @@ def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str
         for name in ALL_METRICS:
             undefined.update(_log_metrics("cv_", {f"{name}_mean": cv[name]["mean"], f"{name}_std": cv[name]["std"]}))
         undefined.update(_log_metrics("test_", test))
+        if base is not None:  # the ablation: the model's base alone, same folds and split
+            undefined.update(_log_metrics(f"{BASE_PREFIX}cv_", {f"{name}_mean": base["cv"][name]["mean"]
+                                                                 for name in ALL_METRICS}))
+            undefined.update(_log_metrics(f"{BASE_PREFIX}test_", base["test"]))
         mlflow.log_metric("fit_seconds", regressor.fit_seconds)  # training cost, comparable across runs
         if undefined:
             mlflow.set_tags(undefined)
@@ -308,8 +341,12 @@ def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str
                      columns=["fold", "sample"]).to_csv(tmp / "cv_samples.csv", index=False)
         (pd.concat(fold_gene_frames, ignore_index=True)[["fold", "gene", "r2", "rmse"]]
          .to_csv(tmp / "fold_per_gene.csv", index=False))
-        _predictions_frame(data, test_pred).to_csv(tmp / "test_predictions.csv", index=False)
-        _per_gene_frame(data.target_genes, test_full).to_csv(tmp / "test_per_gene.csv", index=False)
+        _predictions_frame(data, test_pred, scores.base_test_pred).to_csv(tmp / "test_predictions.csv", index=False)
+        per_gene = _per_gene_frame(data.target_genes, test_full)
+        if base is not None:
+            per_gene = per_gene.join(_per_gene_frame(data.target_genes, base_full).set_index("gene")
+                                     .add_prefix(BASE_PREFIX), on="gene")
+        per_gene.to_csv(tmp / "test_per_gene.csv", index=False)
         tables = {}
         if attention is not None:
             pca = config.params.features.pca_components is not None
@@ -352,6 +389,8 @@ def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str
         "test": test,
         "mlflow_run_id": run_id,
     }
+    if base is not None:
+        document["base"] = base
     write_json(metrics_file(config, task, arch), document)
     print(f"evaluate {data.dataset}/{task}/{arch}: cv rmse {_fmt(cv['rmse']['mean'])} +- {_fmt(cv['rmse']['std'])}, "
           f"test rmse {_fmt(test['rmse'])}, r2 {_fmt(test['r2'])} (params: {source}; mlflow run {run_id})")
@@ -408,15 +447,19 @@ def _importance_plot(path, title: str, importance: pd.DataFrame) -> None:
     fig.savefig(path, dpi=100)
 
 
-def _predictions_frame(data: TaskData, predicted: np.ndarray) -> pd.DataFrame:
-    """Long table: one row per (held-out sample, target gene) with observed and predicted."""
+def _predictions_frame(data: TaskData, predicted: np.ndarray, base: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """Long table: one row per (held-out sample, target gene) with observed and predicted
+    (and `base_predicted`, the model's base alone, where it has one)."""
     n, k = predicted.shape
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "sample": np.repeat(np.asarray(data.test_samples, dtype=object), k),
         "gene": np.tile(np.asarray(data.target_genes, dtype=object), n),
         "observed": np.asarray(data.Y_test, dtype=np.float64).reshape(-1),
         "predicted": predicted.reshape(-1),
     })
+    if base is not None:
+        frame[f"{BASE_PREFIX}predicted"] = base.reshape(-1)
+    return frame
 
 
 def _fmt(value: Optional[float]) -> str:

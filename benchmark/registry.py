@@ -13,10 +13,17 @@ Per (dataset, task), registered model `genebench-<dataset>-<task>` with aliases
    and so must the champion; a champion from another data version or target set may
    have trained on today's held-out samples, so the comparison is refused (the champion
    stays) unless `--force`.
-3. Both models are scored through their pyfuncs on today's held-out split (raw `data/`
-   values in, so the same code path as serving). `champion` moves to the candidate only
-   if `candidate_rmse < champion_rmse * (1 - promotion.min_improvement)`. No champion
-   yet: the candidate becomes champion. `--force` moves it without the gate.
+3. The gate decides on CV, never on the held-out split: over the same scored CV folds
+   (same data version, targets and folds, `folds_md5`), the candidate's verdict against
+   the champion (`cv_verdict`: the report's Bayesian correlated t-test on the paired fold
+   RMSEs, `promotion.min_improvement` as the region of practical equivalence, relative
+   to the champion's CV RMSE, and `compare.confidence`) must be `better` for `champion`
+   to move. Both held-out RMSEs are reported (scored through the registered pyfuncs on
+   raw `data/` values, the serving path), never used to decide. No champion yet: the
+   candidate becomes champion. `--force` moves it without the gate. Whichever the
+   decision, the candidate's verdict against the best architecture by CV (`compare.rope`)
+   is recorded (`versus_best`; a version tag and the one-line summary), so a champion
+   that a baseline beats is labelled as such.
 4. `--rollback` moves `champion` back to the previous champion (the registered model's
    `champion_history` tag, kept by every move).
 
@@ -46,8 +53,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 # Version tags copied from the evaluation run; metrics are copied as `test_<m>`/`cv_rmse_mean`.
-_RUN_TAGS = ("dataset", "task", "arch", "data_version", "git_commit", "git_dirty", "targets_md5", "transform",
-             "n_targets", "n_features")
+_RUN_TAGS = ("dataset", "task", "arch", "data_version", "git_commit", "git_dirty", "targets_md5", "folds_md5",
+             "transform", "n_targets", "n_features")
 _METRIC_TAGS = ("test_rmse", "test_mae", "test_mse", "test_r2", "test_pearson",
                 "test_rmse_scaled", "test_mae_scaled", "cv_rmse_mean", "cv_rmse_std")
 
@@ -113,14 +120,6 @@ def _model_uri(config: Config, task: str, arch: str, run) -> str:
         raise UserError(f"mlflow run {run.info.run_id} ({config.dataset}/{task}/{arch}) has no logged model; "
                         f"rerun `genebench evaluate --dataset {config.dataset} --task {task} --arch {arch}`")
     return f"models:/{models[-1].model_id}"
-
-
-def _today(config: Config, task: str):
-    from benchmark import tracking
-    from benchmark.data.prepare import load_task
-
-    data = load_task(config, task, held_out=True)
-    return data, tracking.targets_digest(data.target_genes)
 
 
 def _version_tags(run) -> dict[str, str]:
@@ -204,15 +203,82 @@ def _score(config: Config, name: str, version: str, data) -> float:
     return float(regression_metrics(data.Y_test, Y, data.Y_dev.min(axis=0), data.Y_dev.max(axis=0))["rmse"])
 
 
-def _comparable(version, data_version: str, targets: str) -> Optional[str]:
-    """Why `version` cannot be compared with today's held-out split, or None."""
+def _comparable(version, data_version: str, targets: str, folds: str) -> Optional[str]:
+    """Why `version` cannot be compared with today's evaluation, or None."""
     tags = version.tags or {}
     if tags.get("data_version") != data_version:
         return (f"version {version.version} was trained on data version {tags.get('data_version', 'unknown')}, "
                 f"today's is {data_version}; it may have seen today's held-out samples")
     if tags.get("targets_md5") != targets:
         return f"version {version.version} predicts another target gene set than today's task"
+    if tags.get("folds_md5") != folds:
+        return f"version {version.version} was scored on other CV folds than today's, so its fold scores do not pair up"
     return None
+
+
+def _disk_fold_rmse(config: Config, task: str, arch: str) -> dict[int, float]:
+    """Scored fold -> CV RMSE of `arch`'s evaluation on disk (folds.csv)."""
+    import pandas as pd
+
+    folds = pd.read_csv(evaluation_dir(config, task, arch) / "folds.csv")
+    return {int(f): float(r) for f, r in zip(folds["fold"], folds["rmse"])}
+
+
+def _run_fold_rmse(client, run_id: str) -> dict[int, float]:
+    """Scored fold -> CV RMSE that an evaluation run logged (`fold_rmse`, step = fold)."""
+    return {int(m.step): float(m.value) for m in client.get_metric_history(run_id, "fold_rmse")}
+
+
+def cv_verdict(data, candidate: dict[int, float], reference: dict[int, float], rope: float,
+               confidence: float, against: str) -> dict:
+    """The candidate's verdict against `reference` over the same scored CV folds: the Bayesian
+    correlated t-test of the report (`benchmark.report.statistics`) on the paired RMSE
+    differences, `rope` relative to the reference's mean CV RMSE. `data`: today's task."""
+    from benchmark.report.statistics import bayesian_correlated_ttest, verdict
+
+    if sorted(candidate) != sorted(reference):
+        raise UserError(f"the candidate's scored folds {sorted(candidate)} differ from {against}'s {sorted(reference)}; "
+                        f"rerun `genebench evaluate` for both")
+    folds = sorted(candidate)
+    differences = np.array([candidate[f] - reference[f] for f in folds])
+    rho = float(np.mean([len(data.folds[f][1]) / (len(data.folds[f][0]) + len(data.folds[f][1])) for f in folds]))
+    half_width = rope * float(np.mean([reference[f] for f in folds]))
+    result = bayesian_correlated_ttest(differences, rho, half_width)
+    return {"against": against, "verdict": verdict(result, confidence), "p_better": result.p_better,
+            "p_equivalent": result.p_equivalent, "p_worse": result.p_worse, "rope": half_width,
+            "difference": float(differences.mean()), "resamples": len(folds)}
+
+
+def _best_by_cv(config: Config, task: str) -> str:
+    """The architecture with the lowest CV RMSE among today's evaluations (ties: ARCHS order)."""
+    scored = []
+    for arch in ARCHS:
+        path = metrics_file(config, task, arch)
+        if path.exists():
+            rmse = ((json.loads(path.read_text()).get("cv") or {}).get("rmse") or {}).get("mean")
+            if rmse is not None:
+                scored.append((float(rmse), ARCHS.index(arch), arch))
+    return min(scored)[2]
+
+
+def _versus_best(config: Config, task: str, arch: str, data) -> dict:
+    """The candidate's verdict against the best architecture by CV (`compare.rope`): a champion
+    that a baseline beats is labelled as such."""
+    best = _best_by_cv(config, task)
+    if best == arch:
+        return {"against": arch, "verdict": "best", "p_better": None, "p_equivalent": None, "p_worse": None,
+                "rope": None, "difference": 0.0, "resamples": None}
+    compare = config.params.compare
+    return cv_verdict(data, _disk_fold_rmse(config, task, arch), _disk_fold_rmse(config, task, best),
+                      compare.rope, compare.confidence, against=best)
+
+
+def _verdict_words(entry: dict) -> str:
+    if entry["verdict"] == "best":
+        return "the best architecture by CV"
+    probability = {"better": "p_better", "equivalent": "p_equivalent", "worse": "p_worse"}.get(entry["verdict"])
+    shown = f" (P = {entry[probability]:.2f})" if probability and entry[probability] is not None else ""
+    return f"{entry['verdict']} against {entry['against']}{shown}"
 
 
 def _promote_task(config: Config, task: str, candidate: Optional[str], force: bool) -> dict:
@@ -221,16 +287,23 @@ def _promote_task(config: Config, task: str, candidate: Optional[str], force: bo
     arch = _candidate_arch(config, task, candidate)
     metrics = _read_metrics(config, task, arch)
     run = client.get_run(metrics["mlflow_run_id"])
-    data, targets = _today(config, task)
+    from benchmark import tracking
+    from benchmark.data.prepare import load_task
+
+    data = load_task(config, task)
+    targets, folds = tracking.targets_digest(data.target_genes), tracking.folds_digest(data)
     stale = None
     if run.data.tags.get("data_version") != data.data_version:
         stale = f"data version {run.data.tags.get('data_version', 'unknown')}, today's is {data.data_version}"
     elif run.data.tags.get("targets_md5") != targets:
         stale = "another target gene set than today's task"
+    elif run.data.tags.get("folds_md5") != folds:
+        stale = "other scored CV folds than today's prepared split"
     if stale:
         raise UserError(f"metrics/{config.dataset}/{task}/{arch}.json: its evaluation (mlflow run {run.info.run_id}) "
                         f"used {stale}; rerun `genebench evaluate --dataset {config.dataset} --task {task} --arch {arch}`")
 
+    versus_best = _versus_best(config, task, arch, data)
     version, created = _register(client, name, _model_uri(config, task, arch, run), run)
     v = str(version.version)
     client.set_registered_model_alias(name, CHALLENGER, v)
@@ -241,7 +314,7 @@ def _promote_task(config: Config, task: str, candidate: Optional[str], force: bo
         "version": v, "new_version": created, "champion_before": before, "champion_after": before,
         "candidate_rmse": None, "champion_rmse": None, "evaluation_rmse": metrics["test"]["rmse"],
         "min_improvement": config.params.promotion.min_improvement, "data_version": data.data_version,
-        "forced": force,
+        "forced": force, "versus_best": versus_best, "versus_champion": None,
     }
 
     if os.environ.get("DVC_EXP_NAME"):
@@ -252,15 +325,21 @@ def _promote_task(config: Config, task: str, candidate: Optional[str], force: bo
         decision, reason = "promoted", "no champion yet"
     elif force:
         decision, reason = "promoted", f"--force: replaced version {before} without the gate"
-    elif (why := _comparable(champion, data.data_version, targets)) is not None:
+    elif (why := _comparable(champion, data.data_version, targets, folds)) is not None:
         decision, reason = "refused", f"{why}; the comparison is not like with like (use --force to replace it)"
     else:
-        entry["candidate_rmse"] = _score(config, name, v, data)
-        entry["champion_rmse"] = _score(config, name, before, data)
-        threshold = entry["champion_rmse"] * (1 - config.params.promotion.min_improvement)
-        verdict = (f"candidate held-out RMSE {entry['candidate_rmse']:.6g} vs champion version {before} "
-                   f"{entry['champion_rmse']:.6g} (needs < {threshold:.6g})")
-        decision, reason = ("promoted", verdict) if entry["candidate_rmse"] < threshold else ("rejected", verdict)
+        # Decided on the scored CV resamples; held-out scores are reported, never used to
+        # decide (promotion after promotion on one held-out split would select on it).
+        gate = cv_verdict(data, _disk_fold_rmse(config, task, arch), _run_fold_rmse(client, champion.tags["run_id"]),
+                          config.params.promotion.min_improvement, config.params.compare.confidence,
+                          against=f"champion version {before}")
+        entry["versus_champion"] = gate
+        held_out = load_task(config, task, held_out=True)
+        entry["candidate_rmse"] = _score(config, name, v, held_out)
+        entry["champion_rmse"] = _score(config, name, before, held_out)
+        said = (f"CV verdict {_verdict_words(gate)} over {gate['resamples']} scored folds "
+                f"(promotion.min_improvement {config.params.promotion.min_improvement:g})")
+        decision, reason = ("promoted", said) if gate["verdict"] == "better" else ("rejected", said + ": needs better")
 
     if decision == "promoted":
         _set_champion(client, name, v, before)
@@ -268,6 +347,7 @@ def _promote_task(config: Config, task: str, candidate: Optional[str], force: bo
     entry.update(decision=decision, reason=reason)
     client.set_model_version_tag(name, v, "decision", decision)
     client.set_model_version_tag(name, v, "decision_reason", reason)
+    client.set_model_version_tag(name, v, "versus_best", _verdict_words(versus_best))
     return entry
 
 
@@ -342,5 +422,6 @@ def promote(config: Config, dataset: Optional[str] = None, task: Optional[str] =
     write_json(path, {d: {t: e for t, e in sorted(report[d].items()) if t in TASKS}
                       for d in sorted(report) if d in config.params.datasets and isinstance(report[d], dict)})
     for entry in entries:
-        print(f"promote {entry['dataset']}/{entry['task']}: {entry['decision']} - {entry['reason']}")
+        label = f" [{entry['candidate_arch']}: {_verdict_words(entry['versus_best'])}]" if entry.get("versus_best") else ""
+        print(f"promote {entry['dataset']}/{entry['task']}: {entry['decision']} - {entry['reason']}{label}")
     return 0

@@ -179,6 +179,13 @@ def targets_digest(genes: list[str]) -> str:
     return hashlib.md5("\n".join(genes).encode("utf-8")).hexdigest()
 
 
+def folds_digest(data: TaskData) -> str:
+    """Fingerprint of the scored CV folds (their validation samples, in order): two runs
+    with the same one were scored on the same resamples, so their fold scores pair up."""
+    folds = [[data.dev_samples[i] for i in data.folds[fold][1]] for fold in data.scored_folds]
+    return hashlib.md5(json.dumps(folds).encode("utf-8")).hexdigest()
+
+
 def standard_tags(config: Config, task: str, arch: str, data: TaskData) -> dict[str, str]:
     """Tags every evaluation run carries (and registry versions copy)."""
     return {
@@ -190,6 +197,7 @@ def standard_tags(config: Config, task: str, arch: str, data: TaskData) -> dict[
         "git_dirty": git_dirty(config.root),
         "transform": data.transform,
         "targets_md5": targets_digest(data.target_genes),
+        "folds_md5": folds_digest(data),
         "n_targets": str(len(data.target_genes)),
         "n_features": str(len(data.feature_genes)),
     }

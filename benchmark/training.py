@@ -372,6 +372,17 @@ class Regressor:
             Ys = self.model.predict(Xs)
         return self.preprocessor.inverse_Y(Ys)
 
+    def predict_base(self, X: np.ndarray) -> np.ndarray:
+        """The fitted base's predictions alone (n, n_targets), original units: what the
+        network adds is `predict(X) - predict_base(X)`. Only with `training.base: ridge`."""
+        self._check_fitted()
+        if self.base is None:
+            raise RuntimeError(f"{self.arch}: no base (training.base is none, or a baseline)")
+        if is_row_view(X):
+            return blockwise(self.predict_base, X)
+        Xs = self.preprocessor.transform_X(_check_xy(X, n_features=self.n_features))
+        return self.preprocessor.inverse_Y(self.base.predict(Xs))
+
     def _ensemble_mean(self, outputs: np.ndarray) -> np.ndarray:
         """The members' mean prediction, `(n, n_targets)`, from the model's `(n, members * n_targets)`."""
         return np.asarray(outputs, dtype=np.float64).reshape(len(outputs), self.members, -1).mean(axis=1)

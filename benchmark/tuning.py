@@ -104,6 +104,52 @@ def search_space(config: Config, arch: str) -> dict[str, SearchParam]:
     return dict(model.search_space)
 
 
+def default_point(config: Config, arch: str, space: dict[str, SearchParam]) -> dict[str, Any]:
+    """The architecture's defaults as a point of its search space (the first trial of every study).
+
+    A tuned hyperparameter without a default (a deep model's `learning_rate` or
+    `batch_size`) takes `training.*`'s value. Raises UserError naming the key when a default
+    lies outside its search space: the study could not start from it.
+    """
+    defaults = config.params.model(arch).defaults
+    training = config.params.training.model_dump()
+    point = {}
+    for name, spec in space.items():
+        value = defaults[name] if name in defaults else training[name]
+        where = f"{config.path.name}: models.{arch}.defaults.{name}"
+        if spec.type == "categorical":
+            if value not in spec.choices or type(value) is not type(spec.choices[spec.choices.index(value)]):
+                raise UserError(f"{where} is {value!r}, not one of models.{arch}.search_space.{name}'s choices "
+                                f"({', '.join(map(repr, spec.choices))}); every study starts from the defaults")
+        elif value is None or not (spec.low <= float(value) <= spec.high):
+            raise UserError(f"{where} is {value!r}, outside models.{arch}.search_space.{name} "
+                            f"[{spec.low:g}, {spec.high:g}]; every study starts from the defaults")
+        point[name] = value
+    return point
+
+
+def exhaustive(arch: str, space: dict[str, SearchParam]) -> bool:
+    """A baseline whose search space holds only choices is searched exhaustively: its trials
+    cost milliseconds to seconds, so its result never rests on the luck of a few trials."""
+    return arch not in DEEP_ARCHS and bool(space) and all(spec.type == "categorical" for spec in space.values())
+
+
+def planned_points(config: Config, arch: str, space: dict[str, SearchParam]) -> list[dict[str, Any]]:
+    """The trials every study enqueues: the defaults first, then (`exhaustive`) every other
+    point of the grid, in the order of the choices."""
+    import itertools
+
+    first = default_point(config, arch, space)
+    points = [first]
+    if exhaustive(arch, space):
+        names = list(space)
+        for values in itertools.product(*(space[name].choices for name in names)):
+            point = dict(zip(names, values))
+            if point != first:
+                points.append(point)
+    return points
+
+
 def suggest(trial, space: dict[str, SearchParam]) -> dict[str, Any]:
     """The one place a search space becomes `trial.suggest_*` calls; returns the values."""
     values = {}
@@ -316,7 +362,7 @@ class Objective:
 
         self.spec, self.config = spec, spec.config
         self.space = search_space(self.config, spec.arch)
-        self.data = load_task(self.config, spec.task)  # development samples only
+        self.data = load_task(self.config, spec.task, arch=spec.arch)  # development samples only
         self.max_epochs = self.config.params.training.max_epochs
 
     def __call__(self, trial) -> float:
@@ -681,7 +727,7 @@ class _AfterTrial:
 
 
 def _load_study(spec: StudySpec, worker: int = 0, create: bool = False):
-    """The study, with a pruner and a TPE sampler seeded from (seed, worker, trials so far)."""
+    """The study, with a pruner and a TPE sampler seeded from (seed, study name, worker, trials so far)."""
     import numpy as np
     import optuna
 
@@ -694,7 +740,13 @@ def _load_study(spec: StudySpec, worker: int = 0, create: bool = False):
                                     load_if_exists=True)
         if study.metric_names != METRIC_NAMES:  # also names studies created before it was set
             study.set_metric_names(METRIC_NAMES)
-    seed = [tuning.seed, worker, len(optuna.load_study(study_name=spec.study_name, storage=storage).trials)]
+    # Seeded from the study's identity too: every new study with the same tuning.seed would
+    # otherwise propose the same values in the same order, whatever its data. The identity
+    # is the name less the dataset's own name (task, arch, data version, what the trials
+    # mean): the same matrix imported under two names is searched alike.
+    identity = spec.study_name.removeprefix(f"{config.dataset}-")
+    identity = int(hashlib.sha256(identity.encode()).hexdigest()[:8], 16)
+    seed = [tuning.seed, identity, worker, len(optuna.load_study(study_name=spec.study_name, storage=storage).trials)]
     sampler = optuna.samplers.TPESampler(n_startup_trials=tuning.n_startup_trials,
                                          seed=int(np.random.SeedSequence(seed).generate_state(1)[0]))
     return optuna.load_study(study_name=spec.study_name, storage=storage, sampler=sampler,
@@ -789,6 +841,9 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
         raise UserError(f"--timeout must be > 0 seconds, got {timeout:g}")
     space = search_space(config, arch)
     out = tuning_result(config, task, arch)
+    points = planned_points(config, arch, space) if space else []
+    if exhaustive(arch, space) and trials is None:
+        n_trials = len(points)  # the whole grid, whatever tuning.n_trials says
     if not space:
         result = _empty_result(config, storage_url)
         write_json(out, result)
@@ -797,7 +852,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
 
     from benchmark.data.prepare import load_task
 
-    task_data = load_task(config, task)  # fails early (exit 2) when prepare has not run
+    task_data = load_task(config, task, arch=arch)  # fails early (exit 2) when prepare has not run
     version = task_data.data_version
     # Recorded so anyone can check that evaluate never scores a sample tuning validated on.
     validated = sorted(task_data.dev_samples[i] for fold in task_data.tuning_folds for i in task_data.folds[fold][1])
@@ -806,6 +861,8 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
     study = _load_study(spec, create=True)
     for key, value in (("dataset", config.dataset), ("task", task), ("arch", arch)):
         study.set_user_attr(key, value)
+    for point in points:  # idempotent: a resumed study (or a second machine) adds none twice
+        study.enqueue_trial(point, skip_if_exists=True)
     stale = fail_dead_trials(study, tuning.grace_period)
     spec.experiment_id = _mlflow_setup(config, task)
     spec.parent_run_id = _parent_run(config, spec.experiment_id, name, study_uid(study), task, arch, space,

@@ -43,17 +43,33 @@ def test_test_and_dev_are_disjoint_and_cover_every_sample(prepared_project):
     assert (summary["n_dev"], summary["n_test"]) == (len(dev), len(test))
 
 
-def test_folds_partition_the_development_samples(prepared_project):
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_folds_partition_the_development_samples(prepared_project, repeats):
+    """Tuning's folds and, in every repeat, the scored folds over the rest: no scored fold
+    holds a sample tuning validated on, every other development sample is scored once a
+    repeat, and each repeat is its own shuffle."""
+    prepared_project.set_params({"split": {"repeats": repeats}})
     prepare(prepared_project.config())
     split = _read(prepared_project, "split.json")
     folds = [set(f) for f in split["folds"]]
-    assert len(folds) == 4
-    assert set().union(*folds) == set(split["dev"])
-    assert sum(len(f) for f in folds) == len(split["dev"])
-    assert all(len(f) >= 2 for f in folds)
+    assert split["tuning_folds"] == [0, 1]  # tuning.folds: 2 of split.folds: 4
+    assert split["scored_folds"] == list(range(2, 2 + 2 * repeats))
+    assert split["scored_repeats"] == [r for r in range(repeats) for _ in range(2)]
+    tuned = folds[0] | folds[1]
+    assert not folds[0] & folds[1] and abs(len(tuned) - len(split["dev"]) / 2) <= 1  # 2 of 4 folds
+    scored_by_repeat = {}
+    for fold, repeat in zip(split["scored_folds"], split["scored_repeats"]):
+        assert not folds[fold] & tuned, "a scored fold holds a sample tuning validated on"
+        scored_by_repeat.setdefault(repeat, []).append(folds[fold])
+    for parts in scored_by_repeat.values():
+        assert set().union(*parts) == set(split["dev"]) - tuned
+        assert sum(len(p) for p in parts) == len(set(split["dev"]) - tuned)
+    if repeats > 1:
+        assert scored_by_repeat[0] != scored_by_repeat[1]
 
     task = load_task(prepared_project.config(), "multi")
-    for train, val in task.folds:
+    assert task.scored_repeats == split["scored_repeats"]
+    for train, val in task.folds:  # training parts: every other development sample, tuning's too
         assert not set(train) & set(val) and len(train) + len(val) == len(split["dev"])
 
 
@@ -65,8 +81,14 @@ def test_targets_are_never_features(prepared_project, max_genes):
         spec = _read(prepared_project, f"{task}.json")
         assert spec["targets"] and spec["features"]
         assert not set(spec["targets"]) & set(spec["features"])
-        if max_genes is not None:
-            assert len(spec["features"]) == max_genes
+        assert not set(spec["targets"]) & set(spec["deep_features"])
+        assert set(spec["deep_features"]) <= set(spec["features"])
+        # features.max_genes budgets the deep models only; the baselines read every feature.
+        assert len(spec["features"]) == N_GENES - len(spec["targets"])
+        assert len(spec["deep_features"]) == (max_genes or len(spec["features"]))
+        config = prepared_project.config()
+        assert load_task(config, task, arch="dnn").feature_genes == spec["deep_features"]
+        assert load_task(config, task, arch="ridge").feature_genes == spec["features"]
     assert len(_read(prepared_project, "multi.json")["targets"]) == 3
     assert len(_read(prepared_project, "single.json")["targets"]) == 1
 

@@ -18,7 +18,7 @@ TINY = {
     "split": {"test_size": 0.25, "folds": 4, "seed": 3},
     "training": {"max_epochs": 2, "batch_size": 16, "patience": 2, "seed": 5},
     "tuning": {"n_trials": 2, "n_startup_trials": 1, "folds": 1, "pruner": "none"},
-    "models": {"dnn": {"defaults": {"layers": 1, "units": 8, "dropout": 0.0, "learning_rate": 0.01, "batch_size": 16},
+    "models": {"dnn": {"defaults": {"layers": 1, "units": 8, "dropout": 0.0, "learning_rate": 0.003, "batch_size": 16},
                        "search_space": {"units": {"type": "categorical", "choices": [8, 16]}}}},
     "mlflow": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "protocol"},
 }
@@ -35,7 +35,8 @@ def test_cv_never_scores_a_sample_that_tuning_validated_on(project):
     result = project.run("run", "--arch", "ridge")
     assert result.rc == 0, result.stderr
     split = _json(project.root / "artifacts" / "prepared" / "toy" / "split.json")
-    assert split["tuning_folds"] == [0] and split["scored_folds"] == [1, 2, 3]
+    repeats = yaml.safe_load(project.params_path.read_text())["split"].get("repeats", 1)
+    assert split["tuning_folds"] == [0] and split["scored_folds"] == list(range(1, 1 + 3 * repeats))
     samples = (project.data_dir / "samples.txt").read_text().split()
     dev = {samples[i] for i in split["dev"]}
     for task in ("single", "multi"):
@@ -46,7 +47,7 @@ def test_cv_never_scores_a_sample_that_tuning_validated_on(project):
         assert validated and len(scored) > 0
         assert validated.isdisjoint(scored["sample"]), "CV scored a sample that tuning validated on"
         assert validated | set(scored["sample"]) == dev  # together they are every development sample
-        assert sorted(pd.read_csv(evaluation / "folds.csv")["fold"]) == [1, 2, 3]
+        assert sorted(pd.read_csv(evaluation / "folds.csv")["fold"]) == split["scored_folds"]
 
 
 def test_shuffling_rows_and_columns_of_an_imported_file_leaves_the_metrics_unchanged(project):

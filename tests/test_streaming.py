@@ -142,8 +142,8 @@ def _scores(project, arch: str, streamed: bool, monkeypatch):
     data = load_task(config, "multi", held_out=True)
     assert isinstance(data.X_dev, RowView) == streamed
     hp, _ = resolve_params(config, "multi", arch)
-    _, fold_metrics, _, _, test_pred = _fit_and_score(config, arch, hp, data)
-    return [m["rmse"] for m in fold_metrics], [m["r2"] for m in fold_metrics], test_pred
+    scores = _fit_and_score(config, arch, hp, data)
+    return [m["rmse"] for m in scores.fold_metrics], [m["r2"] for m in scores.fold_metrics], scores.test_pred
 
 
 @pytest.mark.parametrize("arch,rtol", [("mean", 1e-12), ("ridge", 1e-7), ("dnn", 1e-4), ("attention_gru", 1e-4)])
@@ -177,6 +177,6 @@ def test_streamed_ridge_base_is_out_of_fold_ridge_on_k_folds(monkeypatch):
     monkeypatch.setattr(rows_module, "BLOCK_BYTES", 4 * 12 * 16)  # 16-row blocks
     base, oof = fit_ridge_base(RowView(X, rows=np.arange(90)), Y, seed=4)
     for train, held in KFold(BASE_FOLDS, shuffle=True, random_state=4).split(X):
-        expected = RidgeBaseline(base.alpha).fit(X[train], Y[train]).predict(X[held])
+        expected = RidgeBaseline(base.alpha_).fit(X[train], Y[train]).predict(X[held])
         np.testing.assert_allclose(oof[held], expected, rtol=1e-4, atol=1e-6)  # float32 X in sklearn
-    np.testing.assert_allclose(base.coef_, RidgeBaseline(base.alpha).fit(X, Y).coef_, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(base.coef_, RidgeBaseline(base.alpha_).fit(X, Y).coef_, rtol=1e-4, atol=1e-6)

@@ -3,12 +3,14 @@
 Outputs under `artifacts/prepared/<dataset>/` (sorted-key JSON, byte-identical on rerun):
 
 - `split.json`: `test` and `dev` sample indices (rows of `data/<dataset>/expression.npy`),
-  `folds` (the validation indices of each of the K folds over `dev`), and which folds
-  serve tuning (`tuning_folds`, the first `tuning.folds`) and which are scored by the
-  reported CV and the paired tests (`scored_folds`, the rest). No sample that tuning
-  validated on is ever scored: tuning folds are kept apart from the scored folds.
-- `<task>.json` for `single` and `multi`: `targets` and `features` (gene ids), chosen by
-  variance on development samples only.
+  `folds` (validation indices over `dev`: first the `tuning.folds` folds tuning
+  validates on, `tuning_folds`, then the `split.repeats` x (`split.folds` -
+  `tuning.folds`) scored folds, `scored_folds`, with their repeat in `scored_repeats`;
+  see `cv_folds`). No sample that tuning validated on is ever scored.
+- `<task>.json` for `single` and `multi`: `targets`, `features` (every other variable
+  gene: the baselines' inputs) and `deep_features` (the `features.max_genes` most variable
+  of them, or all: the deep models' inputs), gene ids chosen by variance on development
+  samples only.
 - `summary.json`: sizes, seeds, transform and the data version.
 
 `load_task` turns them back into arrays for tuning and evaluation.
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import KFold, train_test_split
+from sklearn.model_selection import KFold, RepeatedKFold, train_test_split
 
 from benchmark import TASKS
 from benchmark.config import Config
@@ -89,15 +91,37 @@ def choose_genes(variance: np.ndarray, n_dev: int, genes: list[str], config: Con
     max_genes = config.params.features.max_genes
     tasks = {}
     for task in TASKS:
+        # Every variable gene but the targets, most variable first: the baselines read all
+        # of them; `features.max_genes` budgets only the deep models (their cost grows with it).
         features = [g for g in variable if g not in set(targets[task])]
-        if max_genes is not None:
-            features = features[:max_genes]
+        deep = features[:max_genes] if max_genes is not None else features
         tasks[task] = {
             "task": task,
             "targets": [genes[g] for g in targets[task]],
             "features": [genes[g] for g in sorted(features)],
+            "deep_features": [genes[g] for g in sorted(deep)],
         }
     return tasks
+
+
+def cv_folds(dev: np.ndarray, split, n_tuning: int) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """`(tuning, scored, repeats)`: validation sample indices of the folds over `dev`.
+
+    Tuning validates on the first `n_tuning` folds of a seeded `split.folds`-fold split of
+    the development samples. The other development samples are scored: `split.repeats`
+    times (each repeat its own seeded shuffle, sklearn's `RepeatedKFold`) split into
+    `split.folds - n_tuning` folds, so a scored fold is as large as a tuning fold and never
+    holds a sample tuning validated on; its training part is every other development sample
+    (tuning's included). `repeats[i]` is the repeat of `scored[i]`.
+    """
+    kfold = KFold(n_splits=split.folds, shuffle=True, random_state=split.seed)
+    partition = [np.sort(dev[val]) for _, val in kfold.split(dev)]
+    tuning = [[int(i) for i in fold] for fold in partition[:n_tuning]]
+    pool = np.sort(np.concatenate(partition[n_tuning:]))
+    per_repeat = split.folds - n_tuning
+    splitter = RepeatedKFold(n_splits=per_repeat, n_repeats=split.repeats, random_state=split.seed)
+    scored = [[int(i) for i in np.sort(pool[val])] for _, val in splitter.split(pool)]
+    return tuning, scored, [i // per_repeat for i in range(len(scored))]
 
 
 def prepare(config: Config) -> Path:
@@ -108,8 +132,7 @@ def prepare(config: Config) -> Path:
     n = ds.X.shape[0]
     dev, test = train_test_split(np.arange(n), test_size=split.test_size, random_state=split.seed, shuffle=True)
     dev, test = np.sort(dev), np.sort(test)
-    kfold = KFold(n_splits=split.folds, shuffle=True, random_state=split.seed)
-    folds = [sorted(int(i) for i in dev[val]) for _, val in kfold.split(dev)]
+    tuning_folds, scored_folds, repeats = cv_folds(dev, split, config.params.tuning.folds)
     tasks = choose_genes(dev_variance(ds.X, dev, config.transform), len(dev), ds.genes, config)
     summary = {
         "data_version": data_version(config),
@@ -121,16 +144,19 @@ def prepare(config: Config) -> Path:
         "n_dev": int(len(dev)),
         "n_test": int(len(test)),
         "folds": split.folds,
+        "repeats": split.repeats,
         "seed": split.seed,
         "test_size": split.test_size,
-        "tasks": {t: {"n_targets": len(v["targets"]), "n_features": len(v["features"])} for t, v in tasks.items()},
+        "tasks": {t: {"n_targets": len(v["targets"]), "n_features": len(v["features"]),
+                      "n_deep_features": len(v["deep_features"])} for t, v in tasks.items()},
     }
     out = prepared_dir(config)
-    n_tuning = config.params.tuning.folds
+    folds = tuning_folds + scored_folds
     with atomic_dir(out) as tmp:
         (tmp / "split.json").write_text(dumps_json({
             "dev": [int(i) for i in dev], "test": [int(i) for i in test], "folds": folds,
-            "tuning_folds": list(range(n_tuning)), "scored_folds": list(range(n_tuning, len(folds))),
+            "tuning_folds": list(range(len(tuning_folds))),
+            "scored_folds": list(range(len(tuning_folds), len(folds))), "scored_repeats": repeats,
         }))
         for task, spec in tasks.items():
             (tmp / f"{task}.json").write_text(dumps_json(spec))
@@ -162,6 +188,7 @@ class TaskData:
     folds: list[tuple[np.ndarray, np.ndarray]]
     tuning_folds: list[int]
     scored_folds: list[int]
+    scored_repeats: list[int]  # the repeat of each scored fold (split.repeats)
     X_test: np.ndarray | RowView | None
     Y_test: np.ndarray | None
     test_samples: list[str] | None
@@ -177,8 +204,13 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
-    """Arrays of one task; the held-out rows are read only when `held_out` is True."""
+def load_task(config: Config, task: str, held_out: bool = False, arch: str | None = None) -> TaskData:
+    """Arrays of one task; the held-out rows are read only when `held_out` is True.
+
+    Features: a deep `arch`'s are the prepared `deep_features` (`features.max_genes`), any
+    other's (a baseline, or None) every prepared feature."""
+    from benchmark import DEEP_ARCHS
+
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     prepared = prepared_dir(config)
@@ -187,11 +219,12 @@ def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
     summary = _read_json(prepared / "summary.json")
     ds = load_dataset(config.data_dir)
     col = {g: i for i, g in enumerate(ds.genes)}
-    missing = [g for g in spec["features"] + spec["targets"] if g not in col]
+    features = spec.get("deep_features", spec["features"]) if arch in DEEP_ARCHS else spec["features"]
+    missing = [g for g in features + spec["targets"] if g not in col]
     if missing:
         raise UserError(f"{config.data_dir}: gene {missing[0]!r} of the prepared task is not in the data; "
                         f"rerun `genebench prepare --dataset {config.dataset}`")
-    feat = np.array([col[g] for g in spec["features"]], dtype=np.int64)
+    feat = np.array([col[g] for g in features], dtype=np.int64)
     targ = np.array([col[g] for g in spec["targets"]], dtype=np.int64)
 
     transform = summary["transform"]
@@ -224,7 +257,7 @@ def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
     return TaskData(
         dataset=config.dataset,
         task=task,
-        feature_genes=list(spec["features"]),
+        feature_genes=list(features),
         target_genes=list(spec["targets"]),
         X_dev=X_dev,
         Y_dev=Y_dev,
@@ -232,6 +265,7 @@ def load_task(config: Config, task: str, held_out: bool = False) -> TaskData:
         folds=folds,
         tuning_folds=list(split["tuning_folds"]),
         scored_folds=list(split["scored_folds"]),
+        scored_repeats=list(split.get("scored_repeats", [0] * len(split["scored_folds"]))),
         X_test=X_test,
         Y_test=Y_test,
         test_samples=test_samples,

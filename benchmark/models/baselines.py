@@ -15,10 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from sklearn.decomposition import PCA
 from sklearn.linear_model import Ridge
-from sklearn.neighbors import KNeighborsRegressor
+from sklearn.neighbors import KNeighborsRegressor, NearestNeighbors
 
 from benchmark.data.rows import is_row_view
+from benchmark.models.ridge_loo import DEFAULT_GRID, alpha_grid, fit_ridge_loo
+
+ALPHA_ROWS = 8192  # a streamed matrix chooses its ridge penalty on this many of its rows
+ALPHA_SEED = 0  # which rows: fixed, so a refit on the same rows chooses the same penalty
 
 
 class MeanBaseline:
@@ -47,31 +52,66 @@ class MeanBaseline:
 
 
 class RidgeBaseline:
-    """Linear regression with an L2 penalty `alpha` (the D-GEX comparison point)."""
+    """Linear regression with an L2 penalty (the D-GEX comparison point).
+
+    `alpha`: a fixed penalty (a number, or one per target); None chooses it in closed form
+    on the rows `fit` is given, by efficient leave-one-out over `alpha_grid(alpha_low,
+    alpha_high, alpha_count)` (`benchmark.models.ridge_loo`, the deep models' base's solver),
+    one penalty for all targets or, with `per_target`, one each. After `fit`, `alpha_`
+    holds the penalties used, (n_targets,).
+    """
 
     name = "ridge"
 
-    def __init__(self, alpha: float = 1.0):
-        self.alpha = float(alpha)
+    def __init__(self, alpha=None, alpha_low: float = DEFAULT_GRID[0], alpha_high: float = DEFAULT_GRID[1],
+                 alpha_count: int = DEFAULT_GRID[2], per_target: bool = False):
+        self.alpha = None if alpha is None else np.asarray(alpha, dtype=np.float64)
+        self.alphas = alpha_grid(float(alpha_low), float(alpha_high), int(alpha_count))
+        self.per_target = bool(per_target)
+        self.alpha_: np.ndarray | None = None  # (n_targets,)
         self.coef_: np.ndarray | None = None  # (n_targets, n_features)
         self.intercept_: np.ndarray | None = None  # (n_targets,)
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "RidgeBaseline":
         """`X` may be a `RowView`: then ridge comes from normal equations summed block by block."""
+        Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
         if is_row_view(X):
             return self._fit_streamed(X, Y)
-        ridge = Ridge(alpha=self.alpha).fit(X, np.asarray(Y, dtype=np.float64))
+        X = np.asarray(X, dtype=np.float64)
+        if self.alpha is None:
+            fit = fit_ridge_loo(X, Y, self.alphas, self.per_target)
+            self.alpha_, self.coef_, self.intercept_ = fit.alpha, fit.coef, fit.intercept
+            return self
+        self.alpha_ = np.broadcast_to(self.alpha, (Y.shape[1],)).copy()
+        alpha = self.alpha_ if self.alpha.ndim else float(self.alpha)
+        ridge = Ridge(alpha=alpha).fit(X, Y)
         self.coef_ = np.atleast_2d(ridge.coef_)
         self.intercept_ = np.atleast_1d(ridge.intercept_)
         return self
 
     def _fit_streamed(self, X, Y: np.ndarray) -> "RidgeBaseline":
         """What sklearn's Ridge solves, from float64 normal equations summed block by block
-        (`benchmark.streaming`). Memory: one p x p array, whatever the number of rows."""
+        (`benchmark.streaming`). Memory: one p x p array, whatever the number of rows. A
+        penalty left to choose is chosen by leave-one-out on a seeded sample of
+        `ALPHA_ROWS` rows (the whole grid at the cost of one in-memory fit)."""
         from benchmark.streaming import normal_equations, solve_ridge
 
-        sums = normal_equations(X, np.asarray(Y, dtype=np.float64).reshape(len(X), -1))
-        self.coef_, self.intercept_ = solve_ridge(*sums, alpha=self.alpha)
+        alpha = self.alpha
+        if alpha is None:
+            rows = np.sort(np.random.default_rng(ALPHA_SEED).permutation(len(X))[:ALPHA_ROWS])
+            alpha = fit_ridge_loo(X.read(rows).astype(np.float64), Y[rows], self.alphas, self.per_target).alpha
+        self.alpha_ = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (Y.shape[1],)).copy()
+        coefs, intercepts = [], []
+        # One Cholesky per distinct penalty (per-target penalties share few values).
+        for value in np.unique(self.alpha_):
+            targets = np.flatnonzero(self.alpha_ == value)
+            sums = normal_equations(X, Y[:, targets])
+            coef, intercept = solve_ridge(*sums, alpha=float(value))
+            coefs.append((targets, coef, intercept))
+        self.coef_ = np.empty((Y.shape[1], X.shape[1]))
+        self.intercept_ = np.empty(Y.shape[1])
+        for targets, coef, intercept in coefs:
+            self.coef_[targets], self.intercept_[targets] = coef, intercept
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -80,53 +120,71 @@ class RidgeBaseline:
         return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
 
     def get_state(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "coef": self.coef_, "intercept": self.intercept_}
+        return {"alpha": self.alpha_, "coef": self.coef_, "intercept": self.intercept_}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "RidgeBaseline":
-        model = cls(alpha=float(state["alpha"]))
+        model = cls(alpha=np.asarray(state["alpha"], dtype=np.float64))
+        model.alpha_ = np.atleast_1d(model.alpha)
         model.coef_ = np.asarray(state["coef"], dtype=np.float64)
         model.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
         return model
 
 
 class KnnBaseline:
-    """Mean of the `k` nearest training samples (Euclidean, uniform weights).
+    """Mean of the `k` nearest training samples (Euclidean), in the standardised genes or
+    in an in-fold PCA space of `components` dimensions (0: the genes themselves).
 
-    `k` is clipped to the number of training samples. The fitted state is the training
-    set itself; loading refits the (cheap, deterministic) neighbour index on it. On a
-    streamed matrix (`X` a `RowView`) the neighbours are searched in an in-fold
-    IncrementalPCA space of `STREAMED_COMPONENTS` dimensions (fitted block by block), so the
-    state is n x 50 scores rather than the matrix: an approximation of the exact search.
+    `k` None searches the whole range 1..`k_max` (clipped to n - 1) and both weightings
+    (`uniform`, `distance`: sklearn's 1/distance) by leave-one-out on the rows `fit` is
+    given: every training sample predicted from its neighbours among the others, one
+    neighbour search for every k at once. A fixed `k` uses `weights` as given. The fitted
+    state is the (projected) training set; loading refits the cheap, deterministic
+    neighbour index on it. A streamed matrix (`X` a `RowView`) is always projected, by an
+    IncrementalPCA fitted block by block (`components`, or `STREAMED_COMPONENTS` when 0):
+    the state is then n x components scores rather than the matrix.
     """
 
     name = "knn"
     STREAMED_COMPONENTS = 50
+    WEIGHTS = ("uniform", "distance")
 
-    def __init__(self, k: int = 5):
-        if int(k) < 1:
+    def __init__(self, k: int | None = None, components: int = 0, weights: str = "uniform", k_max: int = 100):
+        if k is not None and int(k) < 1:
             raise ValueError(f"k: expected a positive number of neighbours, got {k}")
-        self.k = int(k)
+        if weights not in self.WEIGHTS:
+            raise ValueError(f"weights: expected one of {', '.join(self.WEIGHTS)}, got {weights!r}")
+        if int(components) < 0 or int(k_max) < 1:
+            raise ValueError(f"components must be >= 0 and k_max >= 1, got {components} and {k_max}")
+        self.k, self.components, self.weights, self.k_max = (None if k is None else int(k)), int(components), weights, int(k_max)
+        self.k_: int | None = None  # the neighbours and weighting used (chosen when k is None)
+        self.weights_: str = weights
         self.X_: np.ndarray | None = None
         self.Y_: np.ndarray | None = None
-        self.pca_mean_: np.ndarray | None = None  # streamed fits only: X -> (X - mean) @ components.T
+        self.pca_mean_: np.ndarray | None = None  # projected fits only: X -> (X - mean) @ components.T
         self.pca_components_: np.ndarray | None = None
         self._knn: KNeighborsRegressor | None = None
 
-    @property
-    def k_used(self) -> int:
-        return min(self.k, len(self.X_))
-
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "KnnBaseline":
+        self.pca_mean_ = self.pca_components_ = None
         if is_row_view(X):
             from benchmark.streaming import blockwise, fit_pca
 
-            pca = fit_pca(X, min(self.STREAMED_COMPONENTS, *X.shape))
+            pca = fit_pca(X, min(self.components or self.STREAMED_COMPONENTS, *X.shape))
             self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_
             X = blockwise(self._project, X)
+        elif self.components:
+            # The full LAPACK solver is deterministic; randomized SVD would depend on a seed.
+            pca = PCA(n_components=min(self.components, *np.shape(X)), svd_solver="full").fit(X)
+            self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_
+            X = self._project(X)
         self.X_ = np.asarray(X, dtype=np.float64)
-        self.Y_ = np.asarray(Y, dtype=np.float64)
-        self._knn = KNeighborsRegressor(n_neighbors=self.k_used).fit(self.X_, self.Y_)
+        self.Y_ = np.asarray(Y, dtype=np.float64).reshape(len(self.X_), -1)
+        if self.k is None:
+            self.k_, self.weights_ = leave_one_out_neighbours(self.X_, self.Y_, self.k_max)
+        else:
+            self.k_, self.weights_ = min(self.k, len(self.X_)), self.weights
+        self._knn = KNeighborsRegressor(n_neighbors=self.k_, weights=self.weights_).fit(self.X_, self.Y_)
         return self
 
     def _project(self, X: np.ndarray) -> np.ndarray:
@@ -139,29 +197,64 @@ class KnnBaseline:
         return np.asarray(self._knn.predict(Z)).reshape(len(X), -1)
 
     def get_state(self) -> dict[str, Any]:
-        state = {"k": self.k, "X": self.X_, "Y": self.Y_}
+        state = {"k": self.k_, "weights": self.weights_, "X": self.X_, "Y": self.Y_}
         if self.pca_components_ is not None:
             state.update(pca_mean=self.pca_mean_, pca_components=self.pca_components_)
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "KnnBaseline":
-        model = cls(k=int(state["k"])).fit(state["X"], state["Y"])
+        weights = str(state["weights"]) if "weights" in state else "uniform"
+        model = cls(k=int(state["k"]), weights=weights).fit(state["X"], state["Y"])
         if "pca_components" in state:
             model.pca_mean_ = np.asarray(state["pca_mean"], dtype=np.float64)
             model.pca_components_ = np.asarray(state["pca_components"], dtype=np.float64)
         return model
 
 
+def leave_one_out_neighbours(X: np.ndarray, Y: np.ndarray, k_max: int) -> tuple[int, str]:
+    """`(k, weights)` with the lowest leave-one-out mean squared error over k = 1..k_max
+    (clipped to n - 1) and both weightings; ties go to the smaller k, then `uniform`.
+
+    One search of the k_max nearest *other* samples of each training sample (sklearn's
+    `kneighbors()` without a query leaves the sample itself out); the prediction for every
+    k is then a running (weighted) sum over the sorted neighbours. A zero distance is
+    weighted as the smallest positive double's inverse, where sklearn would use only the
+    zero-distance neighbours: the same prediction up to that limit.
+    """
+    n = len(X)
+    if n < 2:
+        return 1, "uniform"
+    k_max = min(int(k_max), n - 1)
+    distances, neighbours = NearestNeighbors(n_neighbors=k_max).fit(X).kneighbors()
+    inverse = 1.0 / np.maximum(distances, np.finfo(np.float64).tiny)
+    best = (np.inf, 1, "uniform")
+    for weights in KnnBaseline.WEIGHTS:
+        total = np.zeros_like(Y)
+        weight = np.zeros((n, 1))
+        for j in range(k_max):
+            w = np.ones((n, 1)) if weights == "uniform" else inverse[:, j:j + 1]
+            total += w * Y[neighbours[:, j]]
+            weight += w
+            error = float(np.mean(np.square(Y - total / weight)))
+            if error < best[0]:
+                best = (error, j + 1, weights)
+    return best[1], best[2]
+
+
 BASELINES = {"mean": MeanBaseline, "ridge": RidgeBaseline, "knn": KnnBaseline}
 
 
 def make_baseline(arch: str, hp: dict[str, Any]):
-    """The baseline `arch` with its hyperparameters from `hp` (alpha for ridge, k for knn)."""
+    """The baseline `arch` with its hyperparameters from `hp` (`models.<arch>.defaults`
+    overlaid with tuned values; a key the baseline does not take is an error)."""
     if arch not in BASELINES:
         raise ValueError(f"unknown baseline {arch!r}; expected one of {', '.join(BASELINES)}")
-    required = {"mean": (), "ridge": ("alpha",), "knn": ("k",)}[arch]
-    missing = [key for key in required if key not in hp]
-    if missing:
-        raise ValueError(f"models.{arch}: hyperparameter {missing[0]!r} is missing (set it in defaults)")
-    return BASELINES[arch](**{key: hp[key] for key in required})
+    import inspect
+
+    accepted = set(inspect.signature(BASELINES[arch]).parameters)
+    unknown = sorted(set(hp) - accepted)
+    if unknown:
+        raise ValueError(f"models.{arch}: {unknown[0]!r} is not a hyperparameter of {arch} "
+                         f"(known: {', '.join(sorted(accepted)) or 'none'})")
+    return BASELINES[arch](**hp)

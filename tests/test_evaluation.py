@@ -29,7 +29,13 @@ def client(evaluated):
 @pytest.mark.parametrize("task,arch", [("single", "ridge"), ("single", "attention_lstm"), ("multi", "ridge")])
 def test_metrics_file_has_the_design_schema(evaluated, task, arch):
     doc = evaluated.metrics(task, arch)
-    assert set(doc) == {"dataset", "task", "arch", "n_dev", "n_test", "cv", "test", "mlflow_run_id"}
+    # A deep model also carries its base alone, scored on the same folds and split (the ablation).
+    deep = arch == "attention_lstm"
+    assert set(doc) == {"dataset", "task", "arch", "n_dev", "n_test", "cv", "test", "mlflow_run_id"} | (
+        {"base"} if deep else set())
+    if deep:
+        assert set(doc["base"]) == {"cv", "test"} and set(doc["base"]["cv"]) == set(ALL)
+        assert doc["base"]["test"]["rmse"] != doc["test"]["rmse"]
     assert (doc["dataset"], doc["task"], doc["arch"]) == ("toy", task, arch)
     assert (doc["n_dev"], doc["n_test"]) == (45, 15)
     assert set(doc["cv"]) == set(ALL) and set(doc["test"]) == set(ALL)
@@ -69,6 +75,10 @@ def test_mlflow_run_carries_the_json_metrics_to_the_digit(evaluated, client, tas
     expected = {f"test_{k}": v for k, v in doc["test"].items() if v is not None}
     for name, summary in doc["cv"].items():
         expected.update({f"cv_{name}_{s}": v for s, v in summary.items() if v is not None})
+    if "base" in doc:  # the ablation: the base's CV means and held-out metrics
+        expected.update({f"base_test_{k}": v for k, v in doc["base"]["test"].items() if v is not None})
+        expected.update({f"base_cv_{name}_mean": s["mean"] for name, s in doc["base"]["cv"].items()
+                         if s["mean"] is not None})
     logged = {k: v for k, v in run.data.metrics.items() if not k.startswith("fold_") and k != "fit_seconds"}
     assert logged == expected  # exact float equality, and no metric left out either way
     assert 0 < run.data.metrics["fit_seconds"] == pytest.approx(evaluated.run_record(task, arch)["fit_seconds"], abs=0.05)
@@ -112,6 +122,25 @@ def test_evaluation_artifacts(evaluated):
     record = evaluated.run_record("multi", "ridge")
     assert record["run_id"] == evaluated.metrics("multi", "ridge")["mlflow_run_id"]
     assert record["model_uri"].startswith("models:/") and record["params"] == {"alpha": 1.0}
+
+
+def test_deep_evaluation_scores_its_base_alone_on_the_same_folds(evaluated):
+    """The ablation: every scored fold and the held-out split are scored by the model and by
+    its ridge base alone; the base's columns are what a ridge on the same rows gives."""
+    directory = evaluated.evaluation("single", "attention_lstm")
+    folds = pd.read_csv(directory / "folds.csv")
+    assert list(folds["fold"]) == [1, 2] and list(folds["repeat"]) == [0, 0]
+    assert {f"base_{m}" for m in ALL} <= set(folds.columns)
+    assert (folds["base_rmse"] != folds["rmse"]).all()
+    doc = evaluated.metrics("single", "attention_lstm")
+    assert doc["base"]["cv"]["rmse"]["mean"] == pytest.approx(folds["base_rmse"].mean(), rel=1e-12)
+    predictions = pd.read_csv(directory / "test_predictions.csv")
+    assert list(predictions.columns) == ["sample", "gene", "observed", "predicted", "base_predicted"]
+    base_rmse = float(np.sqrt(np.mean((predictions["observed"] - predictions["base_predicted"]) ** 2)))
+    assert base_rmse == pytest.approx(doc["base"]["test"]["rmse"], rel=1e-9)
+    assert {"base_r2", "base_rmse"} <= set(pd.read_csv(directory / "test_per_gene.csv").columns)
+    ridge = pd.read_csv(evaluated.evaluation("single", "ridge") / "folds.csv")
+    assert "base_rmse" not in ridge.columns  # a baseline has no base
 
 
 def test_attention_export_is_a_gene_importance_table(evaluated):

@@ -726,3 +726,280 @@ def test_ttest_edge_cases():
     # d = [1, 2, 3]: mean 2, var 1, ratio 0.5 -> t = 2 / sqrt(1/3 + 1/2) = 2.1909.
     r = corrected_resampled_ttest([1.0, 2.0, 3.0], 0.5)
     assert r.t == pytest.approx(2 / math.sqrt(1 / 3 + 0.5)) and r.df == 2
+
+
+# --- The verdicts (DESIGN.md, protocol item 6) ---------------------------------------------
+
+
+def _t3_cdf(t: float) -> float:
+    """Student t CDF with 3 degrees of freedom in closed form (no scipy):
+    F(t) = 1/2 + (1/pi) (t / (sqrt 3 (1 + t^2/3)) + arctan(t / sqrt 3))."""
+    return 0.5 + (t / (math.sqrt(3) * (1 + t * t / 3)) + math.atan(t / math.sqrt(3))) / math.pi
+
+
+def test_bayesian_correlated_ttest_matches_hand_computation():
+    from benchmark.report.statistics import bayesian_correlated_ttest
+
+    # alpha/multi, dnn - ridge per scored fold: d = [-0.03, -0.05, -0.03, -0.05], n = 4.
+    # mean -0.04; var (ddof=1) = 4 * 0.01**2 / 3 = 4e-4 / 3. Folds of 8 held out of 40: rho = 0.2,
+    # rho / (1 - rho) = 0.25; scale^2 = (1/4 + 0.25) * 4e-4 / 3 = 2e-4 / 3, scale = 0.0081650.
+    # rope = 0.01 x ridge's mean CV RMSE 0.545 = 0.00545.
+    # P(better) = F3((-0.00545 + 0.04) / 0.0081650) = F3(4.2315) = 0.9879;
+    # P(worse) = 1 - F3((0.00545 + 0.04) / 0.0081650) = 1 - F3(5.5665) = 0.0057; P(equivalent) the rest.
+    scale = math.sqrt(2e-4 / 3)
+    r = bayesian_correlated_ttest([-0.03, -0.05, -0.03, -0.05], rho=0.2, rope=0.00545)
+    assert (r.df, r.n, r.location) == (3, 4, pytest.approx(-0.04))
+    assert r.scale == pytest.approx(scale) and round(scale, 7) == 0.0081650
+    assert r.p_better == pytest.approx(_t3_cdf((0.04 - 0.00545) / scale), abs=1e-12)
+    assert r.p_worse == pytest.approx(1 - _t3_cdf((0.04 + 0.00545) / scale), abs=1e-12)
+    assert (round(r.p_better, 4), round(r.p_worse, 4)) == (0.9879, 0.0057)
+    assert r.p_better + r.p_equivalent + r.p_worse == pytest.approx(1.0, abs=1e-15)
+    # rho = 0 is the plain (uncorrelated) Bayesian t-test: a narrower posterior, a surer P(better).
+    plain = bayesian_correlated_ttest([-0.03, -0.05, -0.03, -0.05], rho=0.0, rope=0.00545)
+    assert plain.scale == pytest.approx(math.sqrt(1e-4 / 3)) and plain.p_better > r.p_better
+
+
+@pytest.mark.parametrize("runs, folds", [(1, 5), (2, 5), (3, 10)])
+def test_bayesian_correlated_ttest_agrees_with_baycomp(runs, folds):
+    """baycomp's correlated t-test fixes rho = 1/k (k folds a run); ours takes rho from the fold sizes."""
+    baycomp = pytest.importorskip("baycomp")
+    from benchmark.report.statistics import bayesian_correlated_ttest
+
+    rng = np.random.default_rng(runs * 100 + folds)
+    reference = rng.normal(0.5, 0.02, runs * folds)
+    for shift in (-0.01, -0.001, 0.0, 0.004):
+        model = reference + rng.normal(shift, 0.005, runs * folds)
+        rope = 0.01 * reference.mean()
+        ours = bayesian_correlated_ttest(model - reference, rho=1 / folds, rope=rope)
+        # baycomp's difference is y - x and its p_left P(y - x < -rope): x the reference, y the model.
+        left, within, right = baycomp.two_on_single(reference, model, rope=rope, runs=runs)
+        assert (ours.p_better, ours.p_equivalent, ours.p_worse) == (
+            pytest.approx(left, abs=1e-12), pytest.approx(within, abs=1e-12), pytest.approx(right, abs=1e-12))
+        posterior = baycomp.CorrelatedTTest(reference, model, rope=rope, runs=runs)
+        assert ours.scale == pytest.approx(math.sqrt(posterior.var)) and ours.df == posterior.df
+    # Zero variance, where baycomp too answers with a point mass: d = 0.25 on every fold.
+    x = np.array([0.5, 0.25, 0.75, 0.5, 0.25])
+    assert baycomp.two_on_single(x, x - 0.25, rope=0.1) == (1.0, 0.0, 0.0)
+    flat = bayesian_correlated_ttest((x - 0.25) - x, rho=0.2, rope=0.1)
+    assert (flat.p_better, flat.p_equivalent, flat.p_worse, flat.scale) == (1.0, 0.0, 0.0, 0.0)
+
+
+def test_bayesian_correlated_ttest_edge_cases():
+    from benchmark.report.statistics import bayesian_correlated_ttest, verdict
+
+    # Fewer than two resamples: undefined, undecided.
+    for d in ([], [-0.2]):
+        r = bayesian_correlated_ttest(d, rho=0.2, rope=0.01)
+        assert (r.p_better, r.p_equivalent, r.p_worse) == (None, None, None)
+        assert verdict(r, 0.95) == "undecided"
+    # No spread (up to rounding): a point mass at mean(d), placed against the rope.
+    assert bayesian_correlated_ttest([0.0, 0.0, 0.0], 0.2, 0.01).p_equivalent == 1.0
+    same = [0.55 - 0.50, 0.53 - 0.48, 0.05]  # equal up to float rounding
+    assert bayesian_correlated_ttest(same, 0.2, 0.01).p_worse == 1.0
+    assert bayesian_correlated_ttest(same, 0.2, 0.06).p_equivalent == 1.0
+    assert bayesian_correlated_ttest([-0.01, -0.01], 0.2, 0.01).p_equivalent == 1.0  # on the edge: inside
+    # rope 0: nothing is equivalent unless the point mass sits on 0.
+    r = bayesian_correlated_ttest([-0.03, -0.05, -0.03, -0.05], 0.2, 0.0)
+    assert r.p_equivalent == 0.0 and r.p_better == pytest.approx(_t3_cdf(0.04 / math.sqrt(2e-4 / 3)))
+    with pytest.raises(ValueError, match="rho"):
+        bayesian_correlated_ttest([0.1, 0.2], rho=1.0, rope=0.0)
+
+
+def test_verdict_thresholds():
+    from benchmark.report.statistics import BayesianTTest, verdict
+
+    def posterior(better, equivalent, worse):
+        return BayesianTTest(better, equivalent, worse, 0.0, 1.0, 3, 4, 0.2, 0.01)
+
+    assert verdict(posterior(0.95, 0.04, 0.01), 0.95) == "better"  # at the threshold: decided
+    assert verdict(posterior(0.9499, 0.04, 0.0101), 0.95) == "undecided"  # just below
+    assert verdict(posterior(0.01, 0.9501, 0.0399), 0.95) == "equivalent"
+    assert verdict(posterior(0.01, 0.9499, 0.0401), 0.95) == "undecided"
+    assert verdict(posterior(0.0, 0.0, 1.0), 0.95) == "worse"
+    assert verdict(posterior(0.0, 0.0501, 0.9499), 0.95) == "undecided"
+    assert verdict(posterior(0.41, 0.52, 0.07), 0.95) == "undecided"
+    assert verdict(posterior(0.41, 0.52, 0.07), 0.51) == "equivalent"  # another confidence, another verdict
+
+
+def test_paired_bootstrap_of_the_held_out_rmse_difference():
+    import hashlib
+
+    from benchmark.report.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap_rmse, stable_seed
+
+    rng = np.random.default_rng(3)
+    observed = rng.normal(size=(40, 5))
+    # Errors the same on every entry: every resample gives RMSE 0.1 - 0.2, so the interval is that point.
+    exact = paired_bootstrap_rmse(observed, observed + 0.1, observed - 0.2, seed=1)
+    assert exact.difference == pytest.approx(-0.1) and exact.ci95 == (pytest.approx(-0.1), pytest.approx(-0.1))
+    model = observed + rng.normal(0, 0.3, observed.shape)
+    reference = observed + rng.normal(0, 0.5, observed.shape)
+    a = paired_bootstrap_rmse(observed, model, reference, seed=stable_seed("alpha", "multi", "dnn", "ridge"))
+    b = paired_bootstrap_rmse(observed, model, reference, seed=stable_seed("alpha", "multi", "dnn", "ridge"))
+    assert a == b and a.resamples == BOOTSTRAP_RESAMPLES == 2000  # deterministic
+    # The point estimate: pooled RMSE over all 40 x 5 entries, as benchmark.metrics defines it.
+    rmse = lambda p: math.sqrt(np.mean((p - observed) ** 2))  # noqa: E731
+    assert a.difference == pytest.approx(rmse(model) - rmse(reference))
+    assert a.ci95[0] < a.difference < a.ci95[1] < 0
+    # The seed is a hash of the names, not Python's salted hash(): the same on every run.
+    digest = hashlib.sha256("alpha\x1fmulti\x1fdnn\x1fridge".encode()).digest()[:8]
+    assert a.seed == int.from_bytes(digest, "little")
+    other = paired_bootstrap_rmse(observed, model, reference, seed=stable_seed("alpha", "multi", "lstm", "ridge"))
+    assert other.ci95 != a.ci95 and other.difference == a.difference
+    # Samples are drawn whole (all their genes together): a model that errs on one sample only has
+    # resamples without that sample, where it ties the reference; so the interval reaches 0.
+    spiky = observed.copy()
+    spiky[0] += 1.0
+    one = paired_bootstrap_rmse(observed, spiky, observed, seed=5)
+    assert one.ci95[0] == 0.0 and one.difference > 0
+
+
+def _verdicts(summary, dataset="alpha", task="multi"):
+    return summary["datasets"][dataset][task]["verdicts"]
+
+
+def test_summary_verdicts_winner_equivalent_undecided(summary):
+    multi = summary["datasets"]["alpha"]["multi"]
+    verdicts = _verdicts(summary)
+    assert multi["best_baseline"] == "ridge" and "ridge" not in verdicts  # the reference: no verdict on itself
+    assert set(verdicts) == set(ARCHS) - {"ridge"}
+    assert multi["rho"] == pytest.approx(0.2) and multi["repeats"] == 1
+    dnn = verdicts["dnn"]
+    scale = math.sqrt(2e-4 / 3)
+    assert set(dnn) == {"against", "verdict", "p_better", "p_equivalent", "p_worse", "rope", "difference",
+                        "resamples", "rho", "held_out", "versus_base"}
+    assert (dnn["against"], dnn["verdict"], dnn["resamples"]) == ("ridge", "better", 4)
+    assert dnn["rope"] == pytest.approx(0.01 * 0.545) and dnn["difference"] == pytest.approx(-0.04)
+    assert dnn["p_better"] == pytest.approx(_t3_cdf((0.04 - 0.00545) / scale), abs=1e-12)
+    # Held out: dnn predicts observed + 0.5 on every entry, ridge observed + mean(0.50, 0.50, 0.55):
+    # RMSE 0.5 - 0.51667 = -1/60 on every bootstrap resample too.
+    held = dnn["held_out"]
+    assert held["difference"] == pytest.approx(-1 / 60, abs=1e-6)
+    assert held["ci95"] == [pytest.approx(-1 / 60, abs=1e-6)] * 2
+    assert (held["wins"], held["genes"], held["win_rate"]) == (2, 3, pytest.approx(2 / 3))
+    # gru's folds equal ridge's: a point mass at 0, inside the rope.
+    assert verdicts["gru"]["verdict"] == "equivalent"
+    assert (verdicts["gru"]["p_equivalent"], verdicts["gru"]["p_better"]) == (1.0, 0.0)
+    # attention_lstm: d = [0, -0.02, 0.01, -0.05], mean -0.015, a wide posterior: undecided.
+    al = verdicts["attention_lstm"]
+    assert al["verdict"] == "undecided" and al["difference"] == pytest.approx(-0.015)
+    assert max(al["p_better"], al["p_equivalent"], al["p_worse"]) < 0.95
+    assert verdicts["mean"]["verdict"] == "worse" and verdicts["mean"]["p_worse"] > 0.95
+    # On synthetic the held-out predictions differ per sample: a real interval around the difference.
+    syn = _verdicts(summary, "synthetic")["dnn"]["held_out"]
+    assert syn["ci95"][0] < syn["difference"] < syn["ci95"][1] < 0
+
+
+def test_versus_base_only_for_deep_models_with_base_columns(summary):
+    for dataset in ("alpha", "synthetic"):
+        for task in TASKS:
+            for arch, entry in _verdicts(summary, dataset, task).items():
+                assert (entry["versus_base"] is not None) == (arch in BASE_FOLD_RMSE), (dataset, task, arch)
+    dnn = _verdicts(summary)["dnn"]["versus_base"]
+    # dnn's base scores like ridge on every fold: the same test as against ridge.
+    assert dnn["against"] == "base" and dnn["verdict"] == "better"
+    assert dnn["p_better"] == pytest.approx(_verdicts(summary)["dnn"]["p_better"], abs=1e-12)
+    # Held out, its base errs like ridge's per-gene RMSEs: -1/60 again, and the per-gene win rate 2/3.
+    assert dnn["held_out"]["difference"] == pytest.approx(-1 / 60, abs=1e-6)
+    assert dnn["held_out"]["wins"] == 2
+    # attention_lstm - its base: d = [-0.001, 0.001, -0.0005, 0.0005], mean 0, var 2.5e-6 / 3;
+    # scale sqrt(0.5 var) = 6.455e-4; rope 0.01 x the base's mean 0.53 = 0.0053:
+    # P(equivalent) = 2 F3(0.0053 / 6.455e-4) - 1 = 2 F3(8.211) - 1 = 0.9962.
+    al = _verdicts(summary)["attention_lstm"]["versus_base"]
+    scale = math.sqrt(0.5 * 2.5e-6 / 3)
+    assert al["rope"] == pytest.approx(0.0053) and al["difference"] == pytest.approx(0.0, abs=1e-12)
+    assert al["p_equivalent"] == pytest.approx(2 * _t3_cdf(0.0053 / scale) - 1, abs=1e-9)
+    assert round(al["p_equivalent"], 4) == 0.9962 and al["verdict"] == "equivalent"
+
+
+def test_report_opens_with_the_verdicts_in_words(summary, report):
+    lines = report.splitlines()
+    assert lines[0] == "# genebench: benchmark report" and lines[2] == "## Verdicts"
+    opening = report[report.index("## Verdicts"):report.index("\n## ", report.index("## Verdicts") + 1)]
+    assert "posterior probabilities from the Bayesian correlated t-test" in opening
+    assert "a verdict needs 0.95 or more, else it is undecided" in opening
+    bullets = {line.split(" (task ")[0]: line for line in opening.splitlines() if line.startswith("- ")}
+    multi = bullets["- `alpha`, top 3 genes"]
+    assert "reference `ridge` (the best baseline by CV)" in multi
+    assert "`dnn` is better than `ridge` (P = 0.98)" in multi
+    assert "`gru` is practically equivalent to `ridge` (P = 1.00)" in multi
+    al = _verdicts(summary)["attention_lstm"]
+    assert (f"`attention_lstm` is undecided (P(better) {math.floor(al['p_better'] * 100) / 100:.2f}, "
+            f"P(equivalent) {math.floor(al['p_equivalent'] * 100) / 100:.2f}") in multi
+    assert ("What the network adds over its own base (the ridge it corrects): `dnn` is better than its base "
+            "(P = 0.98), `attention_lstm` is practically equivalent to its base (P = 0.99).") in multi
+    assert "- `alpha`, one target gene (task `single`)" in opening
+    assert "- `empty`, task `multi`: no results." in opening
+    assert opening.index("`alpha`, one target gene") < opening.index("`synthetic`, one target gene")
+
+
+def test_no_sentence_calls_a_model_better_without_that_verdict(summary, report):
+    import re
+
+    for line in report.splitlines():
+        for arch, against in re.findall(r"`(\w+)` is better than (`\w+`|its base)", line):
+            dataset, task = re.match(r"- `(\w+)`, .*?\(task `(\w+)`\)", line).groups()
+            entry = _verdicts(summary, dataset, task)[arch]
+            entry = entry["versus_base"] if against == "its base" else entry
+            assert entry["verdict"] == "better", line
+    # Nor any other word that claims a win: the frequentist columns and the ranks decide no wording.
+    assert not re.search(r"\bbeats?\b|\bbeaten\b|\boutperform|\bwins\b|\bsuperior", report, re.IGNORECASE)
+    undecided = [a for a, e in _verdicts(summary).items() if e["verdict"] != "better"]
+    multi = _section(report, "alpha", "multi")
+    for arch in undecided:
+        assert f"`{arch}` is better" not in report
+        assert _row(_sub(multi, "Verdicts"), arch)[1] != "**better**"
+
+
+def test_dataset_section_tables_the_verdicts_and_the_ablation(summary, report):
+    verdicts = _sub(_section(report, "alpha", "multi"), "Verdicts")
+    dnn = _row(verdicts, "dnn")
+    entry = _verdicts(summary)["dnn"]
+    assert dnn[:3] == ["`dnn`", "**better**", f"{math.floor(entry['p_better'] * 100) / 100:.2f}"]
+    assert dnn[5:8] == ["-0.0400", "± 0.0055", "-0.0167 [-0.0167, -0.0167]"]
+    assert dnn[8] == "0.67 (2/3)"
+    assert "rho = 0.2000" in verdicts and "1 repeat of the folds" in verdicts
+    assert "it has no verdict against itself" in verdicts and not _row_or_none(verdicts, "ridge")
+    # The ablation table: the deep models with a base only.
+    ablation = verdicts[verdicts.index("The ablation"):]
+    assert _row(ablation, "attention_lstm")[1] == "**equivalent**"
+    assert {r.split("|")[1].strip() for r in ablation.splitlines() if r.startswith("| `")} == {
+        "`dnn`", "`attention_lstm`"}
+
+
+def _row_or_none(section: str, arch: str):
+    return next((line for line in section.splitlines() if line.startswith(f"| `{arch}`")), None)
+
+
+def test_leaderboard_rows_carry_their_verdict_against_ridge(summary, report):
+    for task in TASKS:
+        entries = {e["arch"]: e for e in summary["leaderboard"][task]}
+        assert entries["ridge"]["verdicts_vs_ridge"] == {} and entries["oracle"]["verdicts_vs_ridge"] == {}
+        for arch, entry in entries.items():
+            for dataset, v in entry["verdicts_vs_ridge"].items():
+                full = summary["datasets"][dataset][task]["versus_ridge"][arch]
+                assert v == {k: full[k] for k in ("against", "verdict", "p_better", "p_equivalent", "p_worse")}
+                # ridge is the best baseline here, so the leaderboard's verdict is the dataset's verdict.
+                assert v["verdict"] == summary["datasets"][dataset][task]["verdicts"][arch]["verdict"]
+        table = _leaderboard_section(report, task)
+        assert "| verdict vs ridge (CV) |" in table.splitlines()[2]
+        assert _row(table, "dnn")[-1] == "`alpha` better (P=0.98); `synthetic` better (P=0.98)"
+        assert _row(table, "ridge")[-1] == "reference"
+        assert _row(table, "gru")[-1].startswith("`alpha` equivalent (P=1.00)")
+    # alpha's single task has no lstm: its verdict column names synthetic only.
+    assert set({e["arch"]: e for e in summary["leaderboard"]["single"]}["lstm"]["verdicts_vs_ridge"]) == {"synthetic"}
+
+
+def test_leaderboard_says_plainly_there_are_too_few_datasets(summary, report, reported):
+    for task in TASKS:
+        friedman = summary["friedman"][task]
+        assert friedman["datasets"] == 2 and friedman["min_datasets"] == 5 and friedman["claim"] is False
+        assert friedman["statistic"] is None and friedman["p_value"] is None
+        assert friedman["critical_difference"] is None
+        text = _leaderboard_section(report, task)
+        assert ("**Across datasets: too few for a claim.** This leaderboard has 2 datasets, fewer than the 5 "
+                "that this report requires for a claim across datasets") in text
+        assert "χ² =" not in text and "CD =" not in text  # no statistic, no critical difference shown
+        assert not (reported.root / "reports" / "figures" / f"cd_{task}.png").exists()
+    # lstm lacks alpha's single task: the complete design leaves it out, and says so.
+    assert summary["friedman"]["single"]["left_out"] == ["lstm"]
+    assert "Left out (not scored on every dataset): `lstm`." in _leaderboard_section(report, "single")

@@ -85,8 +85,9 @@ def bayesian_correlated_ttest(differences: Sequence[float], rho: float, rope: fl
     posterior = stats.t(df=n - 1, loc=location, scale=scale)
     better = float(posterior.cdf(-rope))
     worse = float(posterior.sf(rope))
-    # The remainder, not cdf(rope) - cdf(-rope): the three then sum to 1 exactly.
-    equivalent = max(0.0, 1.0 - better - worse)
+    # The remainder, not cdf(rope) - cdf(-rope), so the three sum to 1 (as baycomp's do); an
+    # empty rope holds no mass at all, not a rounding residue.
+    equivalent = 0.0 if rope == 0 else max(0.0, 1.0 - better - worse)
     return BayesianTTest(better, equivalent, worse, location, scale, n - 1, n, float(rho), float(rope))
 
 

@@ -658,6 +658,15 @@ def test_one_summary_run_holds_the_leaderboard_table_and_few_metrics(reported, s
         top = next(e["arch"] for e in summary["leaderboard"][task] if e["arch"] != "oracle")
         assert tags[f"best_model_{task}"] == top
     assert tags["missing"] == "empty/single,empty/multi"
+    # The verdicts as tags: one per (dataset, task, architecture but the reference), with the ablation.
+    verdict_tags = {k: v for k, v in tags.items() if k.startswith("verdict.")}
+    assert len(verdict_tags) == sum(len(s.get("verdicts", {})) for t in summary["datasets"].values()
+                                    for s in t.values()) == 2 * 7 + 7 + 6
+    assert tags["verdict.alpha.multi.dnn"] == "better vs ridge (P=0.98); vs base: better (P=0.98)"
+    assert tags["verdict.alpha.multi.gru"] == "equivalent vs ridge (P=1.00)"
+    assert tags["verdict.alpha.multi.attention_lstm"].startswith("undecided vs ridge (P(better)=0.")
+    assert tags["verdict.alpha.multi.attention_lstm"].endswith("; vs base: equivalent (P=0.99)")
+    assert "verdict.alpha.multi.ridge" not in tags and "verdict.omitted" not in tags
     metrics = run.data.metrics
     assert 0 < len(metrics) <= 20
     best_multi = next(e for e in summary["leaderboard"]["multi"] if e["arch"] != "oracle")
@@ -672,7 +681,9 @@ def test_one_summary_run_holds_the_leaderboard_table_and_few_metrics(reported, s
     frame = pd.DataFrame(table["data"], columns=table["columns"])
     assert len(frame) == sum(len(e) for e in summary["leaderboard"].values())
     assert {"task", "position", "arch", "role", "mean_scaled_score", "mean_rank", "scaled_alpha",
-            "scaled_synthetic", "scaled_empty"} <= set(frame.columns)
+            "scaled_synthetic", "scaled_empty", "verdict_vs_ridge_alpha"} <= set(frame.columns)
+    dnn = frame[(frame["task"] == "multi") & (frame["arch"] == "dnn")].iloc[0]
+    assert dnn["verdict_vs_ridge_alpha"] == "better (P=0.98)"
     oracle = frame[(frame["task"] == "multi") & (frame["arch"] == "oracle")].iloc[0]
     assert oracle["role"] == "positive control" and oracle["scaled_synthetic"] == 1.0
 
@@ -1003,3 +1014,94 @@ def test_leaderboard_says_plainly_there_are_too_few_datasets(summary, report, re
     # lstm lacks alpha's single task: the complete design leaves it out, and says so.
     assert summary["friedman"]["single"]["left_out"] == ["lstm"]
     assert "Left out (not scored on every dataset): `lstm`." in _leaderboard_section(report, "single")
+
+
+def _rewrite_folds(config, task: str, arch: str, edit) -> Path:
+    path = config.root / "artifacts" / "evaluation" / "alpha" / task / arch / "folds.csv"
+    frame = edit(pd.read_csv(path))
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_repeated_resamples_are_paired_by_fold_id(tmp_path):
+    """Two repeats of the 4 scored folds: 8 resamples with global fold ids, written in a
+    different row order per architecture; the verdict pairs them by `fold`, not by row."""
+    from benchmark.report import build
+    from benchmark.report.statistics import bayesian_correlated_ttest
+
+    config = make_project(tmp_path / "repeats", evaluated=("alpha",))
+    second = {arch: list(np.array(r) + 0.01 * (i % 3)) for i, (arch, r) in enumerate(FOLD_RMSE.items())}
+
+    def repeated(arch):
+        def edit(frame):
+            again = frame.assign(fold=frame["fold"] + 4, rmse=second[arch])
+            if "repeat" in frame.columns:
+                again["repeat"] = 1
+            both = pd.concat([frame, again], ignore_index=True)
+            if "base_rmse" in both.columns:
+                both.loc[4:, "base_rmse"] = np.array(BASE_FOLD_RMSE[arch]) + 0.002
+            return both.iloc[::-1] if arch in ("dnn", "lstm") else both  # row order must not matter
+        return edit
+
+    for arch in ARCHS:
+        _rewrite_folds(config, "multi", arch, repeated(arch))
+    with pytest.raises(UserError, match=r"artifacts/evaluation/alpha/multi/knn/folds.csv: column 'repeat': fold 5 "
+                                        r"is in repeat 0 but in repeat 1"):
+        build(config)  # knn's file has no repeat column: all read as repeat 0, unlike the others
+    _rewrite_folds(config, "multi", "knn", lambda f: f.assign(repeat=[0] * 4 + [1] * 4))
+    summary, _, _ = build(config)
+    multi = summary["datasets"]["alpha"]["multi"]
+    assert multi["repeats"] == 2 and multi["folds"] == 8 and multi["scored_folds"] == list(range(1, 9))
+    d = np.array(FOLD_RMSE["dnn"] + second["dnn"]) - np.array(FOLD_RMSE["ridge"] + second["ridge"])
+    ridge_mean = np.mean(FOLD_RMSE["ridge"] + second["ridge"])
+    expected = bayesian_correlated_ttest(d, rho=0.2, rope=0.01 * ridge_mean)
+    dnn = multi["verdicts"]["dnn"]
+    assert dnn["resamples"] == 8 and dnn["difference"] == pytest.approx(d.mean())
+    assert dnn["p_better"] == pytest.approx(expected.p_better, abs=1e-12)
+    assert dnn["p_worse"] == pytest.approx(expected.p_worse, abs=1e-12)
+    base = multi["verdicts"]["dnn"]["versus_base"]
+    d_base = np.array(FOLD_RMSE["dnn"] + second["dnn"]) - np.array(BASE_FOLD_RMSE["dnn"] * 2) \
+        - np.array([0] * 4 + [0.002] * 4)
+    assert base["difference"] == pytest.approx(d_base.mean())
+
+
+def test_folds_that_differ_between_architectures_are_refused(tmp_path):
+    from benchmark.report import build
+
+    config = make_project(tmp_path / "otherfolds", evaluated=("alpha",))
+    _rewrite_folds(config, "multi", "lstm", lambda f: f.assign(fold=f["fold"] + 10))
+    with pytest.raises(UserError, match=r"artifacts/evaluation/alpha/multi/lstm/folds.csv: folds \[11, 12, 13, 14\] "
+                                        r"differ from dnn's \[1, 2, 3, 4\]"):
+        build(config)
+
+
+@pytest.mark.parametrize("edit, file, message", [
+    (lambda f: f.drop(columns="base_rmse"), "folds.csv", "missing column 'base_rmse'"),
+    (lambda f: f.assign(base_rmse=["x"] * len(f)), "folds.csv", "column 'base_rmse': expected a number"),
+    (lambda f: f.assign(repeat=[0.5] * len(f)), "folds.csv", r"column 'repeat': expected a repeat number"),
+    (lambda f: f.assign(n_val=0), "folds.csv", "column 'n_val': expected a positive sample count"),
+    (lambda f: f.drop(columns="base_predicted"), "test_predictions.csv", "missing column 'base_predicted'"),
+    (lambda f: f.drop(columns="base_rmse"), "test_per_gene.csv", "missing column 'base_rmse'"),
+])
+def test_malformed_base_and_repeat_columns_name_the_file_and_column(tmp_path, edit, file, message):
+    from benchmark.report import build
+
+    config = make_project(tmp_path / "malformed", evaluated=("alpha",))
+    path = config.root / "artifacts" / "evaluation" / "alpha" / "multi" / "dnn" / file
+    pd.read_csv(path).pipe(edit).to_csv(path, index=False)
+    with pytest.raises(UserError, match=rf"artifacts/evaluation/alpha/multi/dnn/{file}: {message}"):
+        build(config)
+
+
+def test_held_out_predictions_of_other_samples_are_refused(tmp_path):
+    from benchmark.report import build
+
+    config = make_project(tmp_path / "othersamples", evaluated=("alpha",))
+    path = config.root / "artifacts" / "evaluation" / "alpha" / "multi" / "gru" / "test_predictions.csv"
+    table = pd.read_csv(path, dtype={"sample": str})
+    first = table["sample"].iloc[0]
+    table.loc[table["sample"] == first, "sample"] = "cell99"
+    table.to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"artifacts/evaluation/alpha/multi/gru/test_predictions.csv: column "
+                                        r"'sample': sample '(cell99|" + first + r")' is not a held-out sample of both"):
+        build(config)

@@ -1105,3 +1105,37 @@ def test_held_out_predictions_of_other_samples_are_refused(tmp_path):
     with pytest.raises(UserError, match=r"artifacts/evaluation/alpha/multi/gru/test_predictions.csv: column "
                                         r"'sample': sample '(cell99|" + first + r")' is not a held-out sample of both"):
         build(config)
+
+
+def test_a_reference_other_than_ridge_and_the_leaderboard_still_against_ridge(tmp_path):
+    """knn made the best baseline by CV: the verdicts are against knn (ridge gets one too); the
+    leaderboard's column stays against ridge, as DESIGN.md's item 7 asks."""
+    from benchmark.report import build
+    from benchmark.report.markdown import render
+
+    config = make_project(tmp_path / "knnref", evaluated=("alpha",))
+    better = [0.53, 0.52, 0.51, 0.54]  # ridge - 0.02 on every fold
+    _rewrite_folds(config, "multi", "knn", lambda f: f.assign(rmse=better))
+    path = config.root / "metrics" / "alpha" / "multi" / "knn.json"
+    metrics = json.loads(path.read_text())
+    metrics["cv"]["rmse"] = {"mean": float(np.mean(better)), "std": float(np.std(better, ddof=1))}
+    path.write_text(json.dumps(metrics))
+    summary, _, _ = build(config)
+    multi = summary["datasets"]["alpha"]["multi"]
+    assert multi["best_baseline"] == "knn"
+    assert set(multi["verdicts"]) == set(ARCHS) - {"knn"}
+    assert multi["verdicts"]["ridge"]["against"] == "knn" and multi["verdicts"]["ridge"]["verdict"] == "worse"
+    # ridge - knn = +0.02 on every fold: a point mass far above the rope (0.01 x 0.525).
+    assert multi["verdicts"]["ridge"]["p_worse"] == 1.0
+    assert multi["verdicts"]["ridge"]["versus_base"] is None
+    assert "ridge" not in multi["versus_ridge"] and multi["versus_ridge"]["knn"]["verdict"] == "better"
+    assert multi["versus_ridge"]["gru"]["verdict"] == "equivalent"  # gru's folds equal ridge's
+    assert multi["verdicts"]["gru"]["verdict"] == "worse"  # but 0.02 above knn's
+    board = {e["arch"]: e for e in summary["leaderboard"]["multi"]}
+    assert board["knn"]["verdicts_vs_ridge"]["alpha"]["verdict"] == "better"
+    text = render(summary, config.datasets)
+    sentence = next(line for line in text.splitlines() if line.startswith("- `alpha`, top 3 genes"))
+    assert "no deep model is better than `knn` (the best baseline by CV)" in sentence
+    assert "`ridge` is worse than `knn` (P = 1.00)" in sentence
+    assert _row(_leaderboard_section(text, "multi"), "ridge")[-1] == "reference"
+    assert _row(_leaderboard_section(text, "multi"), "knn")[-1] == "`alpha` better (P=1.00)"

@@ -136,9 +136,10 @@ def _leaderboard(summary: dict, datasets: list[str]) -> list[str]:
         "Per dataset and task, each architecture's held-out RMSE, MAE, MSE and R² are scaled between the "
         f"negative control (`{NEGATIVE_CONTROL}`, 0) and the positive control (1): the oracle, which predicts the "
         "noiseless truth of the held-out samples, on a dataset that keeps one; a perfect prediction (RMSE = MAE = "
-        "MSE = 0, R² = 1) elsewhere. Scaled = (s − s_negative) / (s_positive − s_negative), so a score above 0 lies "
-        "above the negative control's and 1 matches the positive control. Pearson r is left out: it is undefined for the mean's "
-        "constant prediction. A dataset's scaled score is the mean over the four metrics; the mean scaled score "
+        "MSE = 0, R² = 1) elsewhere. Scaled = (s − s_negative) / (s_positive − s_negative), so a score above 0 "
+        "lies above the negative control's and 1 matches the positive control. Pearson r is left out: it is "
+        "undefined for the mean's constant prediction. A dataset's scaled score is the mean over the four "
+        "metrics; the mean scaled score "
         "averages it over datasets, and the mean rank averages the rank within each dataset (1 = best, ties share "
         "their mean rank; the oracle reads the truth, so it is not ranked). Rows are ordered by mean scaled score; "
         "`datasets` says on how many of the leaderboard's datasets a row was scored, and a row scored on fewer is "
@@ -198,8 +199,8 @@ def _versus(task: dict) -> list[str]:
         "",
         *(_versus_table(task) if task["versus_best_baseline"] else ["No other architecture has results for this task."]),
         "",
-        "These frequentist columns are shown for reference and decide no wording: the verdicts above do. "
-        f"The difference is the mean over the {task['folds']} scored folds of (model RMSE − baseline RMSE); negative: "
+        "These frequentist columns are shown for reference and decide no wording: the verdicts above do. The "
+        f"difference is the mean over the {task['folds']} scored folds of (model RMSE − baseline RMSE); negative: "
         "the model's CV RMSE is lower on average. t and p come from the corrected resampled t-test (Nadeau & "
         "Bengio, 2003) over the paired folds: t = mean(d) / sqrt((1/k + n_test/n_train) · var(d)), df = k − 1"
         + (f", with n_test/n_train = {ratio:.4f} from the fold sizes" if ratio is not None else "")

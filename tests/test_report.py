@@ -724,6 +724,20 @@ def test_malformed_metrics_file_names_the_key(tmp_path):
         compare(config)
 
 
+def test_malformed_base_section_of_a_metrics_file_names_the_key(tmp_path):
+    config = make_project(tmp_path / "badbase", evaluated=("alpha",))
+    path = config.root / "metrics" / "alpha" / "multi" / "dnn.json"
+    data = json.loads(path.read_text())
+    assert "base" in data  # the fixture's dnn has a ridge base
+    del data["base"]["cv"]["rmse"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"metrics/alpha/multi/dnn.json: missing key 'base.cv.rmse'"):
+        compare(config)
+    path.write_text(json.dumps(dict(data, base=[1, 2])))
+    with pytest.raises(UserError, match=r"metrics/alpha/multi/dnn.json: base: expected"):
+        compare(config)
+
+
 def test_ttest_edge_cases():
     # Zero variance of the differences: undefined, not infinite.
     flat = corrected_resampled_ttest([0.1, 0.1, 0.1], 0.5)

@@ -172,25 +172,35 @@ def _check_metrics(source: str, data, dataset: str, task: str, arch: str) -> dic
     for key in ("n_dev", "n_test"):
         if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 1:
             raise UserError(f"{source}: {key}: expected a positive integer, got {data[key]!r}")
+    _check_scores(source, data, "")
+    if "base" in data:  # a deep model's own base scored alone: the same shape as the model's scores
+        if not isinstance(data["base"], dict) or any(k not in data["base"] for k in ("cv", "test")):
+            raise UserError(f"{source}: base: expected {{\"cv\": {{...}}, \"test\": {{...}}}}")
+        _check_scores(source, data["base"], "base.")
+    return data
+
+
+def _check_scores(source: str, data: dict, prefix: str) -> None:
+    """Check `data["cv"]` ({metric: {"mean", "std"}}) and `data["test"]` ({metric: value});
+    messages name the key as `<prefix>cv.<metric>`."""
     for section in ("cv", "test"):
         if not isinstance(data[section], dict):
-            raise UserError(f"{source}: {section}: expected an object")
+            raise UserError(f"{source}: {prefix}{section}: expected an object")
     for metric in METRICS + SCALED:
         # Pearson r is undefined for a constant prediction (the mean baseline), R^2 for a
         # single sample: JSON null.
         nullable = metric in ("pearson", "r2")
         entry = data["cv"].get(metric)
         if entry is None and not nullable:
-            raise UserError(f"{source}: missing key 'cv.{metric}'")
+            raise UserError(f"{source}: missing key '{prefix}cv.{metric}'")
         if entry is not None:
             if not isinstance(entry, dict) or "mean" not in entry:
-                raise UserError(f"{source}: cv.{metric}: expected {{\"mean\": ..., \"std\": ...}}")
-            _number(source, entry["mean"], f"cv.{metric}.mean", nullable)
-            _number(source, entry.get("std"), f"cv.{metric}.std", nullable=True)
+                raise UserError(f"{source}: {prefix}cv.{metric}: expected {{\"mean\": ..., \"std\": ...}}")
+            _number(source, entry["mean"], f"{prefix}cv.{metric}.mean", nullable)
+            _number(source, entry.get("std"), f"{prefix}cv.{metric}.std", nullable=True)
         if metric not in data["test"] and not nullable:
-            raise UserError(f"{source}: missing key 'test.{metric}'")
-        _number(source, data["test"].get(metric), f"test.{metric}", nullable)
-    return data
+            raise UserError(f"{source}: missing key '{prefix}test.{metric}'")
+        _number(source, data["test"].get(metric), f"{prefix}test.{metric}", nullable)
 
 
 def _read_csv(config: Config, path: Path, columns: tuple[str, ...], index: str,

@@ -216,3 +216,25 @@ def test_critical_difference_diagram_groups_what_nemenyi_cannot_tell_apart():
     assert list(data["cliques"]) == ["0", "0;1", "1"]
     first, second = png_bytes(fig), png_bytes(critical_difference("multi", result)[0])
     assert first[:8] == b"\x89PNG\r\n\x1a\n" and first == second  # deterministic bytes
+
+
+def test_friedman_and_critical_difference_agree_with_autorank():
+    """autorank (Friedman + Nemenyi, forced nonparametric) on the same datasets x architectures scores."""
+    import numpy as np
+    import pandas as pd
+
+    autorank = pytest.importorskip("autorank")
+    from benchmark import ARCHS
+    from benchmark.report.leaderboard import friedman
+
+    rng = np.random.default_rng(0)
+    level = dict(zip(ARCHS, [0.8, 0.6, 0.62, 0.7, 0.65, 0.0, 0.55, 0.4]))
+    scores = {f"d{i}": {a: {"score": v + rng.normal(0, 0.08)} for a, v in level.items()} for i in range(6)}
+    ours = friedman(scores)
+    frame = pd.DataFrame({a: [scores[d][a]["score"] for d in scores] for a in ARCHS})
+    theirs = autorank.autorank(frame, alpha=0.05, verbose=False, force_mode="nonparametric")
+    assert theirs.omnibus == "friedman" and ours["claim"]
+    assert ours["p_value"] == pytest.approx(theirs.pvalue, rel=1e-9)
+    # autorank's q is statsmodels' qsturng (an interpolated table), ours scipy's studentized_range: 1e-5 apart.
+    assert ours["critical_difference"] == pytest.approx(theirs.cd, rel=1e-5)
+    assert ours["mean_ranks"] == pytest.approx(theirs.rankdf["meanrank"].to_dict(), abs=1e-12)

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -1153,3 +1154,38 @@ def test_a_reference_other_than_ridge_and_the_leaderboard_still_against_ridge(tm
     assert "`ridge` is worse than `knn` (P = 1.00)" in sentence
     assert _row(_leaderboard_section(text, "multi"), "ridge")[-1] == "reference"
     assert _row(_leaderboard_section(text, "multi"), "knn")[-1] == "`alpha` better (P=1.00)"
+
+
+def test_five_datasets_allow_the_friedman_claim_and_its_diagram(tmp_path):
+    """Five datasets (copies of alpha's data, multi task only): the leaderboard states the Friedman
+    test and Nemenyi's CD and draws the critical-difference diagram."""
+    from benchmark.report import build
+    from benchmark.report.markdown import render
+
+    root = tmp_path / "five"
+    root.mkdir()
+    names = [f"copy{i}" for i in range(5)]
+    params = PARAMS.replace("  alpha: {transform: none}\n  synthetic: {transform: none}\n  empty: {transform: none}\n",
+                            "".join(f"  {n}: {{transform: none}}\n" for n in names))
+    (root / "params.yaml").write_text(params)
+    _write_data(root)
+    config = load_config(root / "params.yaml", root=root)
+    for name in names:
+        shutil.copytree(root / "data" / "alpha", root / "data" / name)
+        cfg = config.for_dataset(name)
+        prepare(cfg)
+        for arch in ARCHS:
+            _write_results(cfg, "multi", arch)
+    summary, figures, plot_data = build(config)
+    result = summary["friedman"]["multi"]
+    assert result["claim"] is True and result["datasets"] == 5 and len(result["architectures"]) == 8
+    # The same scores on every dataset: every architecture keeps its rank; the ranks differ beyond chance.
+    assert result["mean_ranks"]["dnn"] == 1.0 and result["p_value"] < 0.001
+    assert figures["cd_multi.png"][:8] == b"\x89PNG\r\n\x1a\n" and b"dnn" in plot_data["cd_multi.csv"]
+    assert "cd_single.png" not in figures  # no results for the single task at all
+    text = _leaderboard_section(render(summary, config.datasets), "multi")
+    assert f"Friedman test over 5 datasets × 8 architectures: χ² = {result['statistic']:.2f}" in text
+    assert "the architectures' ranks differ across datasets" in text
+    assert f"CD = {result['critical_difference']:.2f}" in text
+    assert "![Critical-difference diagram, task multi](figures/cd_multi.png)" in text
+    assert "too few for a claim" not in text

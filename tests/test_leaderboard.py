@@ -149,3 +149,92 @@ def test_oracle_is_the_transformed_truth_scored_with_the_development_ranges(tmp_
     for name in METRICS + ("pearson", "rmse_scaled", "mae_scaled"):
         assert metrics[name] == pytest.approx(reference[name], rel=1e-6)
     assert "per_gene" not in metrics
+
+
+def _scores(rows: dict[str, list[float]]) -> dict[str, dict]:
+    """dataset -> {arch: {"score": s}}: the part of `dataset_scores` that `friedman` reads."""
+    n = len(next(iter(rows.values())))
+    return {f"d{i}": {arch: {"score": values[i]} for arch, values in rows.items()} for i in range(n)}
+
+
+def test_friedman_and_nemenyi_by_hand_over_five_datasets():
+    import math
+
+    from scipy.stats import chi2
+
+    from benchmark.report.leaderboard import friedman, nemenyi_critical_difference
+
+    # Three architectures ranked 1, 2, 3 on each of N = 5 datasets: R = (1, 2, 3).
+    # chi^2_F = 12 N / (k (k + 1)) * sum R_j^2 - 3 N (k + 1) = 12*5/12 * 14 - 3*5*4 = 70 - 60 = 10, df 2:
+    # p = exp(-10 / 2) = 0.006738 (chi-square with 2 df).
+    result = friedman(_scores({"dnn": [0.9, 0.8, 0.7, 0.95, 0.85], "ridge": [0.5, 0.45, 0.4, 0.6, 0.5],
+                               "mean": [0.0] * 5}))
+    assert result["claim"] is True and result["datasets"] == 5
+    assert result["architectures"] == ["dnn", "mean", "ridge"]  # ARCHS order
+    assert result["mean_ranks"] == {"dnn": 1.0, "ridge": 2.0, "mean": 3.0}
+    assert result["statistic"] == pytest.approx(10.0)
+    assert result["p_value"] == pytest.approx(math.exp(-5)) == pytest.approx(chi2.sf(10, 2))
+    # Nemenyi: q_0.05 for k = 3 is 2.343 (Demšar 2006, table 5); CD = 2.343 sqrt(3 * 4 / (6 * 5)) = 1.482.
+    assert result["critical_difference"] == pytest.approx(2.3437 * math.sqrt(12 / 30), abs=1e-3)
+    assert nemenyi_critical_difference(8, 10) == pytest.approx(3.031 * math.sqrt(8 * 9 / 60), abs=1e-3)
+    assert nemenyi_critical_difference(5, 5) == pytest.approx(2.728 * math.sqrt(5 * 6 / 30), abs=1e-3)
+
+
+def test_friedman_makes_no_claim_under_five_datasets_or_three_architectures():
+    from benchmark.report.leaderboard import MIN_DATASETS, friedman
+
+    assert MIN_DATASETS == 5
+    four = friedman(_scores({"dnn": [0.9, 0.8, 0.7, 0.95], "ridge": [0.5, 0.45, 0.4, 0.6], "mean": [0.0] * 4}))
+    assert four["claim"] is False and four["datasets"] == 4
+    assert (four["statistic"], four["p_value"], four["critical_difference"]) == (None, None, None)
+    assert four["mean_ranks"] == {"dnn": 1.0, "ridge": 2.0, "mean": 3.0}  # still described
+    two_archs = friedman(_scores({"dnn": [0.9] * 6, "mean": [0.0] * 6}))
+    assert two_archs["claim"] is False
+    # An architecture missing on one dataset is left out of the complete design, not imputed.
+    scores = _scores({"dnn": [0.9, 0.8, 0.7, 0.95, 0.85], "knn": [0.6, 0.5, 0.5, 0.6, 0.55],
+                      "ridge": [0.5, 0.45, 0.4, 0.6, 0.5], "mean": [0.0] * 5, "lstm": [0.7] * 5})
+    del scores["d3"]["lstm"]
+    result = friedman(scores)
+    assert result["left_out"] == ["lstm"] and "lstm" not in result["architectures"] and result["claim"]
+    # Every architecture tied on every dataset: no evidence of a difference at all.
+    tied = friedman(_scores({"dnn": [0.5] * 5, "ridge": [0.5] * 5, "mean": [0.5] * 5}))
+    assert (tied["statistic"], tied["p_value"]) == (0.0, 1.0)
+
+
+def test_critical_difference_diagram_groups_what_nemenyi_cannot_tell_apart():
+    from benchmark.report.leaderboard import friedman
+    from benchmark.report.plots import cliques, critical_difference, png_bytes
+
+    # CD 1.0: dnn 1.0 and gru 1.8 are within it, so are gru 1.8 and ridge 2.5; mean at 4.0 stands alone.
+    assert cliques({"dnn": 1.0, "gru": 1.8, "ridge": 2.5, "mean": 4.0}, 1.0) == [["dnn", "gru"], ["gru", "ridge"]]
+    assert cliques({"dnn": 1.0, "gru": 1.1, "ridge": 1.2}, 1.0) == [["dnn", "gru", "ridge"]]
+    result = friedman(_scores({"dnn": [0.9, 0.8, 0.7, 0.95, 0.85], "ridge": [0.5, 0.45, 0.4, 0.6, 0.5],
+                               "mean": [0.0] * 5}))
+    fig, data = critical_difference("multi", result)
+    assert list(data["arch"]) == ["dnn", "ridge", "mean"] and list(data["mean_rank"]) == [1.0, 2.0, 3.0]
+    # CD 1.48: dnn-ridge (1 apart) and ridge-mean are joined; dnn-mean (2 apart) are not.
+    assert list(data["cliques"]) == ["0", "0;1", "1"]
+    first, second = png_bytes(fig), png_bytes(critical_difference("multi", result)[0])
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and first == second  # deterministic bytes
+
+
+def test_friedman_and_critical_difference_agree_with_autorank():
+    """autorank (Friedman + Nemenyi, forced nonparametric) on the same datasets x architectures scores."""
+    import numpy as np
+    import pandas as pd
+
+    autorank = pytest.importorskip("autorank")
+    from benchmark import ARCHS
+    from benchmark.report.leaderboard import friedman
+
+    rng = np.random.default_rng(0)
+    level = dict(zip(ARCHS, [0.8, 0.6, 0.62, 0.7, 0.65, 0.0, 0.55, 0.4]))
+    scores = {f"d{i}": {a: {"score": v + rng.normal(0, 0.08)} for a, v in level.items()} for i in range(6)}
+    ours = friedman(scores)
+    frame = pd.DataFrame({a: [scores[d][a]["score"] for d in scores] for a in ARCHS})
+    theirs = autorank.autorank(frame, alpha=0.05, verbose=False, force_mode="nonparametric")
+    assert theirs.omnibus == "friedman" and ours["claim"]
+    assert ours["p_value"] == pytest.approx(theirs.pvalue, rel=1e-9)
+    # autorank's q is statsmodels' qsturng (an interpolated table), ours scipy's studentized_range: 1e-5 apart.
+    assert ours["critical_difference"] == pytest.approx(theirs.cd, rel=1e-5)
+    assert ours["mean_ranks"] == pytest.approx(theirs.rankdf["meanrank"].to_dict(), abs=1e-12)

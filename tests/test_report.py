@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,16 @@ FOLD_RMSE = {
     "ridge": [0.55, 0.54, 0.53, 0.56],
     "knn": [0.61, 0.59, 0.62, 0.58],
 }
+# The deep models with a ridge base (training.base: ridge) also score each fold by that base
+# alone (folds.csv's base_* columns); the others have training.base: none. dnn's base scores
+# like ridge (it is one model): dnn is clearly better than its base. attention_lstm's base is
+# within ±0.001 of it on every fold: clearly equivalent, with a spread.
+BASE_FOLD_RMSE = {
+    "dnn": [0.55, 0.54, 0.53, 0.56],
+    "attention_lstm": [0.551, 0.519, 0.5405, 0.5095],
+}
+# knn's folds.csv is written without the `repeat` column (a file from before repeated CV).
+NO_REPEAT = ("knn",)
 # Held-out per-gene RMSE for alpha's multi task's three target genes.
 GENE_RMSE = {
     "dnn": [0.40, 0.60, 0.50],
@@ -106,24 +117,39 @@ def _write_results(cfg, task: str, arch: str) -> None:
     constant = arch == "mean"  # the mean baseline predicts a constant: Pearson r undefined
     scored = data.scored_folds
     folds = pd.DataFrame({
-        "fold": scored, "n_train": [len(data.folds[f][0]) for f in scored],
+        "fold": scored, "repeat": 0, "n_train": [len(data.folds[f][0]) for f in scored],
         "n_val": [len(data.folds[f][1]) for f in scored],
         "rmse": folds_rmse, "mae": folds_rmse * 0.8, "mse": folds_rmse ** 2,
         "r2": 1 - folds_rmse, "pearson": [None] * len(scored) if constant else list(0.9 - folds_rmse / 2),
-        "rmse_scaled": folds_rmse / 4, "mae_scaled": folds_rmse / 5, "epochs_trained": 0,
+        "rmse_scaled": folds_rmse / 4, "mae_scaled": folds_rmse / 5, "pearson_undefined": 3 if constant else 0,
+        "epochs_trained": 0,
     })
+    if arch in NO_REPEAT:
+        folds = folds.drop(columns="repeat")
+    has_base = arch in BASE_FOLD_RMSE
+    if has_base:
+        base_rmse = np.array(BASE_FOLD_RMSE[arch]) * (0.1 if task == "single" else 1.0)
+        folds = folds.assign(base_rmse=base_rmse, base_mae=base_rmse * 0.8, base_mse=base_rmse ** 2,
+                             base_r2=1 - base_rmse, base_pearson=0.9 - base_rmse / 2, base_rmse_scaled=base_rmse / 4,
+                             base_mae_scaled=base_rmse / 5)
 
-    def summary(column):
-        values = folds[column].dropna().astype(float)
+    def summary(column, frame=folds):
+        values = frame[column].dropna().astype(float)
         if values.empty:  # evaluate writes {"mean": null, "std": null}; DESIGN.md's schema allows null
             return {"mean": None, "std": None} if task == "multi" else None
         return {"mean": float(values.mean()), "std": float(values.std(ddof=1))}
 
+    base_predicted = base_gene_rmse = base_test = None
     if cfg.dataset == "synthetic":
         predicted = _predict(cfg, data, arch).reshape(len(data.test_samples), len(genes))
         full = regression_metrics(data.Y_test, predicted, data.Y_dev.min(axis=0), data.Y_dev.max(axis=0))
         gene_rmse, gene_r2 = full["per_gene"]["rmse"], full["per_gene"]["r2"]
         test = {m: full[m] for m in ("rmse", "mae", "mse", "r2", "pearson", "rmse_scaled", "mae_scaled")}
+        if has_base:  # the model's own ridge base: ridge's prediction
+            base_predicted = _predict(cfg, data, "ridge").reshape(predicted.shape)
+            base_full = regression_metrics(data.Y_test, base_predicted, data.Y_dev.min(axis=0), data.Y_dev.max(axis=0))
+            base_gene_rmse = base_full["per_gene"]["rmse"]
+            base_test = {m: base_full[m] for m in test}
     else:
         base = GENE_RMSE.get(arch, [float(folds_rmse.mean())] * 3)
         gene_rmse = base[: len(genes)] if task == "multi" else [float(folds_rmse.mean())]
@@ -135,23 +161,38 @@ def _write_results(cfg, task: str, arch: str) -> None:
         offset = 0.0 if constant else float(np.mean(gene_rmse))
         predicted = data.Y_test.mean(axis=0, keepdims=True).repeat(len(data.test_samples), 0) if constant \
             else data.Y_test + offset
+        if has_base:  # the base errs like ridge on alpha's multi task, 0.02 more than the model elsewhere
+            base_gene_rmse = GENE_RMSE["ridge"][: len(genes)] if task == "multi" else [gene_rmse[0] + 0.02]
+            base_predicted = data.Y_test + float(np.mean(base_gene_rmse))
+            base_rmse_test = float(np.sqrt(np.mean(np.square(base_gene_rmse))))
+            base_test = {"rmse": base_rmse_test, "mae": base_rmse_test * 0.8, "mse": base_rmse_test ** 2,
+                         "r2": 1 - base_rmse_test, "pearson": 0.9 - base_rmse_test / 2,
+                         "rmse_scaled": base_rmse_test / 4, "mae_scaled": base_rmse_test / 5}
     metrics = {
         "dataset": cfg.dataset, "task": task, "arch": arch,
         "n_dev": len(data.dev_samples), "n_test": len(data.test_samples),
         "cv": {m: summary(m) for m in ("rmse", "mae", "mse", "r2", "pearson", "rmse_scaled", "mae_scaled")},
         "test": test, "mlflow_run_id": f"run-{cfg.dataset}-{task}-{arch}",
     }
+    if has_base:
+        base_folds = folds[[c for c in folds.columns if c.startswith("base_")]].rename(columns=lambda c: c[5:])
+        metrics["base"] = {"cv": {m: summary(m, base_folds) for m in metrics["cv"]}, "test": base_test}
     mfile = cfg.root / "metrics" / cfg.dataset / task / f"{arch}.json"
     mfile.parent.mkdir(parents=True, exist_ok=True)
     mfile.write_text(json.dumps(metrics))
     edir = cfg.root / "artifacts" / "evaluation" / cfg.dataset / task / arch
     edir.mkdir(parents=True, exist_ok=True)
     folds.to_csv(edir / "folds.csv", index=False)
-    pd.DataFrame({"gene": genes, "r2": gene_r2, "rmse": gene_rmse}).to_csv(edir / "test_per_gene.csv", index=False)
+    per_gene = pd.DataFrame({"gene": genes, "r2": gene_r2, "rmse": gene_rmse})
+    if has_base:
+        per_gene = per_gene.assign(base_r2=[1 - r for r in base_gene_rmse], base_rmse=base_gene_rmse)
+    per_gene.to_csv(edir / "test_per_gene.csv", index=False)
     n, k = predicted.shape
-    pd.DataFrame({"sample": np.repeat(data.test_samples, k), "gene": np.tile(genes, n),
-                  "observed": data.Y_test.astype(np.float64).reshape(-1), "predicted": predicted.reshape(-1)}
-                 ).to_csv(edir / "test_predictions.csv", index=False)
+    long = pd.DataFrame({"sample": np.repeat(data.test_samples, k), "gene": np.tile(genes, n),
+                         "observed": data.Y_test.astype(np.float64).reshape(-1), "predicted": predicted.reshape(-1)})
+    if has_base:
+        long["base_predicted"] = np.asarray(base_predicted, dtype=np.float64).reshape(-1)
+    long.to_csv(edir / "test_predictions.csv", index=False)
     features = data.feature_genes
     if arch == "attention_lstm":  # one token per feature gene: attention.csv and gene_importance.csv
         weight = np.linspace(0.3, 0.01, len(features))
@@ -241,6 +282,13 @@ def _leaderboard_section(report: str, task: str) -> str:
     return report[start:min(e for e in (end, nxt) if e >= 0)]
 
 
+def _sub(section: str, heading: str) -> str:
+    """The `#### <heading>...` subsection of a dataset/task section."""
+    start = section.index(f"#### {heading}")
+    end = section.find("\n#### ", start + 1)
+    return section[start:] if end < 0 else section[start:end]
+
+
 def _row(section: str, arch: str, nth: int = 0) -> list[str]:
     rows = [line for line in section.splitlines() if line.startswith(f"| `{arch}`")]
     return [cell.strip() for cell in rows[nth].strip("|").split("|")]
@@ -298,16 +346,18 @@ def test_corrected_resampled_ttest_over_the_scored_folds_matches_hand_computatio
 
 def test_comparison_table_and_undefined_t(report, summary):
     multi = _section(report, "alpha", "multi")
-    dnn = _row(multi, "dnn", nth=2)
+    frequentist = _sub(multi, "Frequentist tests")
+    dnn = _row(frequentist, "dnn")
     versus = summary["datasets"]["alpha"]["multi"]["versus_best_baseline"]
     holm = format(versus["dnn"]["p_value_holm"], ".3g")
     assert dnn == ["`dnn`", "-0.0400", "-4.90", "3", "0.0163", holm, "0.67 (2/3)"]
     # gru's fold RMSEs equal ridge's: the differences do not vary, t is undefined.
     assert versus["gru"]["t"] is None and versus["gru"]["p_value"] is None and versus["gru"]["p_value_holm"] is None
-    assert _row(multi, "gru", nth=2)[2:6] == ["–", "3", "–", "–"]
+    assert _row(frequentist, "gru")[2:6] == ["–", "3", "–", "–"]
     # Every architecture but the best baseline itself is compared with it, the other baselines too.
     assert set(versus) == set(ARCHS) - {"ridge"}
-    assert [r[0] for r in (_row(multi, a, nth=2) for a in ("mean", "knn"))] == ["`mean`", "`knn`"]
+    assert [r[0] for r in (_row(frequentist, a) for a in ("mean", "knn"))] == ["`mean`", "`knn`"]
+    assert "decide no wording" in frequentist
 
 
 def _holm_by_hand(p: dict) -> dict:
@@ -449,13 +499,13 @@ def test_leaderboard_ranks_on_mean_scaled_score_with_mean_rank(summary, report):
         assert _row(table, "dnn")[:3] == ["`dnn`", f"{by_arch['dnn']['mean_scaled_score']:.4f}",
                                          f"{by_arch['dnn']['mean_rank']:.2f}"]
         assert _row(table, "oracle")[0] == "`oracle` (positive control)"
-        assert _row(table, "oracle")[1:] == ["1.0000", "–", "1/2", "–", "1.0000"]
+        assert _row(table, "oracle")[1:] == ["1.0000", "–", "1/2", "–", "1.0000", "–"]  # no verdict: a yardstick
         assert _row(table, "mean")[0] == "`mean` (negative control)"
     # alpha's single task lacks lstm: its mean is over synthetic alone, and the table says so.
     lstm = {e["arch"]: e for e in summary["leaderboard"]["single"]}["lstm"]
     assert lstm["datasets"] == 1 and set(lstm["scaled_scores"]) == {"synthetic"}
     row = _row(_leaderboard_section(report, "single"), "lstm")
-    assert row[3:] == ["1/2", "–", f"{lstm['mean_scaled_score']:.4f}"]
+    assert row[3:6] == ["1/2", "–", f"{lstm['mean_scaled_score']:.4f}"]
 
 
 def test_report_states_the_oracle_and_ridge_on_synthetic(summary, report):
@@ -587,7 +637,7 @@ def test_rerun_is_byte_identical(reported):
     assert {f: (reports / f).read_bytes() for f in files} == before
     text = before["summary.json"].decode()
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
-    assert set(json.loads(text)) == {"leaderboard", "datasets", "seed_reported"}
+    assert set(json.loads(text)) == {"leaderboard", "friedman", "compare", "datasets", "seed_reported"}
 
 
 def test_one_summary_run_holds_the_leaderboard_table_and_few_metrics(reported, summary, tmp_path):
@@ -609,6 +659,15 @@ def test_one_summary_run_holds_the_leaderboard_table_and_few_metrics(reported, s
         top = next(e["arch"] for e in summary["leaderboard"][task] if e["arch"] != "oracle")
         assert tags[f"best_model_{task}"] == top
     assert tags["missing"] == "empty/single,empty/multi"
+    # The verdicts as tags: one per (dataset, task, architecture but the reference), with the ablation.
+    verdict_tags = {k: v for k, v in tags.items() if k.startswith("verdict.")}
+    assert len(verdict_tags) == sum(len(s.get("verdicts", {})) for t in summary["datasets"].values()
+                                    for s in t.values()) == 2 * 7 + 7 + 6
+    assert tags["verdict.alpha.multi.dnn"] == "better vs ridge (P=0.98); vs base: better (P=0.98)"
+    assert tags["verdict.alpha.multi.gru"] == "equivalent vs ridge (P=1.00)"
+    assert tags["verdict.alpha.multi.attention_lstm"].startswith("undecided vs ridge (P(better)=0.")
+    assert tags["verdict.alpha.multi.attention_lstm"].endswith("; vs base: equivalent (P=0.99)")
+    assert "verdict.alpha.multi.ridge" not in tags and "verdict.omitted" not in tags
     metrics = run.data.metrics
     assert 0 < len(metrics) <= 20
     best_multi = next(e for e in summary["leaderboard"]["multi"] if e["arch"] != "oracle")
@@ -623,7 +682,9 @@ def test_one_summary_run_holds_the_leaderboard_table_and_few_metrics(reported, s
     frame = pd.DataFrame(table["data"], columns=table["columns"])
     assert len(frame) == sum(len(e) for e in summary["leaderboard"].values())
     assert {"task", "position", "arch", "role", "mean_scaled_score", "mean_rank", "scaled_alpha",
-            "scaled_synthetic", "scaled_empty"} <= set(frame.columns)
+            "scaled_synthetic", "scaled_empty", "verdict_vs_ridge_alpha"} <= set(frame.columns)
+    dnn = frame[(frame["task"] == "multi") & (frame["arch"] == "dnn")].iloc[0]
+    assert dnn["verdict_vs_ridge_alpha"] == "better (P=0.98)"
     oracle = frame[(frame["task"] == "multi") & (frame["arch"] == "oracle")].iloc[0]
     assert oracle["role"] == "positive control" and oracle["scaled_synthetic"] == 1.0
 
@@ -664,6 +725,20 @@ def test_malformed_metrics_file_names_the_key(tmp_path):
         compare(config)
 
 
+def test_malformed_base_section_of_a_metrics_file_names_the_key(tmp_path):
+    config = make_project(tmp_path / "badbase", evaluated=("alpha",))
+    path = config.root / "metrics" / "alpha" / "multi" / "dnn.json"
+    data = json.loads(path.read_text())
+    assert "base" in data  # the fixture's dnn has a ridge base
+    del data["base"]["cv"]["rmse"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"metrics/alpha/multi/dnn.json: missing key 'base.cv.rmse'"):
+        compare(config)
+    path.write_text(json.dumps(dict(data, base=[1, 2])))
+    with pytest.raises(UserError, match=r"metrics/alpha/multi/dnn.json: base: expected"):
+        compare(config)
+
+
 def test_ttest_edge_cases():
     # Zero variance of the differences: undefined, not infinite.
     flat = corrected_resampled_ttest([0.1, 0.1, 0.1], 0.5)
@@ -677,3 +752,440 @@ def test_ttest_edge_cases():
     # d = [1, 2, 3]: mean 2, var 1, ratio 0.5 -> t = 2 / sqrt(1/3 + 1/2) = 2.1909.
     r = corrected_resampled_ttest([1.0, 2.0, 3.0], 0.5)
     assert r.t == pytest.approx(2 / math.sqrt(1 / 3 + 0.5)) and r.df == 2
+
+
+# --- The verdicts (DESIGN.md, protocol item 6) ---------------------------------------------
+
+
+def _t3_cdf(t: float) -> float:
+    """Student t CDF with 3 degrees of freedom in closed form (no scipy):
+    F(t) = 1/2 + (1/pi) (t / (sqrt 3 (1 + t^2/3)) + arctan(t / sqrt 3))."""
+    return 0.5 + (t / (math.sqrt(3) * (1 + t * t / 3)) + math.atan(t / math.sqrt(3))) / math.pi
+
+
+def test_bayesian_correlated_ttest_matches_hand_computation():
+    from benchmark.report.statistics import bayesian_correlated_ttest
+
+    # alpha/multi, dnn - ridge per scored fold: d = [-0.03, -0.05, -0.03, -0.05], n = 4.
+    # mean -0.04; var (ddof=1) = 4 * 0.01**2 / 3 = 4e-4 / 3. Folds of 8 held out of 40: rho = 0.2,
+    # rho / (1 - rho) = 0.25; scale^2 = (1/4 + 0.25) * 4e-4 / 3 = 2e-4 / 3, scale = 0.0081650.
+    # rope = 0.01 x ridge's mean CV RMSE 0.545 = 0.00545.
+    # P(better) = F3((-0.00545 + 0.04) / 0.0081650) = F3(4.2315) = 0.9879;
+    # P(worse) = 1 - F3((0.00545 + 0.04) / 0.0081650) = 1 - F3(5.5665) = 0.0057; P(equivalent) the rest.
+    scale = math.sqrt(2e-4 / 3)
+    r = bayesian_correlated_ttest([-0.03, -0.05, -0.03, -0.05], rho=0.2, rope=0.00545)
+    assert (r.df, r.n, r.location) == (3, 4, pytest.approx(-0.04))
+    assert r.scale == pytest.approx(scale) and round(scale, 7) == 0.0081650
+    assert r.p_better == pytest.approx(_t3_cdf((0.04 - 0.00545) / scale), abs=1e-12)
+    assert r.p_worse == pytest.approx(1 - _t3_cdf((0.04 + 0.00545) / scale), abs=1e-12)
+    assert (round(r.p_better, 4), round(r.p_worse, 4)) == (0.9879, 0.0057)
+    assert r.p_better + r.p_equivalent + r.p_worse == pytest.approx(1.0, abs=1e-15)
+    # rho = 0 is the plain (uncorrelated) Bayesian t-test: a narrower posterior, a surer P(better).
+    plain = bayesian_correlated_ttest([-0.03, -0.05, -0.03, -0.05], rho=0.0, rope=0.00545)
+    assert plain.scale == pytest.approx(math.sqrt(1e-4 / 3)) and plain.p_better > r.p_better
+
+
+@pytest.mark.parametrize("runs, folds", [(1, 5), (2, 5), (3, 10)])
+def test_bayesian_correlated_ttest_agrees_with_baycomp(runs, folds):
+    """baycomp's correlated t-test fixes rho = 1/k (k folds a run); ours takes rho from the fold sizes."""
+    baycomp = pytest.importorskip("baycomp")
+    from benchmark.report.statistics import bayesian_correlated_ttest
+
+    rng = np.random.default_rng(runs * 100 + folds)
+    reference = rng.normal(0.5, 0.02, runs * folds)
+    for shift in (-0.01, -0.001, 0.0, 0.004):
+        model = reference + rng.normal(shift, 0.005, runs * folds)
+        rope = 0.01 * reference.mean()
+        ours = bayesian_correlated_ttest(model - reference, rho=1 / folds, rope=rope)
+        # baycomp's difference is y - x and its p_left P(y - x < -rope): x the reference, y the model.
+        left, within, right = baycomp.two_on_single(reference, model, rope=rope, runs=runs)
+        assert (ours.p_better, ours.p_equivalent, ours.p_worse) == (
+            pytest.approx(left, abs=1e-12), pytest.approx(within, abs=1e-12), pytest.approx(right, abs=1e-12))
+        posterior = baycomp.CorrelatedTTest(reference, model, rope=rope, runs=runs)
+        assert ours.scale == pytest.approx(math.sqrt(posterior.var)) and ours.df == posterior.df
+    # Zero variance, where baycomp too answers with a point mass: d = 0.25 on every fold.
+    x = np.array([0.5, 0.25, 0.75, 0.5, 0.25])
+    assert baycomp.two_on_single(x, x - 0.25, rope=0.1) == (1.0, 0.0, 0.0)
+    flat = bayesian_correlated_ttest((x - 0.25) - x, rho=0.2, rope=0.1)
+    assert (flat.p_better, flat.p_equivalent, flat.p_worse, flat.scale) == (1.0, 0.0, 0.0, 0.0)
+
+
+def test_bayesian_correlated_ttest_edge_cases():
+    from benchmark.report.statistics import bayesian_correlated_ttest, verdict
+
+    # Fewer than two resamples: undefined, undecided.
+    for d in ([], [-0.2]):
+        r = bayesian_correlated_ttest(d, rho=0.2, rope=0.01)
+        assert (r.p_better, r.p_equivalent, r.p_worse) == (None, None, None)
+        assert verdict(r, 0.95) == "undecided"
+    # No spread (up to rounding): a point mass at mean(d), placed against the rope.
+    assert bayesian_correlated_ttest([0.0, 0.0, 0.0], 0.2, 0.01).p_equivalent == 1.0
+    same = [0.55 - 0.50, 0.53 - 0.48, 0.05]  # equal up to float rounding
+    assert bayesian_correlated_ttest(same, 0.2, 0.01).p_worse == 1.0
+    assert bayesian_correlated_ttest(same, 0.2, 0.06).p_equivalent == 1.0
+    assert bayesian_correlated_ttest([-0.01, -0.01], 0.2, 0.01).p_equivalent == 1.0  # on the edge: inside
+    # rope 0: nothing is equivalent unless the point mass sits on 0.
+    r = bayesian_correlated_ttest([-0.03, -0.05, -0.03, -0.05], 0.2, 0.0)
+    assert r.p_equivalent == 0.0 and r.p_better == pytest.approx(_t3_cdf(0.04 / math.sqrt(2e-4 / 3)))
+    with pytest.raises(ValueError, match="rho"):
+        bayesian_correlated_ttest([0.1, 0.2], rho=1.0, rope=0.0)
+
+
+def test_verdict_thresholds():
+    from benchmark.report.statistics import BayesianTTest, verdict
+
+    def posterior(better, equivalent, worse):
+        return BayesianTTest(better, equivalent, worse, 0.0, 1.0, 3, 4, 0.2, 0.01)
+
+    assert verdict(posterior(0.95, 0.04, 0.01), 0.95) == "better"  # at the threshold: decided
+    assert verdict(posterior(0.9499, 0.04, 0.0101), 0.95) == "undecided"  # just below
+    assert verdict(posterior(0.01, 0.9501, 0.0399), 0.95) == "equivalent"
+    assert verdict(posterior(0.01, 0.9499, 0.0401), 0.95) == "undecided"
+    assert verdict(posterior(0.0, 0.0, 1.0), 0.95) == "worse"
+    assert verdict(posterior(0.0, 0.0501, 0.9499), 0.95) == "undecided"
+    assert verdict(posterior(0.41, 0.52, 0.07), 0.95) == "undecided"
+    assert verdict(posterior(0.41, 0.52, 0.07), 0.51) == "equivalent"  # another confidence, another verdict
+
+
+def test_paired_bootstrap_of_the_held_out_rmse_difference():
+    import hashlib
+
+    from benchmark.report.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap_rmse, stable_seed
+
+    rng = np.random.default_rng(3)
+    observed = rng.normal(size=(40, 5))
+    # Errors the same on every entry: every resample gives RMSE 0.1 - 0.2, so the interval is that point.
+    exact = paired_bootstrap_rmse(observed, observed + 0.1, observed - 0.2, seed=1)
+    assert exact.difference == pytest.approx(-0.1) and exact.ci95 == (pytest.approx(-0.1), pytest.approx(-0.1))
+    model = observed + rng.normal(0, 0.3, observed.shape)
+    reference = observed + rng.normal(0, 0.5, observed.shape)
+    a = paired_bootstrap_rmse(observed, model, reference, seed=stable_seed("alpha", "multi", "dnn", "ridge"))
+    b = paired_bootstrap_rmse(observed, model, reference, seed=stable_seed("alpha", "multi", "dnn", "ridge"))
+    assert a == b and a.resamples == BOOTSTRAP_RESAMPLES == 2000  # deterministic
+    # The point estimate: pooled RMSE over all 40 x 5 entries, as benchmark.metrics defines it.
+    rmse = lambda p: math.sqrt(np.mean((p - observed) ** 2))  # noqa: E731
+    assert a.difference == pytest.approx(rmse(model) - rmse(reference))
+    assert a.ci95[0] < a.difference < a.ci95[1] < 0
+    # The seed is a hash of the names, not Python's salted hash(): the same on every run.
+    digest = hashlib.sha256("alpha\x1fmulti\x1fdnn\x1fridge".encode()).digest()[:8]
+    assert a.seed == int.from_bytes(digest, "little")
+    other = paired_bootstrap_rmse(observed, model, reference, seed=stable_seed("alpha", "multi", "lstm", "ridge"))
+    assert other.ci95 != a.ci95 and other.difference == a.difference
+    # Samples are drawn whole (all their genes together): a model that errs on one sample only has
+    # resamples without that sample, where it ties the reference; so the interval reaches 0.
+    spiky = observed.copy()
+    spiky[0] += 1.0
+    one = paired_bootstrap_rmse(observed, spiky, observed, seed=5)
+    assert one.ci95[0] == 0.0 and one.difference > 0
+
+
+def _verdicts(summary, dataset="alpha", task="multi"):
+    return summary["datasets"][dataset][task]["verdicts"]
+
+
+def test_summary_verdicts_winner_equivalent_undecided(summary):
+    multi = summary["datasets"]["alpha"]["multi"]
+    verdicts = _verdicts(summary)
+    assert multi["best_baseline"] == "ridge" and "ridge" not in verdicts  # the reference: no verdict on itself
+    assert set(verdicts) == set(ARCHS) - {"ridge"}
+    assert multi["rho"] == pytest.approx(0.2) and multi["repeats"] == 1
+    dnn = verdicts["dnn"]
+    scale = math.sqrt(2e-4 / 3)
+    assert set(dnn) == {"against", "verdict", "p_better", "p_equivalent", "p_worse", "rope", "difference",
+                        "resamples", "rho", "held_out", "versus_base"}
+    assert (dnn["against"], dnn["verdict"], dnn["resamples"]) == ("ridge", "better", 4)
+    assert dnn["rope"] == pytest.approx(0.01 * 0.545) and dnn["difference"] == pytest.approx(-0.04)
+    assert dnn["p_better"] == pytest.approx(_t3_cdf((0.04 - 0.00545) / scale), abs=1e-12)
+    # Held out: dnn predicts observed + 0.5 on every entry, ridge observed + mean(0.50, 0.50, 0.55):
+    # RMSE 0.5 - 0.51667 = -1/60 on every bootstrap resample too.
+    held = dnn["held_out"]
+    assert held["difference"] == pytest.approx(-1 / 60, abs=1e-6)
+    assert held["ci95"] == [pytest.approx(-1 / 60, abs=1e-6)] * 2
+    assert (held["wins"], held["genes"], held["win_rate"]) == (2, 3, pytest.approx(2 / 3))
+    # gru's folds equal ridge's: a point mass at 0, inside the rope.
+    assert verdicts["gru"]["verdict"] == "equivalent"
+    assert (verdicts["gru"]["p_equivalent"], verdicts["gru"]["p_better"]) == (1.0, 0.0)
+    # attention_lstm: d = [0, -0.02, 0.01, -0.05], mean -0.015, a wide posterior: undecided.
+    al = verdicts["attention_lstm"]
+    assert al["verdict"] == "undecided" and al["difference"] == pytest.approx(-0.015)
+    assert max(al["p_better"], al["p_equivalent"], al["p_worse"]) < 0.95
+    assert verdicts["mean"]["verdict"] == "worse" and verdicts["mean"]["p_worse"] > 0.95
+    # On synthetic the held-out predictions differ per sample: a real interval around the difference.
+    syn = _verdicts(summary, "synthetic")["dnn"]["held_out"]
+    assert syn["ci95"][0] < syn["difference"] < syn["ci95"][1] < 0
+
+
+def test_versus_base_only_for_deep_models_with_base_columns(summary):
+    for dataset in ("alpha", "synthetic"):
+        for task in TASKS:
+            for arch, entry in _verdicts(summary, dataset, task).items():
+                assert (entry["versus_base"] is not None) == (arch in BASE_FOLD_RMSE), (dataset, task, arch)
+    dnn = _verdicts(summary)["dnn"]["versus_base"]
+    # dnn's base scores like ridge on every fold: the same test as against ridge.
+    assert dnn["against"] == "base" and dnn["verdict"] == "better"
+    assert dnn["p_better"] == pytest.approx(_verdicts(summary)["dnn"]["p_better"], abs=1e-12)
+    # Held out, its base errs like ridge's per-gene RMSEs: -1/60 again, and the per-gene win rate 2/3.
+    assert dnn["held_out"]["difference"] == pytest.approx(-1 / 60, abs=1e-6)
+    assert dnn["held_out"]["wins"] == 2
+    # attention_lstm - its base: d = [-0.001, 0.001, -0.0005, 0.0005], mean 0, var 2.5e-6 / 3;
+    # scale sqrt(0.5 var) = 6.455e-4; rope 0.01 x the base's mean 0.53 = 0.0053:
+    # P(equivalent) = 2 F3(0.0053 / 6.455e-4) - 1 = 2 F3(8.211) - 1 = 0.9962.
+    al = _verdicts(summary)["attention_lstm"]["versus_base"]
+    scale = math.sqrt(0.5 * 2.5e-6 / 3)
+    assert al["rope"] == pytest.approx(0.0053) and al["difference"] == pytest.approx(0.0, abs=1e-12)
+    assert al["p_equivalent"] == pytest.approx(2 * _t3_cdf(0.0053 / scale) - 1, abs=1e-9)
+    assert round(al["p_equivalent"], 4) == 0.9962 and al["verdict"] == "equivalent"
+
+
+def test_report_opens_with_the_verdicts_in_words(summary, report):
+    lines = report.splitlines()
+    assert lines[0] == "# genebench: benchmark report" and lines[2] == "## Verdicts"
+    opening = report[report.index("## Verdicts"):report.index("\n## ", report.index("## Verdicts") + 1)]
+    assert "posterior probabilities from the Bayesian correlated t-test" in opening
+    assert "a verdict needs 0.95 or more, else it is undecided" in opening
+    bullets = {line.split(" (task ")[0]: line for line in opening.splitlines() if line.startswith("- ")}
+    multi = bullets["- `alpha`, top 3 genes"]
+    assert "reference `ridge` (the best baseline by CV)" in multi
+    assert "`dnn` is better than `ridge` (P = 0.98)" in multi
+    assert "`gru` is practically equivalent to `ridge` (P = 1.00)" in multi
+    al = _verdicts(summary)["attention_lstm"]
+    assert (f"`attention_lstm` is undecided (P(better) {math.floor(al['p_better'] * 100) / 100:.2f}, "
+            f"P(equivalent) {math.floor(al['p_equivalent'] * 100) / 100:.2f}") in multi
+    assert ("What the network adds over its own base (the ridge it corrects): `dnn` is better than its base "
+            "(P = 0.98), `attention_lstm` is practically equivalent to its base (P = 0.99).") in multi
+    assert "- `alpha`, one target gene (task `single`)" in opening
+    assert "- `empty`, task `multi`: no results." in opening
+    assert opening.index("`alpha`, one target gene") < opening.index("`synthetic`, one target gene")
+
+
+def test_no_sentence_calls_a_model_better_without_that_verdict(summary, report):
+    import re
+
+    for line in report.splitlines():
+        for arch, against in re.findall(r"`(\w+)` is better than (`\w+`|its base)", line):
+            dataset, task = re.match(r"- `(\w+)`, .*?\(task `(\w+)`\)", line).groups()
+            entry = _verdicts(summary, dataset, task)[arch]
+            entry = entry["versus_base"] if against == "its base" else entry
+            assert entry["verdict"] == "better", line
+    # Nor any other word that claims a win: the frequentist columns and the ranks decide no wording.
+    assert not re.search(r"\bbeats?\b|\bbeaten\b|\boutperform|\bwins\b|\bsuperior", report, re.IGNORECASE)
+    undecided = [a for a, e in _verdicts(summary).items() if e["verdict"] != "better"]
+    multi = _section(report, "alpha", "multi")
+    for arch in undecided:
+        assert f"`{arch}` is better" not in report
+        assert _row(_sub(multi, "Verdicts"), arch)[1] != "**better**"
+
+
+def test_dataset_section_tables_the_verdicts_and_the_ablation(summary, report):
+    verdicts = _sub(_section(report, "alpha", "multi"), "Verdicts")
+    dnn = _row(verdicts, "dnn")
+    entry = _verdicts(summary)["dnn"]
+    assert dnn[:3] == ["`dnn`", "**better**", f"{math.floor(entry['p_better'] * 100) / 100:.2f}"]
+    assert dnn[5:8] == ["-0.0400", "± 0.0055", "-0.0167 [-0.0167, -0.0167]"]
+    assert dnn[8] == "0.67 (2/3)"
+    assert "rho = 0.2000" in verdicts and "1 repeat of the folds" in verdicts
+    assert "it has no verdict against itself" in verdicts and not _row_or_none(verdicts, "ridge")
+    # The ablation table: the deep models with a base only.
+    ablation = verdicts[verdicts.index("The ablation"):]
+    assert _row(ablation, "attention_lstm")[1] == "**equivalent**"
+    assert {r.split("|")[1].strip() for r in ablation.splitlines() if r.startswith("| `")} == {
+        "`dnn`", "`attention_lstm`"}
+
+
+def _row_or_none(section: str, arch: str):
+    return next((line for line in section.splitlines() if line.startswith(f"| `{arch}`")), None)
+
+
+def test_leaderboard_rows_carry_their_verdict_against_ridge(summary, report):
+    for task in TASKS:
+        entries = {e["arch"]: e for e in summary["leaderboard"][task]}
+        assert entries["ridge"]["verdicts_vs_ridge"] == {} and entries["oracle"]["verdicts_vs_ridge"] == {}
+        for arch, entry in entries.items():
+            for dataset, v in entry["verdicts_vs_ridge"].items():
+                full = summary["datasets"][dataset][task]["versus_ridge"][arch]
+                assert v == {k: full[k] for k in ("against", "verdict", "p_better", "p_equivalent", "p_worse")}
+                # ridge is the best baseline here, so the leaderboard's verdict is the dataset's verdict.
+                assert v["verdict"] == summary["datasets"][dataset][task]["verdicts"][arch]["verdict"]
+        table = _leaderboard_section(report, task)
+        assert "| verdict vs ridge (CV) |" in table.splitlines()[2]
+        assert _row(table, "dnn")[-1] == "`alpha` better (P=0.98); `synthetic` better (P=0.98)"
+        assert _row(table, "ridge")[-1] == "reference"
+        assert _row(table, "gru")[-1].startswith("`alpha` equivalent (P=1.00)")
+    # alpha's single task has no lstm: its verdict column names synthetic only.
+    assert set({e["arch"]: e for e in summary["leaderboard"]["single"]}["lstm"]["verdicts_vs_ridge"]) == {"synthetic"}
+
+
+def test_leaderboard_says_plainly_there_are_too_few_datasets(summary, report, reported):
+    for task in TASKS:
+        friedman = summary["friedman"][task]
+        assert friedman["datasets"] == 2 and friedman["min_datasets"] == 5 and friedman["claim"] is False
+        assert friedman["statistic"] is None and friedman["p_value"] is None
+        assert friedman["critical_difference"] is None
+        text = _leaderboard_section(report, task)
+        assert ("**Across datasets: too few for a claim.** This leaderboard has 2 datasets, fewer than the 5 "
+                "that this report requires for a claim across datasets") in text
+        assert "χ² =" not in text and "CD =" not in text  # no statistic, no critical difference shown
+        assert not (reported.root / "reports" / "figures" / f"cd_{task}.png").exists()
+    # lstm lacks alpha's single task: the complete design leaves it out, and says so.
+    assert summary["friedman"]["single"]["left_out"] == ["lstm"]
+    assert "Left out (not scored on every dataset): `lstm`." in _leaderboard_section(report, "single")
+
+
+def _rewrite_folds(config, task: str, arch: str, edit) -> Path:
+    path = config.root / "artifacts" / "evaluation" / "alpha" / task / arch / "folds.csv"
+    frame = edit(pd.read_csv(path))
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_repeated_resamples_are_paired_by_fold_id(tmp_path):
+    """Two repeats of the 4 scored folds: 8 resamples with global fold ids, written in a
+    different row order per architecture; the verdict pairs them by `fold`, not by row."""
+    from benchmark.report import build
+    from benchmark.report.statistics import bayesian_correlated_ttest
+
+    config = make_project(tmp_path / "repeats", evaluated=("alpha",))
+    second = {arch: list(np.array(r) + 0.01 * (i % 3)) for i, (arch, r) in enumerate(FOLD_RMSE.items())}
+
+    def repeated(arch):
+        def edit(frame):
+            again = frame.assign(fold=frame["fold"] + 4, rmse=second[arch])
+            if "repeat" in frame.columns:
+                again["repeat"] = 1
+            both = pd.concat([frame, again], ignore_index=True)
+            if "base_rmse" in both.columns:
+                both.loc[4:, "base_rmse"] = np.array(BASE_FOLD_RMSE[arch]) + 0.002
+            return both.iloc[::-1] if arch in ("dnn", "lstm") else both  # row order must not matter
+        return edit
+
+    for arch in ARCHS:
+        _rewrite_folds(config, "multi", arch, repeated(arch))
+    with pytest.raises(UserError, match=r"artifacts/evaluation/alpha/multi/knn/folds.csv: column 'repeat': fold 5 "
+                                        r"is in repeat 0 but in repeat 1"):
+        build(config)  # knn's file has no repeat column: all read as repeat 0, unlike the others
+    _rewrite_folds(config, "multi", "knn", lambda f: f.assign(repeat=[0] * 4 + [1] * 4))
+    summary, _, _ = build(config)
+    multi = summary["datasets"]["alpha"]["multi"]
+    assert multi["repeats"] == 2 and multi["folds"] == 8 and multi["scored_folds"] == list(range(1, 9))
+    d = np.array(FOLD_RMSE["dnn"] + second["dnn"]) - np.array(FOLD_RMSE["ridge"] + second["ridge"])
+    ridge_mean = np.mean(FOLD_RMSE["ridge"] + second["ridge"])
+    expected = bayesian_correlated_ttest(d, rho=0.2, rope=0.01 * ridge_mean)
+    dnn = multi["verdicts"]["dnn"]
+    assert dnn["resamples"] == 8 and dnn["difference"] == pytest.approx(d.mean())
+    assert dnn["p_better"] == pytest.approx(expected.p_better, abs=1e-12)
+    assert dnn["p_worse"] == pytest.approx(expected.p_worse, abs=1e-12)
+    base = multi["verdicts"]["dnn"]["versus_base"]
+    d_base = np.array(FOLD_RMSE["dnn"] + second["dnn"]) - np.array(BASE_FOLD_RMSE["dnn"] * 2) \
+        - np.array([0] * 4 + [0.002] * 4)
+    assert base["difference"] == pytest.approx(d_base.mean())
+
+
+def test_folds_that_differ_between_architectures_are_refused(tmp_path):
+    from benchmark.report import build
+
+    config = make_project(tmp_path / "otherfolds", evaluated=("alpha",))
+    _rewrite_folds(config, "multi", "lstm", lambda f: f.assign(fold=f["fold"] + 10))
+    with pytest.raises(UserError, match=r"artifacts/evaluation/alpha/multi/lstm/folds.csv: folds \[11, 12, 13, 14\] "
+                                        r"differ from dnn's \[1, 2, 3, 4\]"):
+        build(config)
+
+
+@pytest.mark.parametrize("edit, file, message", [
+    (lambda f: f.drop(columns="base_rmse"), "folds.csv", "missing column 'base_rmse'"),
+    (lambda f: f.assign(base_rmse=["x"] * len(f)), "folds.csv", "column 'base_rmse': expected a number"),
+    (lambda f: f.assign(repeat=[0.5] * len(f)), "folds.csv", r"column 'repeat': expected a repeat number"),
+    (lambda f: f.assign(n_val=0), "folds.csv", "column 'n_val': expected a positive sample count"),
+    (lambda f: f.drop(columns="base_predicted"), "test_predictions.csv", "missing column 'base_predicted'"),
+    (lambda f: f.drop(columns="base_rmse"), "test_per_gene.csv", "missing column 'base_rmse'"),
+])
+def test_malformed_base_and_repeat_columns_name_the_file_and_column(tmp_path, edit, file, message):
+    from benchmark.report import build
+
+    config = make_project(tmp_path / "malformed", evaluated=("alpha",))
+    path = config.root / "artifacts" / "evaluation" / "alpha" / "multi" / "dnn" / file
+    pd.read_csv(path).pipe(edit).to_csv(path, index=False)
+    with pytest.raises(UserError, match=rf"artifacts/evaluation/alpha/multi/dnn/{file}: {message}"):
+        build(config)
+
+
+def test_held_out_predictions_of_other_samples_are_refused(tmp_path):
+    from benchmark.report import build
+
+    config = make_project(tmp_path / "othersamples", evaluated=("alpha",))
+    path = config.root / "artifacts" / "evaluation" / "alpha" / "multi" / "gru" / "test_predictions.csv"
+    table = pd.read_csv(path, dtype={"sample": str})
+    first = table["sample"].iloc[0]
+    table.loc[table["sample"] == first, "sample"] = "cell99"
+    table.to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"artifacts/evaluation/alpha/multi/gru/test_predictions.csv: column "
+                                        r"'sample': sample '(cell99|" + first + r")' is not a held-out sample of both"):
+        build(config)
+
+
+def test_a_reference_other_than_ridge_and_the_leaderboard_still_against_ridge(tmp_path):
+    """knn made the best baseline by CV: the verdicts are against knn (ridge gets one too); the
+    leaderboard's column stays against ridge, as DESIGN.md's item 7 asks."""
+    from benchmark.report import build
+    from benchmark.report.markdown import render
+
+    config = make_project(tmp_path / "knnref", evaluated=("alpha",))
+    better = [0.53, 0.52, 0.51, 0.54]  # ridge - 0.02 on every fold
+    _rewrite_folds(config, "multi", "knn", lambda f: f.assign(rmse=better))
+    path = config.root / "metrics" / "alpha" / "multi" / "knn.json"
+    metrics = json.loads(path.read_text())
+    metrics["cv"]["rmse"] = {"mean": float(np.mean(better)), "std": float(np.std(better, ddof=1))}
+    path.write_text(json.dumps(metrics))
+    summary, _, _ = build(config)
+    multi = summary["datasets"]["alpha"]["multi"]
+    assert multi["best_baseline"] == "knn"
+    assert set(multi["verdicts"]) == set(ARCHS) - {"knn"}
+    assert multi["verdicts"]["ridge"]["against"] == "knn" and multi["verdicts"]["ridge"]["verdict"] == "worse"
+    # ridge - knn = +0.02 on every fold: a point mass far above the rope (0.01 x 0.525).
+    assert multi["verdicts"]["ridge"]["p_worse"] == 1.0
+    assert multi["verdicts"]["ridge"]["versus_base"] is None
+    assert "ridge" not in multi["versus_ridge"] and multi["versus_ridge"]["knn"]["verdict"] == "better"
+    assert multi["versus_ridge"]["gru"]["verdict"] == "equivalent"  # gru's folds equal ridge's
+    assert multi["verdicts"]["gru"]["verdict"] == "worse"  # but 0.02 above knn's
+    board = {e["arch"]: e for e in summary["leaderboard"]["multi"]}
+    assert board["knn"]["verdicts_vs_ridge"]["alpha"]["verdict"] == "better"
+    text = render(summary, config.datasets)
+    sentence = next(line for line in text.splitlines() if line.startswith("- `alpha`, top 3 genes"))
+    assert "no deep model is better than `knn` (the best baseline by CV)" in sentence
+    assert "`ridge` is worse than `knn` (P = 1.00)" in sentence
+    assert _row(_leaderboard_section(text, "multi"), "ridge")[-1] == "reference"
+    assert _row(_leaderboard_section(text, "multi"), "knn")[-1] == "`alpha` better (P=1.00)"
+
+
+def test_five_datasets_allow_the_friedman_claim_and_its_diagram(tmp_path):
+    """Five datasets (copies of alpha's data, multi task only): the leaderboard states the Friedman
+    test and Nemenyi's CD and draws the critical-difference diagram."""
+    from benchmark.report import build
+    from benchmark.report.markdown import render
+
+    root = tmp_path / "five"
+    root.mkdir()
+    names = [f"copy{i}" for i in range(5)]
+    params = PARAMS.replace("  alpha: {transform: none}\n  synthetic: {transform: none}\n  empty: {transform: none}\n",
+                            "".join(f"  {n}: {{transform: none}}\n" for n in names))
+    (root / "params.yaml").write_text(params)
+    _write_data(root)
+    config = load_config(root / "params.yaml", root=root)
+    for name in names:
+        shutil.copytree(root / "data" / "alpha", root / "data" / name)
+        cfg = config.for_dataset(name)
+        prepare(cfg)
+        for arch in ARCHS:
+            _write_results(cfg, "multi", arch)
+    summary, figures, plot_data = build(config)
+    result = summary["friedman"]["multi"]
+    assert result["claim"] is True and result["datasets"] == 5 and len(result["architectures"]) == 8
+    # The same scores on every dataset: every architecture keeps its rank; the ranks differ beyond chance.
+    assert result["mean_ranks"]["dnn"] == 1.0 and result["p_value"] < 0.001
+    assert figures["cd_multi.png"][:8] == b"\x89PNG\r\n\x1a\n" and b"dnn" in plot_data["cd_multi.csv"]
+    assert "cd_single.png" not in figures  # no results for the single task at all
+    text = _leaderboard_section(render(summary, config.datasets), "multi")
+    assert f"Friedman test over 5 datasets × 8 architectures: χ² = {result['statistic']:.2f}" in text
+    assert "the architectures' ranks differ across datasets" in text
+    assert f"CD = {result['critical_difference']:.2f}" in text
+    assert "![Critical-difference diagram, task multi](figures/cd_multi.png)" in text
+    assert "too few for a claim" not in text

@@ -15,6 +15,10 @@ A row's scaled score on a dataset is the mean of its scaled metrics; per task th
 are ordered by the mean of that score over datasets, with the mean rank (within each
 dataset, 1 = best, ties averaged) beside it.
 
+Beside the ranking, per task, a Friedman test over datasets x architectures and Nemenyi's
+critical difference (Demšar 2006, JMLR 7:1), see `friedman`; each row also carries its
+CV verdict against ridge per dataset (`with_verdicts`).
+
 Controls take the same path as the models: the oracle is scored by the same
 `regression_metrics` with the same development ranges, and both controls are rows of
 the leaderboard, scaled by the same `scale`. Ranks are among the architectures only:
@@ -45,6 +49,12 @@ ORACLE = "oracle"
 PERFECT_NAME = "perfect prediction"
 ROLES = {"negative": "negative control", "positive": "positive control"}
 _TRUTH_ROWS = 4096  # rows of the memory-mapped truth read at a time
+# Friedman's chi-square approximation and Nemenyi's test need enough blocks: Demšar (2006)
+# asks for N > 10 datasets for the approximation and exact tables below; with N < 5 the
+# test has almost no power and the ranks of a few datasets say little. Our rule: a claim
+# across datasets needs at least 5 datasets on which every compared architecture is scored.
+MIN_DATASETS = 5
+ALPHA = 0.05
 
 
 def scale(score: Optional[float], negative: Optional[float], positive: Optional[float]) -> Optional[float]:
@@ -166,6 +176,61 @@ def table(scores: Mapping[str, Mapping[str, Mapping]]) -> list[dict]:
         })
     entries.sort(key=lambda e: (-e["mean_scaled_score"],
                                 math.inf if e["mean_rank"] is None else e["mean_rank"], order.index(e["arch"])))
+    return entries
+
+
+def nemenyi_critical_difference(k: int, n: int, alpha: float = ALPHA) -> float:
+    """Nemenyi's critical difference of mean ranks: q_alpha · sqrt(k (k + 1) / (6 N)) for k
+    architectures over N datasets, q_alpha the studentized range quantile (infinite df) / sqrt 2
+    (Demšar 2006, table 5: 2.343 for k = 3, 3.031 for k = 8 at alpha 0.05)."""
+    from scipy.stats import studentized_range
+
+    q = float(studentized_range.ppf(1 - alpha, k, np.inf)) / math.sqrt(2)
+    return q * math.sqrt(k * (k + 1) / (6 * n))
+
+
+def friedman(scores: Mapping[str, Mapping[str, Mapping]]) -> dict:
+    """Friedman's test of one task over datasets (blocks) x architectures (treatments).
+
+    `scores`: dataset -> `dataset_scores` (scaled scores). The test needs a complete
+    design: the architectures scored on every dataset of `scores` are compared (the others
+    are listed in `left_out`; the oracle is a yardstick and never compared). Returns
+    `datasets` (N), `architectures` (compared, in `ARCHS` order), `left_out`, `mean_ranks`
+    (within each dataset, 1 = highest scaled score, ties averaged), `min_datasets`, `alpha`,
+    `claim` (whether N >= `MIN_DATASETS` and at least 3 architectures: the rule for a
+    claim across datasets), and where `claim` holds `statistic` (chi-square), `p_value`
+    and `critical_difference` (Nemenyi, at `alpha`); else those three are None.
+    """
+    from scipy.stats import friedmanchisquare
+
+    datasets = list(scores)
+    present = [a for a in ARCHS if datasets and all(scores[d].get(a, {}).get("score") is not None for d in datasets)]
+    left_out = [a for a in ARCHS if a not in present and any(a in scores[d] for d in datasets)]
+    matrix = np.array([[scores[d][a]["score"] for a in present] for d in datasets], dtype=np.float64)
+    ranks = np.array([rankdata(-row, method="average") for row in matrix]) if matrix.size else matrix
+    result = {"datasets": len(datasets), "architectures": present, "left_out": left_out,
+              "mean_ranks": {a: float(r) for a, r in zip(present, ranks.mean(axis=0))} if matrix.size else {},
+              "min_datasets": MIN_DATASETS, "alpha": ALPHA,
+              "claim": len(datasets) >= MIN_DATASETS and len(present) >= 3,
+              "statistic": None, "p_value": None, "critical_difference": None}
+    if result["claim"]:
+        if bool(np.all(ranks == ranks[0, 0])):  # every dataset ties every architecture: no evidence, 0/0 in scipy
+            result["statistic"], result["p_value"] = 0.0, 1.0
+        else:
+            test = friedmanchisquare(*matrix.T)
+            result["statistic"], result["p_value"] = float(test.statistic), float(test.pvalue)
+        result["critical_difference"] = nemenyi_critical_difference(len(present), len(datasets))
+    return result
+
+
+def with_verdicts(entries: list[dict], versus_ridge: Mapping[str, Mapping[str, dict]]) -> list[dict]:
+    """`entries` with `verdicts_vs_ridge`: dataset -> the row's CV verdict against ridge there
+    (`verdict`, `p_better`, `p_equivalent`, `p_worse`), where it has one; ridge itself (the
+    reference) and the oracle get none. `versus_ridge`: dataset -> arch -> verdict entry."""
+    keys = ("against", "verdict", "p_better", "p_equivalent", "p_worse")
+    for entry in entries:
+        entry["verdicts_vs_ridge"] = {d: {k: v[entry["arch"]][k] for k in keys}
+                                      for d, v in versus_ridge.items() if entry["arch"] in v}
     return entries
 
 

@@ -1,8 +1,10 @@
 """`reports/benchmark.md`, rendered from the summary dict that `reports/summary.json` holds.
 
-Layout: the leaderboard (per task), then one section per dataset with one subsection per
-task (metrics, scaled metrics beside the seed's figures, each architecture against the
-best baseline, the scores scaled between the controls, figures).
+Layout: the verdicts in words (one sentence per dataset and task, `benchmark.report.wording`),
+the leaderboard (per task, with each row's verdict against ridge and the Friedman test or
+the statement that there are too few datasets for one), then one section per dataset with
+one subsection per task (metrics, scaled metrics beside the seed's figures, the verdicts,
+the frequentist table, the scores scaled between the controls, figures).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Optional
 from benchmark import ARCHS, BASELINE_ARCHS
 from benchmark.report.leaderboard import METRICS as SCALED_METRICS
 from benchmark.report.leaderboard import NEGATIVE_CONTROL, ORACLE, figure_stem
+from benchmark.report.wording import friedman_lines, leaderboard_cell, opening, verdicts_section
 
 DASH = "–"  # shown for undefined values (Pearson r of a constant prediction, an undefined t)
 LABELS = {"rmse": "RMSE", "mae": "MAE", "mse": "MSE", "r2": "R²", "pearson": "Pearson r"}
@@ -104,11 +107,13 @@ def _role_name(arch: str, role: str) -> str:
 
 
 def _leaderboard_table(entries: list[dict], datasets: list[str]) -> list[str]:
-    header = ["architecture", "mean scaled score", "mean rank", "datasets", *(f"`{d}`" for d in datasets)]
+    header = ["architecture", "mean scaled score", "mean rank", "datasets", *(f"`{d}`" for d in datasets),
+              "verdict vs ridge (CV)"]
     rows = [[_role_name(e["arch"], e["role"]), _num(e["mean_scaled_score"]), _num(e["mean_rank"], ".2f"),
-             f"{e['datasets']}/{len(datasets)}", *(_num(e["scaled_scores"].get(d)) for d in datasets)]
+             f"{e['datasets']}/{len(datasets)}", *(_num(e["scaled_scores"].get(d)) for d in datasets),
+             leaderboard_cell(e, datasets)]
             for e in entries]
-    return _table(header, rows)
+    return _table(header, rows, ["---"] + ["---:"] * (len(header) - 2) + ["---"])
 
 
 def _positive_check(name: str, section: dict) -> list[str]:
@@ -131,13 +136,16 @@ def _leaderboard(summary: dict, datasets: list[str]) -> list[str]:
         "Per dataset and task, each architecture's held-out RMSE, MAE, MSE and R² are scaled between the "
         f"negative control (`{NEGATIVE_CONTROL}`, 0) and the positive control (1): the oracle, which predicts the "
         "noiseless truth of the held-out samples, on a dataset that keeps one; a perfect prediction (RMSE = MAE = "
-        "MSE = 0, R² = 1) elsewhere. Scaled = (s − s_negative) / (s_positive − s_negative), so a score above 0 beats "
-        "the mean and 1 matches the positive control. Pearson r is left out: it is undefined for the mean's "
-        "constant prediction. A dataset's scaled score is the mean over the four metrics; the mean scaled score "
+        "MSE = 0, R² = 1) elsewhere. Scaled = (s − s_negative) / (s_positive − s_negative), so a score above 0 "
+        "lies above the negative control's and 1 matches the positive control. Pearson r is left out: it is "
+        "undefined for the mean's constant prediction. A dataset's scaled score is the mean over the four "
+        "metrics; the mean scaled score "
         "averages it over datasets, and the mean rank averages the rank within each dataset (1 = best, ties share "
         "their mean rank; the oracle reads the truth, so it is not ranked). Rows are ordered by mean scaled score; "
         "`datasets` says on how many of the leaderboard's datasets a row was scored, and a row scored on fewer is "
-        "averaged over those only (its results elsewhere are missing, see the dataset sections).",
+        "averaged over those only (its results elsewhere are missing, see the dataset sections). The last "
+        "column is each row's verdict against `ridge` on each dataset (Bayesian correlated t-test over the CV "
+        "resamples, as in the verdicts above); the ranking itself decides no verdict.",
     ]
     for task, entries in summary["leaderboard"].items():
         on = [d for d in datasets if summary["datasets"][d][task].get("scaled")]
@@ -162,6 +170,8 @@ def _leaderboard(summary: dict, datasets: list[str]) -> list[str]:
             lines += ["", f"Not on this leaderboard: {', '.join(off)}."]
         if entries:
             lines += ["", f"![Leaderboard, task {task}](figures/{figure_stem(task)}.png)"]
+            if task in summary.get("friedman", {}):
+                lines += ["", *friedman_lines(task, summary["friedman"][task])]
     return lines
 
 
@@ -189,21 +199,21 @@ def _versus(task: dict) -> list[str]:
         "",
         *(_versus_table(task) if task["versus_best_baseline"] else ["No other architecture has results for this task."]),
         "",
-        f"The difference is the mean over the {task['folds']} scored folds of (model RMSE − baseline RMSE): negative "
-        "means the model is better than the baseline. t and p come from the corrected resampled t-test (Nadeau & "
+        "These frequentist columns are shown for reference and decide no wording: the verdicts above do. The "
+        f"difference is the mean over the {task['folds']} scored folds of (model RMSE − baseline RMSE); negative: "
+        "the model's CV RMSE is lower on average. t and p come from the corrected resampled t-test (Nadeau & "
         "Bengio, 2003) over the paired folds: t = mean(d) / sqrt((1/k + n_test/n_train) · var(d)), df = k − 1"
         + (f", with n_test/n_train = {ratio:.4f} from the fold sizes" if ratio is not None else "")
         + "; it widens the plain paired t-test, which ignores that the folds' training sets overlap. "
         f"{DASH} means the per-fold differences do not vary, so t is undefined. p (Holm) adjusts p for the "
         f"{_tested(task)} compared with the same baseline in this task (Holm's step-down method: calling "
         "every p (Holm) < α a difference keeps the chance of any false call among them at most α); an undefined "
-        "p is not counted. Read p (Holm) to ask whether any architecture differs from the baseline, p for one "
-        "chosen in advance.",
+        "p is not counted.",
         "",
         "Win rate: the fraction of target genes where the model's held-out per-gene RMSE is lower than "
         "the baseline's (the figure D-GEX reports against linear regression)."
-        + (" This task has one target gene, so the win rate is 0 or 1: it says whether the model beat "
-           "the baseline on that gene and carries no more information than the held-out RMSE."
+        + (" This task has one target gene, so the win rate is 0 or 1: it says whether the model's "
+           "held-out RMSE on that gene is the lower and carries no more information than the held-out RMSE."
            if genes == 1 else ""),
     ]
 
@@ -222,7 +232,8 @@ def _task_section(dataset: str, name: str, task: dict, seed: dict) -> list[str]:
               "", *_scaled_table(task, seed), "", f"† {seed['caveat']}"]
     if seed.get("note"):
         lines[-1] += " " + seed["note"]
-    lines += ["", "#### Each architecture against the best baseline", "", *_versus(task)]
+    lines += ["", "#### Verdicts", "", *verdicts_section(task)]
+    lines += ["", "#### Frequentist tests against the best baseline (decide no wording)", "", *_versus(task)]
     positive = task["controls"]["positive"]
     lines += ["", "#### Held-out scores scaled between the controls", ""]
     if not task["scaled"]:
@@ -247,6 +258,10 @@ def render(summary: dict, datasets: Optional[list[str]] = None) -> str:
     datasets = list(summary["datasets"]) if datasets is None else datasets
     lines = [
         "# genebench: benchmark report",
+        "",
+        *opening(summary, datasets, **summary.get("compare", {"rope": 0.01, "confidence": 0.95})),
+        "",
+        "## How to read this report",
         "",
         "Written by `genebench compare` from `metrics/` and `artifacts/evaluation/`; the same numbers are in "
         "`reports/summary.json`. Datasets: " + ", ".join(f"`{d}`" for d in datasets) + ". CV: mean ± standard "

@@ -167,3 +167,56 @@ def leaderboard_heatmap(task: str, entries: list[dict], datasets: list[str]) -> 
     fig.colorbar(image, ax=ax, label="scaled score")
     fig.tight_layout()
     return fig, data
+
+
+def cliques(mean_ranks: dict[str, float], critical_difference: float) -> list[list[str]]:
+    """The maximal groups of architectures whose mean ranks lie within `critical_difference`
+    of each other (Nemenyi: not told apart), each in rank order; singletons left out."""
+    order = sorted(mean_ranks, key=lambda a: (mean_ranks[a], a))
+    groups: list[list[str]] = []
+    for i, first in enumerate(order):
+        group = [a for a in order[i:] if mean_ranks[a] - mean_ranks[first] < critical_difference]
+        if len(group) > 1 and not any(set(group) <= set(g) for g in groups):
+            groups.append(group)
+    return groups
+
+
+def critical_difference(task: str, result: dict) -> tuple[Figure, pd.DataFrame]:
+    """Demšar's critical-difference diagram of one task: mean ranks on an axis (1 = best, left),
+    Nemenyi's CD as a bar, thick lines joining architectures it cannot tell apart.
+
+    `result`: `leaderboard.friedman` with `claim` true. The data: arch, mean_rank, and the
+    clique numbers (0, 1, ...) each architecture belongs to, `;`-joined.
+    """
+    ranks, cd = result["mean_ranks"], result["critical_difference"]
+    order = sorted(ranks, key=lambda a: (ranks[a], a))
+    k = len(order)
+    groups = cliques(ranks, cd)
+    data = pd.DataFrame({"arch": order, "mean_rank": [ranks[a] for a in order],
+                         "cliques": [";".join(str(i) for i, g in enumerate(groups) if a in g) for a in order]})
+    half = (k + 1) // 2
+    fig = Figure(figsize=(8, 1.6 + 0.3 * (half + len(groups))))
+    ax = fig.add_subplot()
+    ax.set_xlim(-1.5, k + 2.5)  # room for the labels beside the axis
+    height = half + len(groups) + 2
+    ax.set_ylim(-height, 2.2)
+    ax.axis("off")
+    ax.hlines(0, 1, k, color="black")
+    for r in range(1, k + 1):
+        ax.vlines(r, 0, 0.15, color="black")
+        ax.text(r, 0.3, str(r), ha="center", va="bottom", fontsize=9)
+    ax.hlines(1.5, 1, 1 + cd, color="black", linewidth=2)
+    ax.text(1 + cd / 2, 1.65, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9)
+    for i, arch in enumerate(order):
+        left = i < half
+        y = -(len(groups) + 1 + (i if left else k - 1 - i))
+        x_end = 0.6 if left else k + 0.4
+        ax.plot([ranks[arch], ranks[arch], x_end], [0, y, y], color="#444444", linewidth=0.8)
+        ax.text(x_end, y, f"{arch} ({ranks[arch]:.2f})", ha="right" if left else "left", va="center", fontsize=9)
+    for j, group in enumerate(groups):
+        y = -(j + 0.6)
+        ax.hlines(y, ranks[group[0]] - 0.05, ranks[group[-1]] + 0.05, color="#3b6ea5", linewidth=3)
+    ax.set_title(f"task {task}: mean rank over {result['datasets']} datasets (Friedman p = {result['p_value']:.3g}; "
+                 f"Nemenyi at α = {result['alpha']})", fontsize=10)
+    fig.tight_layout()
+    return fig, data

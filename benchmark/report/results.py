@@ -3,10 +3,12 @@
 For each dataset, task and architecture (paths from a config bound to the dataset):
 `metrics/<dataset>/<task>/<arch>.json` (the DESIGN.md schema, with `cv` also carrying
 `rmse_scaled`/`mae_scaled`) and `artifacts/evaluation/<dataset>/<task>/<arch>/`:
-`folds.csv` (one row per scored fold: fold number, `n_train`, `n_val`, metric columns;
-fold numbers are those of the prepared split and need not start at 0),
-`test_per_gene.csv` (gene, r2, rmse),
-`test_predictions.csv` (sample, gene, observed, predicted), `run.json` (`data_version`),
+`folds.csv` (one row per scored CV resample: `fold`, a global id unique across repeats that
+need not start at 0, `repeat` (0 where absent: files from before repeated CV), `n_train`,
+`n_val`, metric columns, and for a deep model with a base the same fold scored by its base
+alone, `base_<metric>`), `test_per_gene.csv` (gene, r2, rmse, and `base_r2`, `base_rmse`
+with a base), `test_predictions.csv` (sample, gene, observed, predicted, and
+`base_predicted` with a base), `run.json` (`data_version`),
 and for attention models `attention.csv` (per token) and, where tokens are single genes,
 `gene_importance.csv`. Inputs are checked once here; a malformed or inconsistent file
 raises `UserError` naming the file and the offending key or column.
@@ -30,8 +32,12 @@ from benchmark.paths import evaluation_dir, metrics_file
 METRICS = ("rmse", "mae", "mse", "r2", "pearson")
 SCALED = ("rmse_scaled", "mae_scaled")
 FOLD_COLUMNS = ("fold",) + METRICS + SCALED
-FOLD_SIZES = ("n_train", "n_val")  # optional in folds.csv: the fold sizes the t-test's correction uses
+FOLD_SIZES = ("n_train", "n_val")  # optional in folds.csv: the fold sizes the tests' correlation uses
+BASE = "base_"  # prefix of the columns that score a deep model's own ridge base alone (the ablation)
+BASE_METRICS = tuple(BASE + m for m in METRICS + SCALED)
+FOLD_OPTIONAL = FOLD_SIZES + ("repeat",) + BASE_METRICS
 PER_GENE_COLUMNS = ("gene", "r2", "rmse")
+PER_GENE_BASE = ("base_r2", "base_rmse")
 # Files every architecture's evaluation must leave; attention.csv is optional (attention archs only).
 REQUIRED = ("folds.csv", "test_per_gene.csv", "test_predictions.csv")
 
@@ -48,9 +54,10 @@ def relative(config: Config, path: Path) -> str:
 class ArchResult:
     """One architecture's evaluation on one task.
 
-    `folds`: one row per scored CV fold, indexed by fold number, metric columns (and
-    `n_train`, `n_val` where folds.csv records them).
-    `per_gene`: held-out per-gene `r2` and `rmse`, indexed by gene id.
+    `folds`: one row per scored CV resample, indexed by its global fold id: `repeat`
+    (0 where folds.csv has none), metric columns, and where folds.csv records them
+    `n_train`, `n_val` and the base's `base_<metric>` columns.
+    `per_gene`: held-out per-gene `r2` and `rmse` (and `base_r2`, `base_rmse`), indexed by gene id.
     `attention`: mean attention weight per token over the held-out samples (`label`, `weight`).
     """
 
@@ -72,6 +79,11 @@ class ArchResult:
 
     def test(self, metric: str) -> Optional[float]:
         return self.metrics["test"].get(metric)
+
+    @property
+    def has_base(self) -> bool:
+        """Whether the files score this model's base alone too (a deep model with `training.base`)."""
+        return BASE + "rmse" in self.folds.columns
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,20 @@ class TaskResults:
         if not all(c in folds.columns for c in FOLD_SIZES):
             return None
         return float((folds["n_val"] / folds["n_train"]).mean())
+
+    @property
+    def rho(self) -> Optional[float]:
+        """rho of the correlated t-test: mean over the scored folds of n_val / (n_val + n_train);
+        None where folds.csv lacks the sizes."""
+        folds = next(iter(self.archs.values())).folds
+        if not all(c in folds.columns for c in FOLD_SIZES):
+            return None
+        return float((folds["n_val"] / (folds["n_val"] + folds["n_train"])).mean())
+
+    @property
+    def repeats(self) -> int:
+        """How many repeats of the K-fold split the scored resamples come from."""
+        return int(next(iter(self.archs.values())).folds["repeat"].nunique())
 
     @property
     def genes(self) -> list[str]:
@@ -146,25 +172,35 @@ def _check_metrics(source: str, data, dataset: str, task: str, arch: str) -> dic
     for key in ("n_dev", "n_test"):
         if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 1:
             raise UserError(f"{source}: {key}: expected a positive integer, got {data[key]!r}")
+    _check_scores(source, data, "")
+    if "base" in data:  # a deep model's own base scored alone: the same shape as the model's scores
+        if not isinstance(data["base"], dict) or any(k not in data["base"] for k in ("cv", "test")):
+            raise UserError(f"{source}: base: expected {{\"cv\": {{...}}, \"test\": {{...}}}}")
+        _check_scores(source, data["base"], "base.")
+    return data
+
+
+def _check_scores(source: str, data: dict, prefix: str) -> None:
+    """Check `data["cv"]` ({metric: {"mean", "std"}}) and `data["test"]` ({metric: value});
+    messages name the key as `<prefix>cv.<metric>`."""
     for section in ("cv", "test"):
         if not isinstance(data[section], dict):
-            raise UserError(f"{source}: {section}: expected an object")
+            raise UserError(f"{source}: {prefix}{section}: expected an object")
     for metric in METRICS + SCALED:
         # Pearson r is undefined for a constant prediction (the mean baseline), R^2 for a
         # single sample: JSON null.
         nullable = metric in ("pearson", "r2")
         entry = data["cv"].get(metric)
         if entry is None and not nullable:
-            raise UserError(f"{source}: missing key 'cv.{metric}'")
+            raise UserError(f"{source}: missing key '{prefix}cv.{metric}'")
         if entry is not None:
             if not isinstance(entry, dict) or "mean" not in entry:
-                raise UserError(f"{source}: cv.{metric}: expected {{\"mean\": ..., \"std\": ...}}")
-            _number(source, entry["mean"], f"cv.{metric}.mean", nullable)
-            _number(source, entry.get("std"), f"cv.{metric}.std", nullable=True)
+                raise UserError(f"{source}: {prefix}cv.{metric}: expected {{\"mean\": ..., \"std\": ...}}")
+            _number(source, entry["mean"], f"{prefix}cv.{metric}.mean", nullable)
+            _number(source, entry.get("std"), f"{prefix}cv.{metric}.std", nullable=True)
         if metric not in data["test"] and not nullable:
-            raise UserError(f"{source}: missing key 'test.{metric}'")
-        _number(source, data["test"].get(metric), f"test.{metric}", nullable)
-    return data
+            raise UserError(f"{source}: missing key '{prefix}test.{metric}'")
+        _number(source, data["test"].get(metric), f"{prefix}test.{metric}", nullable)
 
 
 def _read_csv(config: Config, path: Path, columns: tuple[str, ...], index: str,
@@ -197,18 +233,16 @@ def load_arch(config: Config, task: str, arch: str) -> ArchResult | str:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{source}: not valid JSON") from None
     metrics = _check_metrics(source, data, config.dataset, task, arch)
-    folds = _read_csv(config, edir / "folds.csv", FOLD_COLUMNS, "fold", optional=FOLD_SIZES)
-    for column in ("rmse",) + tuple(c for c in FOLD_SIZES if c in folds.columns):
-        values = folds[column]
-        valid = pd.api.types.is_numeric_dtype(values) and not values.isna().any()
-        if column in FOLD_SIZES:
-            valid = valid and bool((values >= 1).all())
-        if not valid:
-            what = "a positive sample count" if column in FOLD_SIZES else "a number"
-            raise UserError(f"{relative(config, edir / 'folds.csv')}: column {column!r}: expected {what} in every row")
-    per_gene = _read_csv(config, edir / "test_per_gene.csv", PER_GENE_COLUMNS, "gene")
-    if not pd.api.types.is_numeric_dtype(per_gene["rmse"]) or per_gene["rmse"].isna().any():
-        raise UserError(f"{relative(config, edir / 'test_per_gene.csv')}: column 'rmse': expected a number in every row")
+    folds = _read_folds(config, edir / "folds.csv")
+    per_gene = _read_csv(config, edir / "test_per_gene.csv", PER_GENE_COLUMNS, "gene", optional=PER_GENE_BASE)
+    if folds.columns.str.startswith(BASE).any() and "base_rmse" not in per_gene.columns:
+        raise UserError(f"{relative(config, edir / 'test_per_gene.csv')}: missing column 'base_rmse' "
+                        "(folds.csv scores the model's base)")
+    for column in ("rmse", "base_rmse"):
+        if column in per_gene.columns and (not pd.api.types.is_numeric_dtype(per_gene[column])
+                                           or per_gene[column].isna().any()):
+            raise UserError(f"{relative(config, edir / 'test_per_gene.csv')}: column {column!r}: "
+                            "expected a number in every row")
     run: dict = {}
     if (edir / "run.json").exists():
         try:
@@ -219,6 +253,30 @@ def load_arch(config: Config, task: str, arch: str) -> ArchResult | str:
     return ArchResult(arch=arch, metrics=metrics, folds=folds, per_gene=per_gene,
                       predictions=edir / "test_predictions.csv", run=run if isinstance(run, dict) else {},
                       attention=attention, attention_by_gene=by_gene)
+
+
+def _read_folds(config: Config, path: Path) -> pd.DataFrame:
+    """folds.csv, checked: `fold` unique, `repeat` a count from 0 (0 where absent), sizes >= 1,
+    `rmse` (and, once any `base_` column is there, `base_rmse`) a number in every row."""
+    source = relative(config, path)
+    folds = _read_csv(config, path, FOLD_COLUMNS, "fold", optional=FOLD_OPTIONAL)
+    if "repeat" not in folds.columns:  # a file from before repeated CV: one repeat
+        folds.insert(0, "repeat", 0)
+    if folds.columns.str.startswith(BASE).any() and BASE + "rmse" not in folds.columns:
+        raise UserError(f"{source}: missing column 'base_rmse' (the file has other base_ columns)")
+    checked = ("repeat", "rmse") + tuple(c for c in FOLD_SIZES + (BASE + "rmse",) if c in folds.columns)
+    for column in checked:
+        values = folds[column]
+        valid = pd.api.types.is_numeric_dtype(values) and not values.isna().any()
+        counts = column in FOLD_SIZES + ("repeat",)
+        if valid and counts:
+            valid = bool((values == values.round()).all()) and bool((values >= (0 if column == "repeat" else 1)).all())
+        if not valid:
+            what = {"repeat": "a repeat number (0, 1, ...)"}.get(column, "a positive sample count" if counts
+                                                                   else "a number")
+            raise UserError(f"{source}: column {column!r}: expected {what} in every row")
+    folds["repeat"] = folds["repeat"].astype("int64")
+    return folds
 
 
 def _token_label(row: dict) -> str:
@@ -277,6 +335,12 @@ def _check_consistent(config: Config, task: str, archs: dict[str, ArchResult]) -
             raise UserError(
                 f"{relative(config, evaluation_dir(config, task, arch) / 'folds.csv')}: folds "
                 f"{sorted(result.folds.index)} differ from {first_arch}'s {sorted(first.folds.index)}; {rerun}")
+        repeats, first_repeats = result.folds["repeat"], first.folds["repeat"].reindex(result.folds.index)
+        if not repeats.equals(first_repeats):
+            fold = next(f for f in repeats.index if repeats[f] != first_repeats[f])
+            raise UserError(
+                f"{relative(config, evaluation_dir(config, task, arch) / 'folds.csv')}: column 'repeat': fold "
+                f"{fold} is in repeat {repeats[fold]} but in repeat {first_repeats[fold]} for {first_arch}; {rerun}")
         version, first_version = result.run.get("data_version"), first.run.get("data_version")
         if version and first_version and version != first_version:
             raise UserError(

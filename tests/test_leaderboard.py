@@ -186,7 +186,11 @@ def test_friedman_makes_no_claim_under_five_datasets_or_three_architectures():
     assert MIN_DATASETS == 5
     four = friedman(_scores({"dnn": [0.9, 0.8, 0.7, 0.95], "ridge": [0.5, 0.45, 0.4, 0.6], "mean": [0.0] * 4}))
     assert four["claim"] is False and four["datasets"] == 4
-    assert (four["statistic"], four["p_value"], four["critical_difference"]) == (None, None, None)
+    # Computed and shown, but no claim rests on it: chi-square of ranks (1, 2, 3) on 4 datasets
+    # is 12 / (4 * 3 * 4) * 4^2 * (1 + 4 + 9) - 3 * 4 * 4 = 8.
+    assert four["statistic"] == pytest.approx(8.0) and four["critical_difference"] > 0
+    one = friedman(_scores({"dnn": [0.9], "ridge": [0.5], "mean": [0.0]}))
+    assert (one["statistic"], one["p_value"], one["critical_difference"]) == (None, None, None)
     assert four["mean_ranks"] == {"dnn": 1.0, "ridge": 2.0, "mean": 3.0}  # still described
     two_archs = friedman(_scores({"dnn": [0.9] * 6, "mean": [0.0] * 6}))
     assert two_archs["claim"] is False

@@ -1019,13 +1019,14 @@ def test_leaderboard_says_plainly_there_are_too_few_datasets(summary, report, re
     for task in TASKS:
         friedman = summary["friedman"][task]
         assert friedman["datasets"] == 2 and friedman["min_datasets"] == 5 and friedman["claim"] is False
-        assert friedman["statistic"] is None and friedman["p_value"] is None
-        assert friedman["critical_difference"] is None
+        # The test runs and is shown beside the leaderboard, labelled as supporting no claim.
+        assert friedman["statistic"] is not None and 0 <= friedman["p_value"] <= 1
+        assert friedman["critical_difference"] > 0
         text = _leaderboard_section(report, task)
         assert ("**Across datasets: too few for a claim.** This leaderboard has 2 datasets, fewer than the 5 "
                 "that this report requires for a claim across datasets") in text
-        assert "χ² =" not in text and "CD =" not in text  # no statistic, no critical difference shown
-        assert not (reported.root / "reports" / "figures" / f"cd_{task}.png").exists()
+        assert f"For the record, not as evidence: Friedman χ² = {friedman['statistic']:.2f}" in text
+        assert (reported.root / "reports" / "figures" / f"cd_{task}.png").stat().st_size > 0
     # lstm lacks alpha's single task: the complete design leaves it out, and says so.
     assert summary["friedman"]["single"]["left_out"] == ["lstm"]
     assert "Left out (not scored on every dataset): `lstm`." in _leaderboard_section(report, "single")

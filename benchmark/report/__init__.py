@@ -209,7 +209,7 @@ def build(config: Config) -> tuple[dict, dict[str, bytes], dict[str, bytes]]:
             fig, data = plots.leaderboard_heatmap(task, entries, list(scores))
             stem = leaderboard.figure_stem(task)
             figures[f"{stem}.png"], plot_data[f"{stem}.csv"] = plots.png_bytes(fig), _csv(data)
-        if summary["friedman"][task]["claim"]:
+        if summary["friedman"][task]["p_value"] is not None:
             fig, data = plots.critical_difference(task, summary["friedman"][task])
             figures[f"cd_{task}.png"], plot_data[f"cd_{task}.csv"] = plots.png_bytes(fig), _csv(data)
     return summary, figures, plot_data

@@ -198,8 +198,10 @@ def friedman(scores: Mapping[str, Mapping[str, Mapping]]) -> dict:
     `datasets` (N), `architectures` (compared, in `ARCHS` order), `left_out`, `mean_ranks`
     (within each dataset, 1 = highest scaled score, ties averaged), `min_datasets`, `alpha`,
     `claim` (whether N >= `MIN_DATASETS` and at least 3 architectures: the rule for a
-    claim across datasets), and where `claim` holds `statistic` (chi-square), `p_value`
-    and `critical_difference` (Nemenyi, at `alpha`); else those three are None.
+    claim across datasets), and wherever the test can run (N >= 2 datasets and >= 3
+    architectures) `statistic` (chi-square), `p_value` and `critical_difference` (Nemenyi,
+    at `alpha`), shown beside the leaderboard even where `claim` is False (the report then
+    says that they support no claim); else those three are None.
     """
     from scipy.stats import friedmanchisquare
 
@@ -213,7 +215,7 @@ def friedman(scores: Mapping[str, Mapping[str, Mapping]]) -> dict:
               "min_datasets": MIN_DATASETS, "alpha": ALPHA,
               "claim": len(datasets) >= MIN_DATASETS and len(present) >= 3,
               "statistic": None, "p_value": None, "critical_difference": None}
-    if result["claim"]:
+    if len(datasets) >= 2 and len(present) >= 3:  # scipy: at least 3 treatments
         if bool(np.all(ranks == ranks[0, 0])):  # every dataset ties every architecture: no evidence, 0/0 in scipy
             result["statistic"], result["p_value"] = 0.0, 1.0
         else:

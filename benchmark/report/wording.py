@@ -157,9 +157,15 @@ def friedman_lines(task: str, result: dict) -> list[str]:
         why = (f"{n} dataset{'s' * (n != 1)}, fewer than the {result['min_datasets']} that this report requires for a "
                "claim across datasets (a Friedman test over so few has almost no power)"
                if n < result["min_datasets"] else f"only {k} architectures scored on every dataset (3 needed)")
-        return [f"**Across datasets: too few for a claim.** This leaderboard has {why}, so it claims no ranking "
-                "across datasets: the mean scaled score and mean rank describe these datasets only; the verdicts "
-                "per dataset are the claims." + left]
+        lines = [f"**Across datasets: too few for a claim.** This leaderboard has {why}, so it claims no ranking "
+                 "across datasets: the mean scaled score and mean rank describe these datasets only; the verdicts "
+                 "per dataset are the claims." + left]
+        if result["p_value"] is not None:
+            lines += ["", f"For the record, not as evidence: Friedman χ² = {result['statistic']:.2f}, "
+                          f"p = {result['p_value']:.3g} over {n} datasets × {k} architectures; Nemenyi's critical "
+                          f"difference of mean ranks CD = {result['critical_difference']:.2f} (α = {result['alpha']}).",
+                      "", f"![Critical-difference diagram, task {task}](figures/cd_{task}.png)"]
+        return lines
     verdict = ("the architectures' ranks differ across datasets" if result["p_value"] < result["alpha"]
                else "the ranks do not differ beyond chance, so no architecture ranks above another across datasets")
     return [f"Friedman test over {n} datasets × {k} architectures: χ² = {result['statistic']:.2f}, "

@@ -103,9 +103,44 @@ def test_gate_promotes_a_better_candidate(evaluated, client):
     _promote(evaluated, candidate="mean", force=True)  # v2, a worse champion
     entry = _promote(evaluated, candidate="ridge")
     assert entry["decision"] == "promoted" and entry["new_version"] is False  # v1 again
+    assert entry["versus_champion"]["verdict"] == "better" and entry["versus_champion"]["p_better"] >= 0.95
     assert entry["candidate_rmse"] < entry["champion_rmse"] * (1 - 0.01)
     assert (entry["champion_before"], entry["champion_after"]) == ("2", "1")
     assert _alias(client, "champion") == "1"
+
+
+def test_gate_decides_on_cv_never_on_the_held_out_split(evaluated, client):
+    """A candidate whose held-out RMSE is far lower but whose scored CV folds equal the
+    champion's is practically equivalent on CV: rejected, with both held-out scores reported."""
+    import pandas as pd
+
+    _promote(evaluated, candidate="mean")  # v1 champion: the mean
+    folds_csv = evaluated.evaluation("single", "ridge") / "folds.csv"
+    original = folds_csv.read_bytes()
+    folds = pd.read_csv(folds_csv)
+    mean_folds = pd.read_csv(evaluated.evaluation("single", "mean") / "folds.csv")
+    try:
+        folds["rmse"] = mean_folds["rmse"] * (1 - 0.001)  # 0.1% better: inside the 1% region
+        folds.to_csv(folds_csv, index=False)
+        entry = _promote(evaluated, candidate="ridge")
+    finally:
+        folds_csv.write_bytes(original)
+    gate = entry["versus_champion"]
+    assert entry["decision"] == "rejected" and _alias(client, "champion") == "1"
+    assert gate["verdict"] == "equivalent" and gate["p_equivalent"] >= 0.95 and gate["resamples"] == len(folds)
+    assert gate["rope"] == pytest.approx(0.01 * mean_folds["rmse"].mean())
+    assert entry["candidate_rmse"] < 0.5 * entry["champion_rmse"]  # held-out: reported, not deciding
+    assert "CV verdict equivalent" in entry["reason"]
+    # The label of the candidate against the best architecture by CV, also on the version.
+    assert entry["versus_best"]["verdict"] in {"best", "better", "equivalent", "worse", "undecided"}
+    assert client.get_model_version(NAME, entry["version"]).tags["versus_best"]
+
+
+def test_champion_scored_on_other_folds_is_refused_without_force(evaluated, client):
+    _promote(evaluated, candidate="mean")
+    client.set_model_version_tag(NAME, "1", "folds_md5", "0" * 32)
+    entry = _promote(evaluated, candidate="ridge")
+    assert entry["decision"] == "refused" and "other CV folds" in entry["reason"]
 
 
 def test_rollback_restores_the_previous_champions(evaluated, client):

@@ -459,3 +459,55 @@ def test_trials_of_dead_processes_fail_and_live_ones_stay(tmp_path):
     time.sleep(1.2)
     assert fail_dead_trials(study, grace_period=1.0) == [unclaimed.number]
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "RUNNING"]
+
+
+# -- where a study starts and what it proposes -------------------------------------------
+
+
+def test_every_study_starts_from_the_defaults_and_new_studies_propose_differently(project, monkeypatch):
+    """Trial 0 of every study is the architecture's defaults; after it, two new studies with
+    the same tuning.seed (ridge on the two tasks) propose different values: the sampler's
+    seed derives from the study's identity, not only from the seed and the trial count."""
+    proposals = {}
+    for task in ("single", "multi"):
+        db = project / f"start-{task}.db"
+        argv = ["tune", "--task", task, "--arch", "ridge", "--storage", f"sqlite:///{db.name}", "--trials", "3"]
+        assert run_cli(project, *argv, monkeypatch=monkeypatch) == 0
+        trials = trials_of(db)
+        assert [t["number"] for t in trials] == [0, 1, 2]
+        assert trials[0]["params"] == {"alpha": 1.0}  # models.ridge.defaults, as Optuna stores it
+        proposals[task] = [t["params"]["alpha"] for t in trials[1:]]
+    assert proposals["single"] != proposals["multi"]
+    assert all(0.01 <= a <= 100.0 for values in proposals.values() for a in values)
+
+
+def test_a_baseline_with_only_choices_tries_every_point_once_defaults_first(project, monkeypatch):
+    """kNN's components are a list of choices: the study tries all of them whatever
+    tuning.n_trials says (3 here), the defaults first, so its result rests on no luck."""
+    choices = [4, 0, 2, 8]
+    params = write_params(project / "grid.yaml", models={
+        **PARAMS["models"], "knn": {"defaults": {"k": None, "components": 4},
+                                    "search_space": {"components": {"type": "categorical", "choices": choices}}}})
+    db = project / "grid.db"
+    assert run_cli(project, "tune", "--task", "multi", "--arch", "knn", "--storage", f"sqlite:///{db.name}",
+                   "--params", str(params), monkeypatch=monkeypatch) == 0
+    trials = trials_of(db)
+    assert states(trials) == {"COMPLETE": len(choices)}
+    import optuna
+
+    saved = result_of(project, "knn")
+    study = optuna.load_study(study_name=saved["study_name"], storage=f"sqlite:///{db}")
+    assert [t.params["components"] for t in sorted(study.trials, key=lambda t: t.number)] == choices
+    assert saved["n_trials"] == len(choices) and saved["best_value"] == min(t.value for t in study.trials)
+
+
+def test_defaults_outside_the_search_space_exit_2_naming_the_key(project):
+    params = write_params(project / "outside.yaml", models={
+        **PARAMS["models"], "ridge": {"defaults": {"alpha": 1000.0},
+                                      "search_space": {"alpha": {"type": "float", "low": 0.01, "high": 100.0}}}})
+    result = genebench(project, "tune", "--task", "multi", "--arch", "ridge", "--params", str(params),
+                       "--storage", "sqlite:///outside.db")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "genebench: error: outside.yaml: models.ridge.defaults.alpha is 1000.0, outside "
+        "models.ridge.search_space.alpha [0.01, 100]; every study starts from the defaults"]

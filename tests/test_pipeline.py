@@ -101,6 +101,47 @@ def test_repro_writes_the_leaderboard_and_a_champion_per_dataset_and_task(clone)
             assert str(champion.version) == entry["version"]
 
 
+VERDICTS = {"better", "equivalent", "worse", "undecided"}
+
+
+def test_repro_report_speaks_the_verdicts_with_their_numbers(clone):
+    """summary.json's verdicts: every architecture against the best baseline by CV, each deep
+    model against its own base too, with probabilities that add up, the rope relative to the
+    reference's CV RMSE and the difference of the CV RMSEs; the report opens with them."""
+    summary = json.loads((clone / "reports" / "summary.json").read_text())
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    rope = params["compare"]["rope"]
+    report = (clone / "reports" / "benchmark.md").read_text()
+    assert re.findall(r"^## (.+)$", report, re.M)[0] == "Verdicts"  # the report opens with them
+    opening = report.split("## ")[1]
+    for dataset in SMOKE_DATASETS:
+        for task in TASKS:
+            section = summary["datasets"][dataset][task]
+            reference = section["best_baseline"]
+            assert reference in ("mean", "ridge", "knn")
+            cv = {arch: json.loads((clone / "metrics" / dataset / task / f"{arch}.json").read_text()) for arch in ARCHS}
+            assert set(section["verdicts"]) == set(ARCHS) - {reference}
+            for arch, verdict in section["verdicts"].items():
+                assert verdict["against"] == reference and verdict["verdict"] in VERDICTS
+                assert verdict["p_better"] + verdict["p_equivalent"] + verdict["p_worse"] == pytest.approx(1.0)
+                assert verdict["rope"] == pytest.approx(rope * cv[reference]["cv"]["rmse"]["mean"])
+                assert verdict["difference"] == pytest.approx(cv[arch]["cv"]["rmse"]["mean"]
+                                                              - cv[reference]["cv"]["rmse"]["mean"], abs=1e-9)
+                if arch in ("dnn", "lstm", "gru", "attention_lstm", "attention_gru"):
+                    base = verdict["versus_base"]
+                    assert base["against"] == "base" and base["verdict"] in VERDICTS
+                    assert base["difference"] == pytest.approx(cv[arch]["cv"]["rmse"]["mean"]
+                                                               - cv[arch]["base"]["cv"]["rmse"]["mean"], abs=1e-9)
+                else:
+                    assert verdict["versus_base"] is None
+            label = "one target gene" if task == "single" else f"top {params['task']['top_k']} genes"
+            assert f"`{dataset}`, {label} (task `{task}`)" in opening  # one sentence per dataset and task
+    promotion = json.loads((clone / "reports" / "promotion.json").read_text())
+    for dataset in SMOKE_DATASETS:
+        for task in TASKS:
+            assert promotion[dataset][task]["versus_best"]["verdict"] in VERDICTS | {"best"}
+
+
 def test_second_repro_runs_nothing(clone):
     result = _run(["dvc", "repro"], clone)
     assert _ran_stages(result.stdout) == set(), result.stdout

@@ -53,12 +53,13 @@ def test_csv_samples_as_rows(tmp_path, expected):
     assert "samples as rows" in note
 
 
-def test_csv_without_corner_cell_defaults_to_samples_as_rows(tmp_path, expected):
+def test_csv_without_corner_cell_reads_the_first_column_as_sample_ids(tmp_path, expected):
+    """R's write.table: the header has one field fewer than the rows, so the rows' first field is their id."""
     path = tmp_path / "m.csv"
     path.write_text(_delimited(expected, ",", corner=None))
     ds, note = read_matrix(path)
     assert_same_canonical(ds, expected)
-    assert "samples as rows" in note and "--transpose" in note
+    assert "samples as rows" in note and "column ids are gene symbols, row ids are sample ids" in note
 
 
 def test_tsv(tmp_path, expected):

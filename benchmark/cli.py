@@ -130,6 +130,12 @@ def _cmd_promote(args) -> int:
                    rollback=args.rollback)
 
 
+def _cmd_serve_example(args) -> int:
+    from benchmark.serving import serve_example
+
+    return serve_example(_dataset_config(args), args.task, rows=args.rows)
+
+
 def _cmd_ui(args) -> int:
     """`mlflow ui` on 127.0.0.1 over the project's store.
 
@@ -242,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="move champion without the gate")
     p.add_argument("--rollback", action="store_true", help="restore the previous champion")
     p.set_defaults(func=_cmd_promote)
+
+    p = sub.add_parser("serve-example", parents=[common],
+                       help="print a valid `mlflow models serve` request for a registered champion, from held-out rows")
+    p.add_argument("--dataset", default=None, help=dataset_help)
+    p.add_argument("--task", choices=TASKS, default="multi", help="the model genebench-<dataset>-<task> (default: multi)")
+    p.add_argument("--rows", type=_at_least_one, default=2, help="held-out samples in the request (default: 2)")
+    p.set_defaults(func=_cmd_serve_example)
 
     p = sub.add_parser("ui", parents=[common], help="MLflow UI on 127.0.0.1 over the project's tracking store")
     p.add_argument("--port", type=int, default=5000)

@@ -160,7 +160,7 @@ def _register(client, name: str, model_uri: str, run) -> tuple[Any, bool]:
         # "Registered models" on the model page).
         listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
         client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
-            [*listed, {"name": name, "version": str(version.version)}])})
+            [*listed, {"name": name, "version": version.version}])})
     return client.get_model_version(name, version.version), True
 
 

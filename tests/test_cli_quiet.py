@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from conftest import cli_env
+from benchmark.data.canonical import load_dataset
+from conftest import cli_env, run_cli
 from mlflow_project import write_linear_dataset
 
 pytestmark = pytest.mark.slow
@@ -41,6 +42,9 @@ def test_evaluate_and_promote_on_a_fresh_store_print_no_library_noise(project):
     assert "Downloading artifacts" in verbose, verbose[-2000:]
 
     quiet = _genebench(project, "evaluate", "--task", "multi", "--arch", "ridge")
+    missing = run_cli(project.root, "serve-example", "--task", "multi")  # nothing registered yet
+    assert missing.rc == 2 and len(missing.stderr_lines) == 1, missing.stderr
+    assert "models:/genebench-toy-multi@champion: not found" in missing.stderr and "genebench promote" in missing.stderr
     quiet += _genebench(project, "promote", "--task", "multi")
     assert not NOISE.search(quiet), NOISE.search(quiet).group(0) + "\n" + quiet[-3000:]
     assert "promote toy/multi: promoted - no champion yet" in quiet
@@ -56,6 +60,15 @@ def test_evaluate_and_promote_on_a_fresh_store_print_no_library_noise(project):
     assert version.run_id == run_id and version.source.startswith("models:/m-")
     model_id = version.source.removeprefix("models:/")
     assert json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"]) == [
-        {"name": "genebench-toy-multi", "version": str(version.version)}]
+        {"name": "genebench-toy-multi", "version": int(version.version)}]
     again = _genebench(project, "promote", "--task", "multi")
     assert f"version {version.version} is already the champion" in again
+
+    # serve-example: the champion's feature genes, raw values of the first held-out samples.
+    request = json.loads(run_cli(project.root, "serve-example", "--task", "multi", "--rows", "3").stdout)
+    split = request["dataframe_split"]
+    features = json.loads((project.root / "artifacts" / "prepared" / "toy" / "multi.json").read_text())["features"]
+    assert split["columns"] == features and len(split["data"]) == 3 and len(split["index"]) == 3
+    ds = load_dataset(project.data_dir)
+    first = ds.samples.index(split["index"][0])
+    assert split["data"][0] == [float(ds.X[first, ds.genes.index(g)]) for g in features]

@@ -39,19 +39,23 @@ def split_sizes(n_samples: int, test_size: float, folds: int) -> tuple[int, int,
     return n_test, n_dev, n_dev // folds
 
 
-def min_samples(test_size: float, folds: int, minimum: int = MIN_SAMPLES_PER_PART) -> int:
-    """Fewest samples whose held-out split and every CV fold hold at least `minimum` samples."""
+def min_samples(test_size: float, folds: int, minimum: int | None = None) -> int:
+    """Fewest samples whose held-out split and every CV fold hold at least `minimum` samples
+    (default `MIN_SAMPLES_PER_PART`)."""
+    minimum = MIN_SAMPLES_PER_PART if minimum is None else minimum
     n = minimum
     while min(split_sizes(n, test_size, folds)[::2]) < minimum:
         n += 1
     return n
 
 
-def check_split_sizes(n_samples: int, config: Config, source: str, minimum: int = MIN_SAMPLES_PER_PART) -> None:
-    """UserError unless the held-out split and every CV fold of `n_samples` hold `minimum` samples.
+def check_split_sizes(n_samples: int, config: Config, source: str, minimum: int | None = None) -> None:
+    """UserError unless the held-out split and every CV fold of `n_samples` hold `minimum`
+    samples (default `MIN_SAMPLES_PER_PART`, read when called).
 
     The message names the numbers and the params keys (`split.test_size`, `split.folds`).
     """
+    minimum = MIN_SAMPLES_PER_PART if minimum is None else minimum
     split = config.params.split
     n_test, n_dev, fold = split_sizes(n_samples, split.test_size, split.folds)
     if n_test >= minimum and fold >= minimum:

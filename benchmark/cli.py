@@ -58,14 +58,15 @@ def _cmd_import(args) -> int:
     from benchmark.data.commands import import_matrix
 
     return import_matrix(_config(args), Path(args.path), name=args.name, fmt=args.format,
-                         transpose=args.transpose, transform=args.transform)
+                         transpose=args.transpose, transform=args.transform, force=args.force,
+                         index_column=args.index_column)
 
 
 def _cmd_validate(args) -> int:
     from benchmark.data.commands import validate_matrix
 
     return validate_matrix(_config(args), Path(args.path), fmt=args.format, transpose=args.transpose,
-                           transform=args.transform)
+                           transform=args.transform, index_column=args.index_column)
 
 
 def _cmd_synth(args) -> int:
@@ -129,6 +130,12 @@ def _cmd_promote(args) -> int:
                    rollback=args.rollback)
 
 
+def _cmd_serve_example(args) -> int:
+    from benchmark.serving import serve_example
+
+    return serve_example(_dataset_config(args), args.task, rows=args.rows)
+
+
 def _cmd_ui(args) -> int:
     """`mlflow ui` on 127.0.0.1 over the project's store.
 
@@ -152,10 +159,14 @@ def _cmd_ui(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    verbose_help = ("show the libraries' own output (TensorFlow's C++ log, MLflow's progress bars); "
+                    "GENEBENCH_LOG=debug does the same, for DVC stages too")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default=None, metavar="FILE", help="params file (default: <project root>/params.yaml)")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
 
     parser = _Parser(prog="genebench", description="Benchmark deep architectures for gene-expression prediction.")
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     data = sub.add_parser("data", help="bring a dataset into data/")
@@ -173,7 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format", choices=["csv", "tsv", "parquet", "h5ad", "gct", "geo", "10x"], default=None,
                        help="file format (default: from the extension; a directory is 10x, a .txt starting "
                             "with !Series_ a GEO series matrix)")
-        p.add_argument("--transpose", action="store_true", help="the file has genes as rows and samples as columns")
+        orientation = p.add_mutually_exclusive_group()
+        orientation.add_argument("--transpose", dest="transpose", action="store_true", default=None,
+                                 help="the file has genes as rows and samples as columns (default: decided from "
+                                      "the ids, or refused where they do not tell)")
+        orientation.add_argument("--no-transpose", dest="transpose", action="store_false",
+                                 help="the file has samples as rows and genes as columns")
+        index = p.add_mutually_exclusive_group()
+        index.add_argument("--index-column", dest="index_column", action="store_true", default=None,
+                           help="csv/tsv: the first column holds row ids (default: when it holds text)")
+        index.add_argument("--no-index-column", dest="index_column", action="store_false",
+                           help="csv/tsv: the first column is data; row ids are generated")
+        if name == "import":
+            p.add_argument("--force", action="store_true",
+                           help="replace an existing dataset of that name (bundled or imported)")
         p.add_argument("--transform", choices=["none", "log1p"], default=None,
                        help="what the benchmark applies to the values (log1p for raw counts); default none, "
                             "or the dataset's current datasets.NAME.transform")
@@ -225,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollback", action="store_true", help="restore the previous champion")
     p.set_defaults(func=_cmd_promote)
 
+    p = sub.add_parser("serve-example", parents=[common],
+                       help="print a valid `mlflow models serve` request for a registered champion, from held-out rows")
+    p.add_argument("--dataset", default=None, help=dataset_help)
+    p.add_argument("--task", choices=TASKS, default="multi", help="the model genebench-<dataset>-<task> (default: multi)")
+    p.add_argument("--rows", type=_at_least_one, default=2, help="held-out samples in the request (default: 2)")
+    p.set_defaults(func=_cmd_serve_example)
+
     p = sub.add_parser("ui", parents=[common], help="MLflow UI on 127.0.0.1 over the project's tracking store")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--workers", type=_at_least_one, default=1,
@@ -239,22 +270,22 @@ _NOISE = re.compile(r"Add type hints to the `predict` method")
 
 
 def _quiet_libraries() -> None:
-    """Library chatter a user need not see, silenced before anything imports the libraries.
+    """Library chatter a user need not see, silenced before anything imports the libraries
+    (`benchmark.verbosity`; `--verbose` or `GENEBENCH_LOG=debug` keeps all of it but the first).
 
     - MLflow's "Add type hints to the `predict` method" UserWarning. A filter alone does
       not hold: MLflow emits it under its own `simplefilter("once", UserWarning)`, which
       goes before ours, so the display hook (`warnings.showwarning`) drops it too.
-    - TensorFlow's C++ INFO and WARNING lines (`TF_CPP_MIN_LOG_LEVEL=2`, unless the user
-      set it; spawned tune workers inherit it). TensorFlow 2.21 still prints "All log
-      messages before absl::InitializeLog() is called are written to STDERR" and a few
-      start-up lines: absl writes them while its libraries load, whatever the setting
+    - TensorFlow's C++ log lines (`TF_CPP_MIN_LOG_LEVEL=3`, unless the user set it;
+      spawned tune workers inherit it). TensorFlow 2.21 still prints "All log messages
+      before absl::InitializeLog() is called are written to STDERR" and a few start-up
+      lines: absl writes them while its libraries load, whatever the setting
       (`training._import_keras` filters those).
-    - MLflow's per-run "View run" links with a tracking server.
+    - MLflow's "Downloading artifacts" progress bars and per-run "View run" links.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # MLflow prints "View run ... at: http://..." and "View experiment ..." for every run
-    # that ends against a tracking server: two lines per trial.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    from benchmark.verbosity import quiet_environment
+
+    quiet_environment()
     warnings.filterwarnings("ignore", message=".*" + _NOISE.pattern)
     show = warnings.showwarning
     if getattr(show, "_genebench_quiet", False):
@@ -269,6 +300,11 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmark.verbosity import set_verbose
+
+    # Read before parsing: the environment must be set before any library is imported.
+    if "--verbose" in (sys.argv[1:] if argv is None else argv):
+        set_verbose()
     _quiet_libraries()
     args = build_parser().parse_args(argv)
     for flag in ("trials", "workers", "samples", "genes"):

@@ -132,8 +132,16 @@ def _version_tags(run) -> dict[str, str]:
 
 
 def _register(client, name: str, model_uri: str, run) -> tuple[Any, bool]:
-    """`(version, created)`: the run's existing version, or a new one."""
+    """`(version, created)`: the run's existing version, or a new one.
+
+    Registered from the logged model itself (`models:/<model_id>`, with the run's id on
+    the version, so a second promote of the same run finds it), through the client:
+    `mlflow.register_model` given a `runs:/` URI warns that the run "has no artifacts at
+    artifact path 'model'" (MLflow 3 keeps models outside the run's artifacts) and prints
+    "Registered model ... already exists" for a model this function has just created.
+    """
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     try:
         client.create_registered_model(name, description="genebench champion/challenger models for one dataset and task")
@@ -143,14 +151,15 @@ def _register(client, name: str, model_uri: str, run) -> tuple[Any, bool]:
     existing = client.search_model_versions(f"name='{name}' and run_id='{run.info.run_id}'")
     if existing:
         return min(existing, key=lambda v: int(v.version)), False
-    import mlflow
-
-    # mlflow.register_model, unlike create_model_version, also records the version on the
-    # logged model (the UI's "Registered models" of the model page). The runs:/ form
-    # resolves to the run's logged model and keeps the run id on the version, so a second
-    # promote of the same run finds this version instead of adding one.
-    uri = f"runs:/{run.info.run_id}/{MODEL_NAME}" if model_uri.startswith("models:/m-") else model_uri
-    version = mlflow.register_model(uri, name, tags=_version_tags(run))
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = client.create_model_version(name, model_uri, run_id=run.info.run_id, tags=_version_tags(run),
+                                          model_id=model_id)
+    if model_id is not None:
+        # What mlflow.register_model adds: the version listed on the logged model (the UI's
+        # "Registered models" on the model page).
+        listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+            [*listed, {"name": name, "version": version.version}])})
     return client.get_model_version(name, version.version), True
 
 

@@ -68,7 +68,10 @@ def configure(config: Config) -> str:
     """
     uri = config.tracking_uri
     user_override = os.environ.get("MLFLOW_TRACKING_URI")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # MLflow sets INFO on import
+    from benchmark.verbosity import verbose
+
+    # MLflow sets INFO on import; --verbose (GENEBENCH_LOG=debug) keeps it.
+    logging.getLogger("mlflow").setLevel(logging.INFO if verbose() else logging.WARNING)
     if uri not in _OPENED:
         flag = "MLFLOW_TRACKING_URI" if user_override else "mlflow.tracking_uri"
         stores.check_tracking_store(uri, flag)

@@ -46,8 +46,9 @@ from benchmark.models.preprocessing import FoldPreprocessor
 from benchmark.models.residual import fit_ridge_base
 from benchmark.models.tokens import fit_token_assignment, n_tokens, token_members
 from benchmark.streaming import blockwise, is_row_view, row_batches
+from benchmark.verbosity import quiet_environment, verbose
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_environment()  # TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it loads
 
 STATE_FILE = "state.json"
 ARRAYS_FILE = "arrays.npz"
@@ -90,14 +91,15 @@ def _without_startup_chatter():
 def _import_keras():
     """Import and set up TensorFlow and Keras (only deep architectures get here)."""
     global _TF_READY
-    # TensorFlow's C++ INFO/WARNING lines, read when it loads; a user's own setting wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log lines, read when it loads; a user's own setting (or --verbose) wins.
+    quiet_environment()
     if _TF_READY:
         import tensorflow as tf
         import keras
 
         return tf, keras
-    with _without_startup_chatter():  # the import and the first device probe
+    # The import and the first device probe, their start-up lines dropped unless verbose.
+    with contextlib.nullcontext() if verbose() else _without_startup_chatter():
         import tensorflow as tf
         import keras
 

@@ -53,12 +53,13 @@ def test_csv_samples_as_rows(tmp_path, expected):
     assert "samples as rows" in note
 
 
-def test_csv_without_corner_cell_defaults_to_samples_as_rows(tmp_path, expected):
+def test_csv_without_corner_cell_reads_the_first_column_as_sample_ids(tmp_path, expected):
+    """R's write.table: the header has one field fewer than the rows, so the rows' first field is their id."""
     path = tmp_path / "m.csv"
     path.write_text(_delimited(expected, ",", corner=None))
     ds, note = read_matrix(path)
     assert_same_canonical(ds, expected)
-    assert "samples as rows" in note and "--transpose" in note
+    assert "samples as rows" in note and "column ids are gene symbols, row ids are sample ids" in note
 
 
 def test_tsv(tmp_path, expected):
@@ -436,3 +437,60 @@ def test_synth_more_noise_lowers_what_a_model_can_reach():
 def test_synth_rejects_an_unknown_extension(tmp_path):
     with pytest.raises(UserError, match="unknown file extension"):
         synth(tmp_path / "m.xlsx", samples=10, genes=5, seed=0)
+
+
+# --- layout on evidence: id column and orientation --------------------------------------
+
+
+@pytest.mark.parametrize("genes, samples", [
+    (["7157", "2597", "60", "4609", "916"], ["AAACCTGAGAAACCAT-1", "AAACCTGAGAAACCGC-1", "AAACCTGAGAAACCTA-1",
+                                             "AAACCTGAGAAACGAG-1", "AAACCTGAGAAACTCA-1", "AAACCTGAGAAAGTGG-1",
+                                             "AAACCTGAGAACAACT-1"]),  # Entrez ids, 10x barcodes
+    (["Gapdh", "Actb", "H2-Ab1", "Cd3e", "1700001C19Rik"], [f"c{i:04d}" for i in range(1, 8)]),  # mouse symbols
+    (["TP53", "GAPDH", "ACTB", "MYC", "CD3E"], [f"GSM10{i}" for i in range(7)]),  # GEO sample accessions
+])
+def test_genes_as_rows_are_recognised_from_gene_and_sample_ids(tmp_path, expected, genes, samples):
+    ds_in = Dataset(X=expected.X, genes=genes, samples=samples)
+    path = tmp_path / "m.tsv"
+    path.write_text(_delimited(ds_in, "\t", genes_as_rows=True, corner=""))
+    index_column = None
+    if genes[0].isdigit():  # numbers under an empty header cell: ids or values? The flag says.
+        with pytest.raises(UserError, match="holds numbers .*pass --index-column if it holds row ids"):
+            read_matrix(path)
+        index_column = True
+    ds, note = read_matrix(path, index_column=index_column)
+    assert_same_canonical(ds, ds_in)
+    assert "genes as rows" in note and "column ids are sample ids" in note
+
+
+def test_a_table_without_id_column_keeps_its_first_gene(tmp_path, expected):
+    path = tmp_path / "m.csv"
+    lines = [",".join(GENES)] + [",".join(map(_text, row)) for row in expected.X]
+    path.write_text("\n".join(lines) + "\n")
+    ds, note = read_matrix(path)
+    assert ds.genes == GENES and ds.samples == [f"sample{i:06d}" for i in range(1, 8)]
+    np.testing.assert_array_equal(ds.X, expected.X)
+    assert "no id column" in note and "sample ids generated" in note
+    assert ds.provenance["sample_ids"].startswith("generated")
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("TP53,GAPDH\n1.0,2.0\nabc,3.0\n")
+    with pytest.raises(UserError, match="mixes text and numbers"):
+        read_matrix(mixed)
+    ds, _ = read_matrix(mixed, index_column=True, transpose=False)  # the flag decides
+    assert ds.samples == ["1.0", "abc"] and ds.genes == ["GAPDH"]
+
+
+def test_parquet_orientation_comes_from_its_ids_too(tmp_path, expected):
+    import pandas as pd
+
+    frame = pd.DataFrame(expected.X.T, columns=SAMPLES)
+    frame.insert(0, "id", GENES)
+    path = tmp_path / "m.parquet"
+    frame.to_parquet(path, index=False)
+    ds, note = read_matrix(path)  # no --transpose: gene symbols down, sample ids across
+    assert_same_canonical(ds, expected)
+    assert "genes as rows" in note
+    ambiguous = tmp_path / "a.parquet"
+    frame.rename(columns={s: f"X{i}" for i, s in enumerate(SAMPLES)}).to_parquet(ambiguous, index=False)
+    with pytest.raises(UserError, match="cannot tell which axis holds the genes.*--transpose"):
+        read_matrix(ambiguous)

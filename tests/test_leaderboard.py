@@ -128,9 +128,9 @@ def test_oracle_is_the_transformed_truth_scored_with_the_development_ranges(tmp_
         "datasets: {counts: {transform: log1p}, plain: {transform: none}}\n"
         "task: {top_k: 2}\nsplit: {test_size: 0.25, folds: 4, seed: 3}\ntuning: {folds: 1}\n")
     rng = np.random.default_rng(1)
-    truth = rng.gamma(2.0, 20.0, size=(40, 6)).astype(np.float32)
+    truth = rng.gamma(2.0, 20.0, size=(60, 6)).astype(np.float32)
     counts = rng.poisson(truth).astype(np.float32)
-    genes, samples = [f"g{i}" for i in range(6)], [f"s{i:02d}" for i in range(40)]
+    genes, samples = [f"g{i}" for i in range(6)], [f"s{i:02d}" for i in range(60)]
     write_dataset(Dataset(X=counts, genes=genes, samples=samples, truth=truth), tmp_path / "data" / "counts")
     write_dataset(Dataset(X=counts, genes=genes, samples=samples), tmp_path / "data" / "plain")
     config = load_config(tmp_path / "params.yaml", root=tmp_path)
@@ -142,7 +142,7 @@ def test_oracle_is_the_transformed_truth_scored_with_the_development_ranges(tmp_
     cols = [genes.index(g) for g in data.target_genes]
     expected = np.log1p(truth[np.ix_(rows, cols)]).astype(np.float64)
     predicted = oracle_predictions(cfg, data)
-    assert predicted.shape == (10, 2)
+    assert predicted.shape == (15, 2)
     np.testing.assert_allclose(predicted, expected, rtol=1e-6)
     metrics = oracle_metrics(cfg, data)
     reference = regression_metrics(data.Y_test, expected, data.Y_dev.min(axis=0), data.Y_dev.max(axis=0))

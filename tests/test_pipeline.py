@@ -53,6 +53,7 @@ def clone(tmp_path_factory) -> Path:
     _run(["genebench", "data", "bootstrap"], path)
     first = _run(["dvc", "repro"], path, timeout=1800)
     (path / "first_repro.log").write_text(first.stdout)
+    (path / "first_repro.stderr.log").write_text(first.stderr)
     return path
 
 
@@ -142,6 +143,17 @@ def test_repro_report_speaks_the_verdicts_with_their_numbers(clone):
             assert promotion[dataset][task]["versus_best"]["verdict"] in VERDICTS | {"best"}
 
 
+def test_a_clean_repro_prints_no_library_log_lines_or_progress_bars(clone):
+    """No TensorFlow C++ log line (E0000/W0000), no WARNING, no MLflow "Downloading artifacts"
+    bar, counted over what the first `dvc repro` printed on stdout and stderr."""
+    output = (clone / "first_repro.log").read_text() + (clone / "first_repro.stderr.log").read_text()
+    lines = re.split(r"[\r\n]+", output)  # a progress bar redraws itself with carriage returns
+    noise = [line for line in lines if re.match(r"\s*(E0000|W0000|WARNING)", line)
+             or "Downloading artifacts" in line or re.search(r"\d+/\d+ \[\d\d:\d\d", line)]
+    assert noise == [], f"{len(noise)} noisy lines, first: {noise[:5]}"
+    assert "Running stage 'promote'" in output  # the run being counted is the whole repro
+
+
 def test_second_repro_runs_nothing(clone):
     result = _run(["dvc", "repro"], clone)
     assert _ran_stages(result.stdout) == set(), result.stdout
@@ -169,7 +181,7 @@ def test_editing_one_search_space_stales_only_that_architecture(clone):
 
 def test_importing_a_dataset_stales_only_its_stages_and_the_report(clone):
     rng = np.random.default_rng(0)
-    values = rng.gamma(2.0, 1.0, size=(40, 30)).round(3)
+    values = rng.gamma(2.0, 1.0, size=(50, 30)).round(3)  # 50: the smoke split needs 10 held-out samples
     lines = ["sample," + ",".join(f"gene{g:02d}" for g in range(30))]
     lines += [f"cell{s:02d}," + ",".join(map(str, row)) for s, row in enumerate(values)]
     (clone / "extra.csv").write_text("\n".join(lines) + "\n")

@@ -26,6 +26,7 @@ from scipy import stats
 
 from benchmark import ARCHS, TASKS
 from benchmark.config import load_config
+from benchmark.data import validation
 from benchmark.data.canonical import Dataset, write_dataset
 from benchmark.data.prepare import load_task, prepare
 from benchmark.errors import UserError
@@ -237,8 +238,11 @@ def make_project(root: Path, skip=(), evaluated=("alpha", "synthetic")):
     (root / "params.yaml").write_text(PARAMS)
     _write_data(root)
     config = load_config(root / "params.yaml", root=root)
-    for name in ("alpha", "synthetic"):
-        prepare(config.for_dataset(name))
+    # Hand-sized: 40 development samples in 5 folds of 8, below prepare's 10 per part.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(validation, "MIN_SAMPLES_PER_PART", 8)
+        for name in ("alpha", "synthetic"):
+            prepare(config.for_dataset(name))
     for name in evaluated:
         cfg = config.for_dataset(name)
         for task in TASKS:

@@ -189,14 +189,23 @@ class Scanned:
     scan: MatrixScan
     note: str
     provenance: dict
+    generated_ids: str | None = None  # "sample" or "gene": the file had no id column
+
+    def shape(self) -> str:
+        """`300 samples x 200 genes`, and where ids were generated, that they were."""
+        text = f"{len(self.samples)} samples x {len(self.genes)} genes"
+        if self.generated_ids:
+            text += f" ({self.generated_ids} ids generated: the file has no id column)"
+        return text
 
 
-def _scan_checked(config: Config, path: Path, fmt: str | None, transpose: bool,
-                  writer_dir: Path | None = None) -> Scanned:
+def _scan_checked(config: Config, path: Path, fmt: str | None, transpose: bool | None,
+                  index_column: bool | None = None, writer_dir: Path | None = None,
+                  transform_source: str | None = None) -> Scanned:
     """Read `path` block by block, checking it; with `writer_dir`, also write its canonical
     `expression.npy` there (samples and genes in id order, so the file's row and column order
     leaves no trace in data/ and no result can depend on it). Memory: a few blocks."""
-    source = open_matrix(path, fmt=fmt, transpose=transpose)
+    source = open_matrix(path, fmt=fmt, transpose=transpose, index_column=index_column)
     scan = MatrixScan(len(source.col_ids), source.genes_are_rows, config.transform)
     writer = CanonicalMatrixWriter(writer_dir, len(source.col_ids), source.genes_are_rows) if writer_dir else None
     row_ids: list[str] = []
@@ -207,14 +216,14 @@ def _scan_checked(config: Config, path: Path, fmt: str | None, transpose: bool,
             if writer is not None:
                 writer.append(values)
         samples, genes = (list(source.col_ids), row_ids) if source.genes_are_rows else (row_ids, list(source.col_ids))
-        check_scanned(scan, samples, genes, config, str(path))
+        check_scanned(scan, samples, genes, config, str(path), transform_source)
         if writer is not None:
             writer.finish(samples, genes)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    return Scanned(samples, genes, scan, source.note, source.provenance)
+    return Scanned(samples, genes, scan, source.note, source.provenance, source.generated_ids)
 
 
 def _raw_counts_hint(config: Config, path: Path, scanned: Scanned, dataset: str) -> None:
@@ -275,16 +284,47 @@ def add_to_params(config: Config, name: str) -> bool:
     return True
 
 
-def import_matrix(config: Config, path: Path, name: str, fmt: str | None = None, transpose: bool = False,
-                  transform: str | None = None) -> int:
+def _transform_source(transform: str | None) -> str | None:
+    """How a transform message names where the transform was set: the flag when given
+    (None: the dataset's `datasets.<name>.transform` in the params file)."""
+    return None if transform is None else f"--transform {transform}"
+
+
+def existing_dataset(config: Config, name: str) -> str | None:
+    """What `data/<name>/` holds now, in words (`the bundled pbmc68k, 700 samples x 765 genes`),
+    or None where nothing would be replaced. A bundled dataset's name counts even before
+    `data bootstrap` has written it."""
+    from benchmark.data.bundled import BUNDLED
+    from benchmark.data.canonical import load_dataset
+
+    directory = config.data_root / name
+    where = f"{_relative(config, directory)}/"
+    bundled = f"the bundled {name}" if name in BUNDLED else None
+    if not directory.exists() or not any(directory.iterdir()):
+        return f"{where} (name of {bundled}, not yet bootstrapped)" if bundled else None
+    try:
+        ds = load_dataset(directory)
+        what = f"{ds.shape[0]} samples x {ds.shape[1]} genes"
+    except UserError:
+        what = "an incomplete dataset"
+    return f"{where} ({bundled or 'an imported dataset'}, {what})"
+
+
+def import_matrix(config: Config, path: Path, name: str, fmt: str | None = None, transpose: bool | None = None,
+                  transform: str | None = None, force: bool = False, index_column: bool | None = None) -> int:
     """Validate a user matrix, write it as `data/<name>/`, `dvc add` data/, list it in `datasets`.
 
     The file is read once, in blocks, into a temporary directory beside `data/<name>/`
     that replaces it only when every check has passed (any size of matrix; memory stays
-    at a few blocks)."""
+    at a few blocks). An existing dataset of that name (bundled or imported) is replaced
+    only with `force`, and the output says what was replaced."""
     config = _import_config(config, name, transform)
+    replaced = existing_dataset(config, name)
+    if replaced is not None and not force:
+        raise UserError(f"--name {name}: {replaced} already exists; pass --force to replace it, or choose another --name")
     with atomic_dir(config.data_dir) as tmp:
-        scanned = _scan_checked(config, path, fmt, transpose, writer_dir=tmp)
+        scanned = _scan_checked(config, path, fmt, transpose, index_column, writer_dir=tmp,
+                                transform_source=_transform_source(transform))
         require_dvc_repo(config)
         for file_name, data in canonical_text_files(sorted(scanned.genes), sorted(scanned.samples),
                                                     scanned.provenance).items():
@@ -298,22 +338,25 @@ def import_matrix(config: Config, path: Path, name: str, fmt: str | None = None,
     listed = add_to_params(config, name)
     print(f"{path}: {scanned.note}")
     _raw_counts_hint(config, path, scanned, name)
-    print(f"wrote {_relative(config, config.data_dir)}/: {len(scanned.samples)} samples x {len(scanned.genes)} genes "
+    print(f"wrote {_relative(config, config.data_dir)}/: {scanned.shape()} "
           f"(transform {config.transform}); tracked by {dvc_pointer(config).name} "
           f"(md5 {recorded_md5(dvc_pointer(config))})"
-          + (f"; listed under datasets in {config.path.name}" if listed else ""))
+          + (f"; listed under datasets in {config.path.name}" if listed else "")
+          + (f"; --force: replaced {replaced}" if replaced is not None else ""))
     print(f"commit {dvc_pointer(config).name} and {config.path.name} with git; `dvc repro` now benchmarks {name}")
     return 0
 
 
-def validate_matrix(config: Config, path: Path, fmt: str | None = None, transpose: bool = False,
-                    transform: str | None = None, name: str = "validate") -> int:
+def validate_matrix(config: Config, path: Path, fmt: str | None = None, transpose: bool | None = None,
+                    transform: str | None = None, index_column: bool | None = None) -> int:
     """The checks of `import_matrix`, in one pass over the file; writes nothing."""
-    config = _import_config(config, name, transform)
-    scanned = _scan_checked(config, path, fmt, transpose)
+    # Bound to a placeholder dataset that no message names: the transform is the flag's.
+    config = _import_config(config, "validate", transform)
+    scanned = _scan_checked(config, path, fmt, transpose, index_column,
+                            transform_source=_transform_source(transform))
     variable = int((scanned.scan.gene_variance > 0).sum())
     print(f"{path}: {scanned.note}")
     _raw_counts_hint(config, path, scanned, "<name>")
-    print(f"{path}: valid: {len(scanned.samples)} samples x {len(scanned.genes)} genes, {variable} vary across samples "
+    print(f"{path}: valid: {scanned.shape()}, {variable} vary across samples "
           f"(transform {config.transform})")
     return 0

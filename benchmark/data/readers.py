@@ -1,13 +1,15 @@
 """Readers: an expression file in, a samples x genes `Dataset` out.
 
-`read_matrix(path, fmt=None, transpose=False) -> (Dataset, note)` reads a whole matrix;
-`open_matrix(path, fmt=None, transpose=False) -> MatrixSource` opens it for reading in
+`read_matrix(path, fmt=None, transpose=None) -> (Dataset, note)` reads a whole matrix;
+`open_matrix(path, fmt=None, transpose=None) -> MatrixSource` opens it for reading in
 blocks of file rows (csv, tsv, parquet and h5ad in backed mode stream; the others come as
 one block), which is how `data import` handles matrices larger than memory. Both read
 
-- csv / tsv (also `.txt`, and any of them gzipped): the first column holds row ids, the
-  header holds column ids (with or without a corner cell). Samples are rows unless
-  `transpose` is given or the file clearly has genes as rows (see `_orientation`);
+- csv / tsv (also `.txt`, and any of them gzipped): the header holds column ids (with or
+  without a corner cell); the first column holds row ids when it holds text, and is data
+  when it holds numbers (row ids are then generated). Which axis holds genes is decided
+  from the ids (gene symbols, Ensembl or Entrez ids against sample ids), or by
+  `transpose`; where the evidence is weak the read is refused (`benchmark.data.layout`);
 - parquet: sample ids from the index when it is not a plain range, else from the first
   string column; every other column is a gene;
 - h5ad: `adata.raw.X` with `raw.var_names` when `raw` is present (scanpy keeps the full
@@ -26,7 +28,8 @@ one block), which is how `data import` handles matrices larger than memory. Both
   matrix file to pick one of several prefixes). Barcodes are samples; genes are named
   by their ids (the first column), Gene Expression features only.
 
-`note` says which orientation (or h5ad matrix) was assumed, for the user to check.
+`note` says how the file was read (orientation and its evidence, where row ids came
+from, or which h5ad matrix), for the user to check.
 
 Parse-level problems (missing, empty, truncated or corrupt file, a gzip stream that ends
 early, unknown format, non-numeric cell, malformed GCT, GEO or 10x layout) raise
@@ -49,6 +52,7 @@ from typing import Iterator
 
 import numpy as np
 
+from benchmark.data import layout
 from benchmark.data.canonical import Dataset
 from benchmark.errors import UserError
 
@@ -59,13 +63,6 @@ _SEPARATORS = {"csv": ",", "tsv": "\t", "gct": "\t"}
 
 # Cells read as missing (then rejected as NaN by validation, with their position).
 NA_TOKENS = ["", "NA", "N/A", "NaN", "nan", "NAN", "null", "NULL", "None", "#N/A", "na"]
-
-# Corner cells (first header cell) that say what the rows are.
-_GENE_CORNERS = {"gene", "genes", "gene_id", "gene_ids", "geneid", "gene_symbol", "genesymbol",
-                 "symbol", "gene_name", "ensembl", "ensembl_id", "ensembl_gene_id", "id_ref", "probe", "probe_id"}
-_SAMPLE_CORNERS = {"sample", "samples", "sample_id", "sampleid", "cell", "cells", "cell_id", "barcode",
-                   "barcodes", "obs", "obs_names"}
-_ENSEMBL_GENE = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 
 SAMPLES_AS_ROWS = "samples as rows, genes as columns"
 GENES_AS_ROWS = "genes as rows, samples as columns"
@@ -106,6 +103,7 @@ class MatrixSource:
     note: str
     provenance: dict
     blocks: Iterator[tuple[list[str], np.ndarray]]
+    generated_ids: str | None = None  # "sample" or "gene" when the file has no id column and ids were made up
 
     def dataset(self) -> Dataset:
         """Every block read into one samples x genes `Dataset` (file order)."""
@@ -123,19 +121,26 @@ class MatrixSource:
                        provenance=self.provenance)
 
 
-def read_matrix(path: str | Path, fmt: str | None = None, transpose: bool = False) -> tuple[Dataset, str]:
-    """Read `path` into a float32 samples x genes Dataset; also return the orientation note.
+def read_matrix(path: str | Path, fmt: str | None = None, transpose: bool | None = None,
+                index_column: bool | None = None) -> tuple[Dataset, str]:
+    """Read `path` into a float32 samples x genes Dataset; also return the note on how it was read.
 
     Any read or decompression error (a truncated `.gz`, bytes that are not UTF-8, an
     unreadable file) is a `UserError` naming `path`, never a traceback.
     """
-    source = open_matrix(path, fmt=fmt, transpose=transpose)
+    source = open_matrix(path, fmt=fmt, transpose=transpose, index_column=index_column)
     return source.dataset(), source.note
 
 
-def open_matrix(path: str | Path, fmt: str | None = None, transpose: bool = False,
-                block_rows: int | None = None) -> MatrixSource:
+def open_matrix(path: str | Path, fmt: str | None = None, transpose: bool | None = None,
+                block_rows: int | None = None, index_column: bool | None = None) -> MatrixSource:
     """`path` opened for reading in blocks of about `block_rows` file rows (default: ~32 MiB of float32).
+
+    `transpose`: True (`--transpose`, genes are rows), False (`--no-transpose`) or None
+    (decided on evidence where the format leaves it open, csv, tsv and parquet).
+    `index_column`: whether a csv or tsv file's first column is row ids (`--index-column`,
+    `--no-index-column`); None: decided on evidence. Either raises UserError asking for
+    the flag when the evidence is weak.
 
     csv, tsv, parquet and h5ad are read block by block (h5ad in backed mode), so a matrix
     larger than memory can be streamed; GCT, GEO and 10x files are read whole and given
@@ -155,7 +160,10 @@ def open_matrix(path: str | Path, fmt: str | None = None, transpose: bool = Fals
             raise UserError(f"{path}: the file is empty")
         streamed = {"csv": _open_delimited, "tsv": _open_delimited, "parquet": _open_parquet, "h5ad": _open_h5ad}
         if fmt in streamed:
-            source = streamed[fmt](path, fmt, transpose, block_rows)
+            if index_column is not None and fmt not in ("csv", "tsv"):
+                raise UserError(f"{path}: --{'' if index_column else 'no-'}index-column applies to csv and tsv files only")
+            source = (_open_delimited(path, fmt, transpose, block_rows, index_column) if fmt in ("csv", "tsv")
+                      else streamed[fmt](path, fmt, transpose, block_rows))
             source.blocks = _guarded(path, source.blocks)
             return source
         ds, note = {"gct": _read_gct, "geo": _read_geo, "10x": _read_10x}[fmt](path, fmt, transpose)
@@ -265,8 +273,9 @@ def _first_rows(path: Path, sep: str, n: int) -> list[list[str]]:
 
 
 def _read_table(path: Path, sep: str, skiprows: int, n_fields: int, nrows: int | None = None, handle=None,
-                chunksize: int | None = None):
-    """Rows after `skiprows` lines: column 0 kept as text ids, the rest parsed as numbers.
+                chunksize: int | None = None, index: bool = True):
+    """Rows after `skiprows` lines: column 0 kept as text ids, the rest parsed as numbers
+    (`index=False`: every column parsed as numbers, a range index).
 
     `handle`: an open text stream already positioned at the first row to read (then
     `skiprows` is ignored); `nrows`: stop after that many rows (None: read to the end);
@@ -277,8 +286,8 @@ def _read_table(path: Path, sep: str, skiprows: int, n_fields: int, nrows: int |
     try:
         return pd.read_csv(
             path if handle is None else handle, sep=sep, header=None, skiprows=skiprows if handle is None else 0,
-            nrows=nrows, index_col=0, dtype={0: str}, keep_default_na=False,
-            na_values={i: NA_TOKENS for i in range(1, n_fields)},
+            nrows=nrows, index_col=0 if index else None, dtype={0: str} if index else None, keep_default_na=False,
+            na_values={i: NA_TOKENS for i in range(1 if index else 0, n_fields)},
             skip_blank_lines=True, low_memory=False, engine="c", chunksize=chunksize,
         )
     except pd.errors.ParserError as exc:
@@ -290,34 +299,10 @@ def _read_table(path: Path, sep: str, skiprows: int, n_fields: int, nrows: int |
         raise UserError(f"{path}: cannot read ({_one_line(exc)})") from None
 
 
-def _orientation(corner: str, row_ids: list[str], col_ids: list[str]) -> tuple[bool, str]:
-    """(genes_are_rows, reason) for a delimited file without --transpose.
-
-    The rule, in order: a corner cell naming genes ('gene_id', 'symbol', ...) or samples
-    ('sample', 'cell', 'barcode', ...) decides; else Ensembl gene ids (ENSG...) on one
-    axis only decide; else samples are rows (the tidy convention `data synth` writes).
-    Matrix shape is deliberately not used: expression data have more genes than samples as
-    often as the reverse.
-    """
-    key = corner.strip().lower().replace(" ", "_")
-    if key in _GENE_CORNERS:
-        return True, f"first header cell {corner!r} names genes"
-    if key in _SAMPLE_CORNERS:
-        return False, f"first header cell {corner!r} names samples"
-
-    def ensembl_share(ids: list[str]) -> float:
-        sample = ids[:200]
-        return sum(bool(_ENSEMBL_GENE.match(i)) for i in sample) / max(len(sample), 1)
-
-    rows, cols = ensembl_share(row_ids), ensembl_share(col_ids)
-    if rows > 0.5 and cols < 0.5:
-        return True, "row ids are Ensembl gene ids"
-    if cols > 0.5 and rows < 0.5:
-        return False, "column ids are Ensembl gene ids"
-    return False, "default"
-
-
-def _open_delimited(path: Path, fmt: str, transpose: bool, block_rows: int | None) -> MatrixSource:
+def _open_delimited(path: Path, fmt: str, transpose: bool | None, block_rows: int | None,
+                    index_column: bool | None = None) -> MatrixSource:
+    """A csv or tsv table: whether its first column is row ids, and its orientation, on
+    evidence (`benchmark.data.layout`) unless `index_column` / `transpose` say."""
     import pandas as pd
 
     sep = _SEPARATORS[fmt]
@@ -333,17 +318,30 @@ def _open_delimited(path: Path, fmt: str, transpose: bool, block_rows: int | Non
             f"{path}: the first data row has a single field; is this a {'comma' if sep == ',' else 'tab'}-separated "
             f"file? (pass --format {'tsv' if sep == ',' else 'csv'} otherwise)"
         )
-    if len(header) == n_fields:
-        corner, col_ids = header[0], header[1:]
-    elif len(header) == n_fields - 1:  # R's write.table: no corner cell
-        corner, col_ids = "", header
+    header_lines = _header_lines(path)
+    chunk_rows = _block_rows(n_fields, block_rows)
+    if len(header) == n_fields - 1:  # R's write.table: no corner cell, so the rows' first field is their id
+        if index_column is False:
+            raise UserError(f"{path}: --no-index-column, but the header has {len(header)} fields and the rows "
+                            f"{n_fields}: the rows' first field is an id the header does not name")
+        corner, has_index, index_reason = "", True, "the header has one field fewer than the rows"
+    elif len(header) == n_fields:
+        corner = header[0]
+        if index_column is not None:
+            has_index = index_column
+            index_reason = "--index-column" if index_column else "--no-index-column"
+        else:
+            # The first column as text, over the first block of rows, is the evidence.
+            peek = _read_table(path, sep, header_lines, n_fields, nrows=chunk_rows)
+            has_index, index_reason = layout.index_column(path, corner, [str(i) for i in peek.index],
+                                                          set(NA_TOKENS))
     else:
         raise UserError(
             f"{path}: the header has {len(header)} fields but the first data row has {n_fields}; "
             "expected one id column followed by one column per gene or sample"
         )
-    header_lines = _header_lines(path)
-    chunks = _read_table(path, sep, header_lines, n_fields, chunksize=_block_rows(n_fields, block_rows))
+    col_ids = header[-(n_fields - 1):] if has_index else list(header)
+    chunks = _read_table(path, sep, header_lines, n_fields, chunksize=chunk_rows, index=has_index)
     try:
         frame = next(chunks)
     except StopIteration:  # pragma: no cover - _first_rows found a data row
@@ -351,33 +349,48 @@ def _open_delimited(path: Path, fmt: str, transpose: bool, block_rows: int | Non
     except (pd.errors.ParserError, *_READ_ERRORS) as exc:
         chunks.close()
         raise _block_error(path, exc) from None
-    row_ids = [str(i) for i in frame.index]
 
-    if transpose:
-        genes_rows, reason = True, "--transpose"
+    if transpose is not None:
+        genes_rows, reason = transpose, "--transpose" if transpose else "--no-transpose"
     else:
-        genes_rows, reason = _orientation(corner, row_ids, col_ids)
+        row_ids = [str(i) for i in frame.index] if has_index else None
+        genes_rows, reason = layout.orientation(path, corner if has_index else "", row_ids, col_ids)
     row_kind, col_kind = ("gene", "sample") if genes_rows else ("sample", "gene")
 
     def blocks(frame=frame):
-        line = header_lines + 1
+        line, row = header_lines + 1, 1
         with chunks:
             while frame is not None:
                 if frame.shape[1] != len(col_ids):
                     raise UserError(f"{path}: the header names {len(col_ids)} columns but the rows have "
                                     f"{frame.shape[1]} values")
+                if not has_index:
+                    frame.index = [generated_id(row_kind, row + k) for k in range(len(frame))]
                 frame.columns = col_ids
                 yield [str(i) for i in frame.index], _to_float32(frame, path, row_kind, col_kind, line_offset=line)
                 line += len(frame)
+                row += len(frame)
                 frame = next(chunks, None)
 
     orientation = GENES_AS_ROWS if genes_rows else SAMPLES_AS_ROWS
-    hint = "" if genes_rows else "; pass --transpose if genes are rows"
-    note = f"assumed {orientation} ({reason}{hint})"
+    first = f"the first column{f' {corner!r}' if corner.strip() else ''}"
+    if has_index:
+        ids = f"{row_kind} ids from {first} ({index_reason})"
+    else:
+        ids = (f"no id column ({first}: {index_reason}, so it is {col_kind} {corner!r}): {row_kind} ids generated, "
+               f"{generated_id(row_kind, 1)} for data row 1 on")
+    note = f"read as {orientation} ({reason}); {ids}"
     provenance = {"format": fmt, "orientation": orientation,
                   "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
+    if not has_index:
+        provenance[f"{row_kind}_ids"] = "generated from the data row number (the file has no id column)"
     return MatrixSource(path=path, genes_are_rows=genes_rows, col_ids=list(col_ids), note=note,
-                        provenance=provenance, blocks=blocks())
+                        provenance=provenance, blocks=blocks(), generated_ids=None if has_index else row_kind)
+
+
+def generated_id(kind: str, row: int) -> str:
+    """The id given to data row `row` (from 1) of a table without an id column: `sample000001`."""
+    return f"{kind}{row:06d}"
 
 
 def _header_lines(path: Path) -> int:
@@ -422,6 +435,14 @@ def _open_parquet(path: Path, fmt: str, transpose: bool, block_rows: int | None)
         id_column, id_source = text[0], f"column {text[0]!r}"
     value_columns = [c for c in names if c != id_column and c not in stored_index]
     col_ids = [str(c) for c in value_columns]
+    if transpose is None:
+        try:
+            row_ids = [str(i) for i in table.read_row_group(0, columns=[id_column]).column(0).to_pylist()]
+        except Exception as exc:  # a damaged first row group
+            raise UserError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
+        transpose, reason = layout.orientation(path, "" if id_column is None else str(id_column), row_ids, col_ids)
+    else:
+        reason = "--transpose" if transpose else "--no-transpose"
     row_kind, col_kind = ("gene", "sample") if transpose else ("sample", "gene")
 
     def blocks():
@@ -453,7 +474,7 @@ def _open_parquet(path: Path, fmt: str, transpose: bool, block_rows: int | None)
             raise UserError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
 
     orientation = GENES_AS_ROWS if transpose else SAMPLES_AS_ROWS
-    note = f"assumed {orientation} ({'--transpose' if transpose else 'default; pass --transpose if genes are rows'}); row ids from {id_source}"
+    note = f"read as {orientation} ({reason}); {row_kind} ids from {id_source}"
     provenance = {"format": fmt, "orientation": orientation,
                   "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
     return MatrixSource(path=path, genes_are_rows=transpose, col_ids=col_ids, note=note, provenance=provenance,
@@ -513,7 +534,7 @@ def _open_h5ad(path: Path, fmt: str, transpose: bool, block_rows: int | None) ->
     note = f"used {which} ({'raw is present' if which == 'raw.X' else 'no raw'}); obs as {'genes (--transpose)' if transpose else 'samples'}"
     provenance = {"format": fmt, "matrix": which, "orientation": orientation,
                   "values": "as stored in the file; genebench applies only the dataset transform (datasets.<name>.transform)"}
-    return MatrixSource(path=path, genes_are_rows=transpose, col_ids=var_ids, note=note, provenance=provenance,
+    return MatrixSource(path=path, genes_are_rows=bool(transpose), col_ids=var_ids, note=note, provenance=provenance,
                         blocks=blocks())
 
 

@@ -23,15 +23,53 @@ def _first_duplicate(ids: list[str]) -> str | None:
     return next((i for i in ids if counts[i] > 1), None)
 
 
-def min_samples(test_size: float, folds: int) -> int:
-    """Fewest samples that leave >= 1 held-out sample and >= 2 per validation fold."""
-    n = 2
-    while True:
-        n_test = int(np.ceil(test_size * n))
-        n_dev = n - n_test
-        if n_test >= 1 and n_dev >= 2 * folds:
-            return n
+# Fewest samples in the held-out split and in every CV fold. Below it a score is noise: a
+# 10-sample matrix once gave 2 held-out samples and a ridge R^2 of -80,203.
+MIN_SAMPLES_PER_PART = 10
+
+
+def split_sizes(n_samples: int, test_size: float, folds: int) -> tuple[int, int, int]:
+    """(n_test, n_dev, smallest fold) of `n_samples` under `split.test_size` and `split.folds`.
+
+    n_test is sklearn's `train_test_split` rule, ceil(test_size * n); the development
+    samples are the rest, and KFold's smallest fold holds n_dev // folds of them.
+    """
+    n_test = int(np.ceil(test_size * n_samples))
+    n_dev = n_samples - n_test
+    return n_test, n_dev, n_dev // folds
+
+
+def min_samples(test_size: float, folds: int, minimum: int | None = None) -> int:
+    """Fewest samples whose held-out split and every CV fold hold at least `minimum` samples
+    (default `MIN_SAMPLES_PER_PART`)."""
+    minimum = MIN_SAMPLES_PER_PART if minimum is None else minimum
+    n = minimum
+    while min(split_sizes(n, test_size, folds)[::2]) < minimum:
         n += 1
+    return n
+
+
+def check_split_sizes(n_samples: int, config: Config, source: str, minimum: int | None = None) -> None:
+    """UserError unless the held-out split and every CV fold of `n_samples` hold `minimum`
+    samples (default `MIN_SAMPLES_PER_PART`, read when called).
+
+    The message names the numbers and the params keys (`split.test_size`, `split.folds`).
+    """
+    minimum = MIN_SAMPLES_PER_PART if minimum is None else minimum
+    split = config.params.split
+    n_test, n_dev, fold = split_sizes(n_samples, split.test_size, split.folds)
+    if n_test >= minimum and fold >= minimum:
+        return
+    short = []
+    if n_test < minimum:
+        short.append(f"{n_test} held-out samples (split.test_size={split.test_size:g})")
+    if fold < minimum:
+        short.append(f"CV folds of {fold} ({n_dev} development samples / split.folds={split.folds})")
+    raise UserError(
+        f"{source}: {n_samples} samples are too few: they leave {' and '.join(short)}, and each needs at least "
+        f"{minimum}; this split needs at least {min_samples(split.test_size, split.folds, minimum)} samples "
+        f"(or change split.test_size and split.folds in {config.path.name})"
+    )
 
 
 def scan_dataset(ds: Dataset, transform: str) -> MatrixScan:
@@ -48,12 +86,16 @@ def scan_dataset(ds: Dataset, transform: str) -> MatrixScan:
     return scan
 
 
-def check_scanned(scan: MatrixScan, samples: list[str], genes: list[str], config: Config, source: str) -> None:
+def check_scanned(scan: MatrixScan, samples: list[str], genes: list[str], config: Config, source: str,
+                  transform_source: str | None = None) -> None:
     """Every matrix-level check, from a scan of the matrix and its ids.
 
     In this order, the first failure raised: an empty matrix; empty or duplicate gene and
-    sample ids; a non-finite value; too few samples for the split and folds; negative
-    values under log1p; too few genes that vary for the targets; `task.single_gene` absent.
+    sample ids; a non-finite value; fewer than `MIN_SAMPLES_PER_PART` samples in the
+    held-out split or a CV fold; negative values under log1p; too few genes that vary for
+    the targets; `task.single_gene` absent. `transform_source`: where the user set the
+    transform, as the message names it (`--transform log1p`); default
+    `datasets.<name>.transform in params.yaml is log1p`.
     """
     if not samples or not genes:
         raise UserError(f"{source}: the matrix is empty (no samples or no genes)")
@@ -71,18 +113,15 @@ def check_scanned(scan: MatrixScan, samples: list[str], genes: list[str], config
             f"{source}: {what} at sample {samples[row]!r}, gene {genes[col]!r} "
             f"(row {row + 1}, column {col + 1}); impute or drop it before importing"
         )
-    split, top_k = config.params.split, config.params.task.top_k
-    need = min_samples(split.test_size, split.folds)
-    if len(samples) < need:
-        raise UserError(
-            f"{source}: {len(samples)} samples are too few for split.test_size={split.test_size:g} "
-            f"and split.folds={split.folds} (need at least {need})"
-        )
+    top_k = config.params.task.top_k
+    check_split_sizes(len(samples), config, source)
     if scan.first_negative is not None:
         row, col = scan.first_negative
+        said = transform_source or f"datasets.{config.dataset}.transform in {config.path.name} is log1p"
         raise UserError(
-            f"{source}: datasets.{config.dataset}.transform is log1p but the matrix has negative values "
-            f"(first at sample {samples[row]!r}, gene {genes[col]!r}); is it already log-scaled?"
+            f"{source}: {said}, but the matrix has negative values "
+            f"(first at sample {samples[row]!r}, gene {genes[col]!r}); is it already log-scaled? "
+            "(then its transform is none)"
         )
     variable = int((scan.gene_variance > 0).sum())
     if variable < top_k + 1:

@@ -660,10 +660,16 @@ def test_summary_scores_each_importance_against_the_planted_genes(reported, summ
 def test_a_malformed_importance_file_names_the_file_and_column(tmp_path):
     from benchmark.report import build
 
-    config = make_project(tmp_path / "bad", evaluated=("alpha",))
+    config = make_project(tmp_path / "bad", evaluated=("alpha", "synthetic"))
     path = config.root / "artifacts" / "evaluation" / "alpha" / "multi" / "ridge" / "permutation_importance.csv"
+    good = path.read_text()
     pd.read_csv(path).drop(columns="importance").to_csv(path, index=False)
     with pytest.raises(UserError, match=r"alpha/multi/ridge/permutation_importance.csv: missing column 'importance'"):
+        build(config)
+    path.write_text(good)
+    programmes = config.root / "data" / "synthetic" / "programmes.json"
+    programmes.write_text(json.dumps({"genes": {"G00": {"programmes": "0"}}}))
+    with pytest.raises(UserError, match=r"data/synthetic/programmes.json: genes.G00.programmes: expected a list"):
         build(config)
 
 

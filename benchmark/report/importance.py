@@ -128,16 +128,12 @@ def arch_importance(config: Config, task: str, arch: str, targets: list[str],
         if attention is not None:
             genes = list(attention["gene"])
             attention_scores.append(auroc(attention["weight"], truth(reads, target, genes, source)))
-        if per_target is not None:
-            own = per_target[per_target["target"] == target]
-            if own.empty and pooled is not None and len(targets) == 1:
-                own = pooled
-            if not own.empty:
-                genes = list(own["gene"])
-                permutation_scores.append(auroc(own["importance"], truth(reads, target, genes, source)))
-        elif pooled is not None and len(targets) == 1:
-            genes = list(pooled["gene"])
-            permutation_scores.append(auroc(pooled["importance"], truth(reads, target, genes, source)))
+        own = None if per_target is None else per_target[per_target["target"] == target]
+        if (own is None or own.empty) and len(targets) == 1:
+            own = pooled  # one target: the pooled importance is its own
+        if own is not None and not own.empty:
+            genes = list(own["gene"])
+            permutation_scores.append(auroc(own["importance"], truth(reads, target, genes, source)))
     entry["attention_auroc"] = _mean(attention_scores)
     entry["permutation_auroc"] = _mean(permutation_scores)
     entry["targets"] = max(sum(v is not None for v in attention_scores), sum(v is not None for v in permutation_scores))

@@ -423,8 +423,9 @@ def _importance_plot(path, title: str, importance: pd.DataFrame) -> None:
     ax.barh(labels[::-1], modules["weight"].to_numpy()[::-1], xerr=modules["std"].to_numpy()[::-1], height=0.7)
     ax.axvline(1.0 / steps, color="black", linestyle="--", linewidth=0.9, label=f"uniform 1/{steps} = {1 / steps:.4f}")
     ax.legend(loc="lower right", fontsize=7)
-    ax.set_xlabel("attention weight (mean ± sd over held-out samples); genes by attention x contribution")
-    ax.set_title(f"{title}: top {len(modules)} of {steps} tokens", fontsize=9)
+    ax.set_xlabel("attention weight (mean ± sd over held-out samples)")
+    ax.set_title(f"{title}: top {len(modules)} of {steps} tokens\n(genes listed by attention x contribution)",
+                 fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -22,8 +22,8 @@ Outputs: `artifacts/evaluation/<dataset>/<task>/<arch>/` (`folds.csv`, `cv_sampl
 `attention.csv` and `attention.png` (per token) and, mapped back to genes unless the
 inputs are PCA components, `gene_importance.csv` and `gene_importance.png`; for every
 architecture `permutation_importance.csv` and `permutation_importance_targets.csv`
-(see `benchmark.importance`); `run.json`) and, written last so that a failed evaluate leaves the previous result in
-place, `metrics/<dataset>/<task>/<arch>.json`.
+(see `benchmark.importance`); `run.json`) and, written last so that a failed evaluate
+leaves the previous result in place, `metrics/<dataset>/<task>/<arch>.json`.
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ Outputs: `artifacts/evaluation/<dataset>/<task>/<arch>/` (`folds.csv`, `cv_sampl
 (the samples each scored fold validated on), `fold_per_gene.csv`,
 `test_predictions.csv`, `test_per_gene.csv`, `test_scatter.png`, for attention models
 `attention.csv` and `attention.png` (per token) and, mapped back to genes unless the
-inputs are PCA components, `gene_importance.csv` and `gene_importance.png`;
-`run.json`) and, written last so that a failed evaluate leaves the previous result in
-place, `metrics/<dataset>/<task>/<arch>.json`.
+inputs are PCA components, `gene_importance.csv` and `gene_importance.png`; for every
+architecture `permutation_importance.csv` and `permutation_importance_targets.csv`
+(see `benchmark.importance`); `run.json`) and, written last so that a failed evaluate
+leaves the previous result in place, `metrics/<dataset>/<task>/<arch>.json`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from benchmark import DEEP_ARCHS
 from benchmark.config import Config, mask_url
 from benchmark.data.prepare import TaskData, load_task
 from benchmark.errors import UserError
+from benchmark.importance import ATTENTION_FILE, IMPORTANCE_FILE, importance_tables
 from benchmark.metrics import METRICS, SCALED_METRICS, fold_summary, regression_metrics
 from benchmark.outputs import atomic_dir, dumps_json, write_json
 from benchmark.paths import evaluation_dir, metrics_file, tuning_result
@@ -52,7 +54,6 @@ from benchmark.paths import evaluation_dir, metrics_file, tuning_result
 ALL_METRICS = METRICS + SCALED_METRICS
 RUN_NAME = "evaluate-{arch}"
 BASE_PREFIX = "base_"  # a deep model's base alone (the ablation): base_<metric> columns and metrics
-IMPORTANCE_FILE = "gene_importance.csv"
 IMPORTANCE_PLOT = "gene_importance.png"
 IMPORTANCE_TOP = 20  # tokens (genes or modules) in the importance plot
 OWNER_HOST_TAG = "genebench.host"
@@ -111,28 +112,6 @@ def _ranges(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _per_gene_frame(genes: list[str], metrics: dict) -> pd.DataFrame:
     return pd.DataFrame({"gene": genes, "r2": metrics["per_gene"]["r2"], "rmse": metrics["per_gene"]["rmse"]})
-
-
-def _attention_tables(regressor, attention: np.ndarray, data: TaskData, pca: bool) -> dict[str, pd.DataFrame]:
-    """Attention mapped back to genes: mean weight per token over the held-out samples
-    (`attention.csv`) and, unless the inputs are PCA components, per gene (`gene_importance.csv`:
-    each gene carries the weight of the token, i.e. module, it is summed into)."""
-    tokens = regressor.tokens
-    mean, std = attention.mean(axis=0), attention.std(axis=0)
-    rows, genes = [], []
-    for t, cols in enumerate(tokens):
-        named = [] if pca else [data.feature_genes[c] for c in cols]
-        rows.append({"token": t, "n_inputs": len(cols), "genes": " ".join(named),
-                     "mean_weight": float(mean[t]), "std_weight": float(std[t])})
-        genes += [{"gene": gene, "module": t, "module_size": len(named), "weight": float(mean[t]),
-                   "std": float(std[t])} for gene in named]
-    tables = {"attention.csv": pd.DataFrame(rows)}
-    if genes:
-        table = pd.DataFrame(genes).sort_values(["weight", "module", "gene"], ascending=[False, True, True],
-                                                kind="stable")
-        table.insert(0, "rank", np.arange(1, len(table) + 1))
-        tables[IMPORTANCE_FILE] = table
-    return tables
 
 
 def _mlflow_params(config: Config, arch: str, hp: dict, source: str, data: TaskData) -> dict[str, Any]:
@@ -347,13 +326,11 @@ def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str
             per_gene = per_gene.join(_per_gene_frame(data.target_genes, base_full).set_index("gene")
                                      .add_prefix(BASE_PREFIX), on="gene")
         per_gene.to_csv(tmp / "test_per_gene.csv", index=False)
-        tables = {}
-        if attention is not None:
-            pca = config.params.features.pca_components is not None
-            tables = _attention_tables(regressor, np.asarray(attention), data, pca)
-            for name, table in tables.items():
-                table.to_csv(tmp / name, index=False)
-        _plots(tmp, task, arch, data, test_pred, test, tables.get("attention.csv"))
+        pca = config.params.features.pca_components is not None  # importance: benchmark.importance
+        tables = importance_tables(regressor, data, attention, pca, seed=config.params.training.seed)
+        for name, table in tables.items():
+            table.to_csv(tmp / name, index=False)
+        _plots(tmp, task, arch, data, test_pred, test, tables.get(ATTENTION_FILE))
         if IMPORTANCE_FILE in tables:
             _importance_plot(tmp / IMPORTANCE_PLOT, f"{data.dataset} / {task} / {arch}", tables[IMPORTANCE_FILE])
 
@@ -428,20 +405,27 @@ def _plots(directory, task: str, arch: str, data: TaskData, predicted: np.ndarra
 
 
 def _importance_plot(path, title: str, importance: pd.DataFrame) -> None:
-    """The most attended tokens, `IMPORTANCE_TOP` bars, each named by its genes: a gene, or a
-    module as its first genes (by id) and how many more."""
+    """The most attended tokens, `IMPORTANCE_TOP` bars of mean attention ± its per-sample sd, each
+    named by its genes (a gene, or a module's three most important genes and how many more),
+    with the uniform level 1/steps dashed, so a flat map is seen to be flat."""
     from matplotlib.figure import Figure
 
-    modules = (importance.groupby("module", sort=False)
-               .agg(weight=("weight", "first"), std=("std", "first"), genes=("gene", lambda g: sorted(g)))
-               .sort_values("weight", ascending=False, kind="stable").head(IMPORTANCE_TOP))
+    modules = (importance.sort_values(["weight", "gene"], ascending=[False, True], kind="stable")
+               .groupby("module", sort=False)
+               .agg(weight=("token_weight", "first"), std=("token_std", "first"), genes=("gene", list))
+               .sort_values("weight", ascending=False, kind="stable"))
+    steps = len(modules)
+    modules = modules.head(IMPORTANCE_TOP)
     labels = [", ".join(genes[:3]) + (f" +{len(genes) - 3}" if len(genes) > 3 else "") + f" (token {module})"
               for module, genes in zip(modules.index, modules["genes"])]
-    fig = Figure(figsize=(7.0, 0.24 * len(modules) + 1.2))
+    fig = Figure(figsize=(7.0, 0.24 * len(modules) + 1.4))
     ax = fig.add_subplot(1, 1, 1)
     ax.barh(labels[::-1], modules["weight"].to_numpy()[::-1], xerr=modules["std"].to_numpy()[::-1], height=0.7)
+    ax.axvline(1.0 / steps, color="black", linestyle="--", linewidth=0.9, label=f"uniform 1/{steps} = {1 / steps:.4f}")
+    ax.legend(loc="lower right", fontsize=7)
     ax.set_xlabel("attention weight (mean ± sd over held-out samples)")
-    ax.set_title(f"{title}: top {len(modules)} tokens", fontsize=9)
+    ax.set_title(f"{title}: top {len(modules)} of {steps} tokens\n(genes listed by attention x contribution)",
+                 fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

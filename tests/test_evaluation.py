@@ -160,6 +160,22 @@ def test_attention_export_is_a_gene_importance_table(evaluated):
     assert (directory / "gene_importance.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("task,arch", [("single", "ridge"), ("single", "attention_lstm"), ("multi", "ridge")])
+def test_every_architecture_writes_permutation_importance(evaluated, client, task, arch):
+    directory = evaluated.evaluation(task, arch)
+    prepared = json.loads((evaluated.root / "artifacts" / "prepared" / "toy" / f"{task}.json").read_text())
+    pooled = pd.read_csv(directory / "permutation_importance.csv", dtype={"gene": str})
+    assert list(pooled.columns) == ["gene", "importance", "rank"]
+    assert sorted(pooled["gene"]) == sorted(prepared["features"])  # few genes: every one permuted
+    assert list(pooled["rank"]) == list(range(1, len(pooled) + 1)) and pooled["importance"].is_monotonic_decreasing
+    per_target = pd.read_csv(directory / "permutation_importance_targets.csv", dtype={"gene": str, "target": str})
+    assert len(per_target) == len(pooled) * len(prepared["targets"])
+    assert set(per_target["target"]) == set(prepared["targets"])
+    run_id = evaluated.metrics(task, arch)["mlflow_run_id"]
+    logged = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/permutation_importance.csv", "evaluation/permutation_importance_targets.csv"} <= logged
+
+
 def test_baseline_evaluate_does_not_import_tensorflow(evaluated):
     assert "HEAVY_MODULES=\n" in evaluated.tf_probe_output or evaluated.tf_probe_output.rstrip().endswith("HEAVY_MODULES=")
 

@@ -206,8 +206,37 @@ def _write_results(cfg, task: str, arch: str) -> None:
         pd.DataFrame({"token": range(3), "first_gene": [features[c[0]] for c in chunks],
                       "last_gene": [features[c[-1]] for c in chunks], "n_inputs": [len(c) for c in chunks],
                       "mean_weight": [0.2, 0.5, 0.3], "std_weight": 0.05}).to_csv(edir / "attention.csv", index=False)
+    _write_importance(cfg, edir, task, arch, features, list(genes))
     (edir / "run.json").write_text(json.dumps({"run_id": metrics["mlflow_run_id"], "data_version": data.data_version,
                                                "target_genes": list(genes)}))
+
+
+# synthetic's generator: readout G00-G06 reads the programmes listed, G07-G09 are the products
+# z0*z1, z1*z2, z0*z2 (the targets: the three most variable genes).
+READS = [[0], [1], [2], [0], [1], [2], [0, 2]]
+PROGRAMMES = {**{f"G{i:02d}": set(r) for i, r in enumerate(READS)}, "G07": {0, 1}, "G08": {1, 2}, "G09": {0, 2}}
+
+
+def _write_importance(cfg, edir, task: str, arch: str, features: list[str], targets: list[str]) -> None:
+    """permutation_importance.csv and its per-target table as evaluate writes them. On synthetic a
+    model's importance is 1 for the genes that share a programme with the target, 0 elsewhere, plus
+    a tie-break below 0.01 (AUROC 1); on alpha it falls along the feature list. `mean` predicts a
+    constant, so permuting changes nothing: importance 0 everywhere (AUROC 0.5)."""
+    rows = []
+    for target in targets:
+        for i, gene in enumerate(features):
+            if arch == "mean":
+                value = 0.0
+            elif cfg.dataset == "synthetic":
+                value = float(bool(PROGRAMMES[gene] & PROGRAMMES[target])) + 0.001 * i
+            else:
+                value = 0.01 * (len(features) - i)
+            rows.append({"gene": gene, "target": target, "importance": value})
+    long = pd.DataFrame(rows)
+    long.to_csv(edir / "permutation_importance_targets.csv", index=False)
+    pooled = long.groupby("gene", sort=False)["importance"].mean().reset_index()
+    pooled = pooled.sort_values(["importance", "gene"], ascending=[False, True], kind="stable")
+    pooled.assign(rank=range(1, len(pooled) + 1)).to_csv(edir / "permutation_importance.csv", index=False)
 
 
 def _ids(n: int, prefix: str, width: int = 2) -> list[str]:
@@ -224,12 +253,15 @@ def _write_data(root: Path) -> None:
     write_dataset(Dataset(X=X, genes=_ids(N_GENES, "G"), samples=_ids(N_SAMPLES, "cell"),
                           provenance={"source": "test"}), root / "data" / "alpha")
     z = rng.standard_normal((N_SAMPLES, 3))
-    readouts = z @ rng.normal(0.0, 0.6, size=(3, N_GENES - 3))
+    mask = np.array([[p in r for r in READS] for p in range(3)], dtype=np.float64)  # each readout's programmes
+    readouts = z @ (rng.normal(0.0, 0.6, size=(3, N_GENES - 3)) * mask)
     products = 3.0 * np.stack([z[:, 0] * z[:, 1], z[:, 1] * z[:, 2], z[:, 0] * z[:, 2]], axis=1)
     truth = (np.concatenate([readouts, products], axis=1) + 5.0).astype(np.float32)
     observed = (truth + rng.normal(0.0, 0.3, size=truth.shape)).astype(np.float32)
     write_dataset(Dataset(X=observed, genes=_ids(N_GENES, "G"), samples=_ids(N_SAMPLES, "cell"),
-                          provenance={"source": "test synthetic"}, truth=truth), root / "data" / "synthetic")
+                          provenance={"source": "test synthetic"}, truth=truth,
+                          programmes={"genes": {g: {"programmes": sorted(p)} for g, p in PROGRAMMES.items()}}),
+                  root / "data" / "synthetic")
 
 
 def make_project(root: Path, skip=(), evaluated=("alpha", "synthetic")):
@@ -581,6 +613,68 @@ def test_attention_plot_data_ranks_genes_or_tokens(reported):
     expected = [f"{features[chunks[t][0]]}…{features[chunks[t][-1]]} ({len(chunks[t])} genes)" for t in (1, 2, 0)]
     assert list(gru["label"]) == expected
     assert list(gru["weight"]) == [0.5, 0.3, 0.2]
+
+
+def _pair_auroc(scores: list[float], labels: list[int]) -> float:
+    """AUROC as the share of (positive, negative) pairs ranked right, ties half: no sklearn."""
+    pairs = [(p, n) for p, lp in zip(scores, labels) if lp for n, ln in zip(scores, labels) if not ln]
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs) / len(pairs)
+
+
+def test_summary_scores_each_importance_against_the_planted_genes(reported, summary, report):
+    for task in TASKS:
+        data = load_task(reported.for_dataset("synthetic"), task)
+        entries = summary["datasets"]["synthetic"][task]["importance"]
+        assert set(entries) == set(ARCHS)
+        for arch, entry in entries.items():
+            assert set(entry) == {"attention_auroc", "permutation_auroc", "rank_correlation", "targets"}
+            assert entry["targets"] == len(data.target_genes)
+            # Permutation importance is the truth itself (1.0); mean's is flat (0.5, chance).
+            assert entry["permutation_auroc"] == pytest.approx(0.5 if arch == "mean" else 1.0), arch
+            # Only attention_lstm has a gene table (attention_gru's tokens are modules without one).
+            assert (entry["attention_auroc"] is None) == (arch != "attention_lstm"), arch
+            assert (entry["rank_correlation"] is None) == (arch != "attention_lstm"), arch
+        # attention_lstm's weights fall along the feature list; per target, against the genes that
+        # share a programme with it, then the mean over targets.
+        features = data.feature_genes
+        expected = np.mean([_pair_auroc(list(-np.arange(len(features))),
+                                        [int(bool(PROGRAMMES[g] & PROGRAMMES[t])) for g in features])
+                            for t in data.target_genes])
+        assert entries["attention_lstm"]["attention_auroc"] == pytest.approx(expected)
+        pooled = pd.read_csv(reported.root / "artifacts" / "evaluation" / "synthetic" / task / "attention_lstm"
+                             / "permutation_importance.csv").set_index("gene").reindex(features)["importance"]
+        rho = stats.spearmanr(-np.arange(len(features)), pooled).statistic
+        assert entries["attention_lstm"]["rank_correlation"] == pytest.approx(rho)
+    # multi: targets G07 (z0 z1), G08 (z1 z2), G09 (z0 z2) over readouts G00-G06 by hand: 6/10, 2/10, 4/10.
+    assert summary["datasets"]["synthetic"]["multi"]["importance"]["attention_lstm"]["attention_auroc"] == \
+        pytest.approx(0.4)
+    # alpha has no planted truth: AUROCs null; the rank correlation needs none (both fall along the list).
+    alpha = summary["datasets"]["alpha"]["multi"]["importance"]
+    assert alpha["attention_lstm"] == {"attention_auroc": None, "permutation_auroc": None, "rank_correlation": 1.0,
+                                       "targets": 0}
+    assert alpha["ridge"]["rank_correlation"] is None
+    table = _sub(_section(report, "synthetic", "multi"), "Importance against the planted genes")
+    assert _row(table, "attention_lstm") == ["`attention_lstm`", "0.400", "1.000",
+                                             f"{entries['attention_lstm']['rank_correlation']:.3f}"]
+    assert _row(table, "mean")[1:3] == ["–", "0.500"]
+    assert "mean over 3 targets" in table
+    assert "No planted truth" in _sub(_section(report, "alpha", "multi"), "Importance against the planted genes")
+
+
+def test_a_malformed_importance_file_names_the_file_and_column(tmp_path):
+    from benchmark.report import build
+
+    config = make_project(tmp_path / "bad", evaluated=("alpha", "synthetic"))
+    path = config.root / "artifacts" / "evaluation" / "alpha" / "multi" / "ridge" / "permutation_importance.csv"
+    good = path.read_text()
+    pd.read_csv(path).drop(columns="importance").to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"alpha/multi/ridge/permutation_importance.csv: missing column 'importance'"):
+        build(config)
+    path.write_text(good)
+    programmes = config.root / "data" / "synthetic" / "programmes.json"
+    programmes.write_text(json.dumps({"genes": {"G00": {"programmes": "0"}}}))
+    with pytest.raises(UserError, match=r"data/synthetic/programmes.json: genes.G00.programmes: expected a list"):
+        build(config)
 
 
 def test_wide_predictions_take_observed_values_from_the_prepared_split(tmp_path):

@@ -23,7 +23,8 @@ def control():
 def test_same_seed_same_bytes_other_seed_other_bytes(control):
     again = canonical_bytes(positive_control())
     assert canonical_bytes(control) == again
-    assert set(again) == {"expression.npy", "genes.txt", "samples.txt", "provenance.json", TRUTH_FILE}
+    assert set(again) == {"expression.npy", "genes.txt", "samples.txt", "provenance.json", TRUTH_FILE,
+                          "programmes.json"}
     other = canonical_bytes(positive_control(seed=1))
     assert other["expression.npy"] != again["expression.npy"] and other[TRUTH_FILE] != again[TRUTH_FILE]
 
@@ -86,3 +87,22 @@ def test_truth_round_trips_through_the_canonical_files(control, tmp_path):
     loaded = load_dataset(tmp_path / "synthetic")
     assert isinstance(loaded.truth, np.memmap) and np.array_equal(loaded.truth, control.truth)
     assert canonical_bytes(loaded) == canonical_bytes(control)
+
+
+def test_programmes_record_what_each_gene_reads(control, tmp_path):
+    genes = control.programmes["genes"]
+    assert sorted(genes) == control.genes
+    kinds = [entry["kind"] for entry in genes.values()]
+    assert kinds.count("nonlinear") == 60 and kinds.count("readout") == 440
+    assert all(2 <= len(genes[g]["programmes"]) <= 3 for g in genes if genes[g]["kind"] == "readout")
+    # The record is the generator's: readouts on disjoint programmes are independent (their
+    # noiseless truths uncorrelated), readouts sharing programmes correlate.
+    readouts = [i for i, g in enumerate(control.genes) if genes[g]["kind"] == "readout"][:120]
+    r = np.corrcoef(np.asarray(control.truth, dtype=np.float64)[:, readouts].T)
+    reads = [set(genes[control.genes[i]]["programmes"]) for i in readouts]
+    upper = np.triu_indices(len(readouts), 1)
+    shared = np.array([bool(reads[a] & reads[b]) for a, b in zip(*upper)])
+    assert np.abs(r[upper][~shared]).mean() < 0.03 < 0.2 < np.abs(r[upper][shared]).mean()
+    # Written as programmes.json and read back unchanged.
+    write_dataset(control, tmp_path / "synthetic")
+    assert load_dataset(tmp_path / "synthetic").programmes == control.programmes

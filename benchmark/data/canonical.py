@@ -9,6 +9,10 @@ Files (all written deterministically and atomically, as one directory swap):
 - `truth.npy` (optional, generated datasets only): float32, the same shape and units as
   `expression.npy`, the noiseless value of every cell, so a report can score the oracle.
   `FILES` lists the files every dataset has; this one is not among them.
+- `programmes.json` (optional, generated datasets only): which latent programmes each gene
+  reads, `{"genes": {gene id: {"kind": ..., "programmes": [int, ...], ...}}, "note": ...}`
+  with sorted keys, so the report can score an importance against the genes that truly
+  drive a target (`benchmark.report.importance`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ GENES_FILE = "genes.txt"
 SAMPLES_FILE = "samples.txt"
 PROVENANCE_FILE = "provenance.json"
 TRUTH_FILE = "truth.npy"
+PROGRAMMES_FILE = "programmes.json"
 FILES = (MATRIX_FILE, GENES_FILE, SAMPLES_FILE, PROVENANCE_FILE)
 
 
@@ -37,7 +42,8 @@ class Dataset:
     """An expression matrix: `X` is float32 (n_samples, n_genes).
 
     `truth`, where known (a generated dataset), is the noiseless value of every cell:
-    float32, the shape and units of `X`.
+    float32, the shape and units of `X`; `programmes`, where known, the latent programmes
+    each gene reads (see the module docstring).
     """
 
     X: np.ndarray
@@ -45,6 +51,7 @@ class Dataset:
     samples: list[str]
     provenance: dict = field(default_factory=dict)
     truth: np.ndarray | None = None
+    programmes: dict | None = None  # PROGRAMMES_FILE's content, where the generator is known
 
     def __post_init__(self):
         if self.truth is not None and self.truth.shape != self.X.shape:
@@ -79,6 +86,8 @@ def canonical_bytes(ds: Dataset) -> dict[str, bytes]:
     files = {MATRIX_FILE: _npy_bytes(ds.X), **canonical_text_files(ds.genes, ds.samples, ds.provenance)}
     if ds.truth is not None:
         files[TRUTH_FILE] = _npy_bytes(ds.truth)
+    if ds.programmes is not None:
+        files[PROGRAMMES_FILE] = dumps_json(ds.programmes).encode("utf-8")
     return files
 
 
@@ -95,7 +104,7 @@ def write_files(files: dict[str, bytes], directory: str | Path) -> None:
 
 
 def load_dataset(directory: str | Path, mmap: bool = True) -> Dataset:
-    """Read the canonical form (and `truth.npy` where present); raises UserError naming what is missing."""
+    """Read the canonical form (and `truth.npy`, `programmes.json` where present); raises UserError naming what is missing."""
     directory = Path(directory)
     missing = [name for name in FILES if not (directory / name).exists()]
     if missing:
@@ -118,7 +127,13 @@ def load_dataset(directory: str | Path, mmap: bool = True) -> Dataset:
         if truth.shape != X.shape:
             raise UserError(f"{directory}: {TRUTH_FILE} is {truth.shape[0]} x {truth.shape[1]} "
                             f"but {MATRIX_FILE} is {X.shape[0]} x {X.shape[1]}")
-    return Dataset(X=X, genes=genes, samples=samples, provenance=provenance, truth=truth)
+    programmes = None
+    if (directory / PROGRAMMES_FILE).exists():
+        try:
+            programmes = json.loads((directory / PROGRAMMES_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{directory / PROGRAMMES_FILE}: not valid JSON") from None
+    return Dataset(X=X, genes=genes, samples=samples, provenance=provenance, truth=truth, programmes=programmes)
 
 
 # -- versions: the md5s DVC records ----------------------------------------------------

@@ -47,6 +47,9 @@ size set by the mean (counts up to ~750, 0.2 % of them zero).
   top-1 most variable genes of the development samples, are nonlinear genes.
 - `truth` is the noiseless value of every gene, E[log1p(count) | z] (not log1p(exp(m)),
   which is biased at low counts): the best prediction any model can make, the oracle.
+- `programmes` records which programmes each gene reads (`programmes.json` in data/):
+  the planted truth an importance is scored against (the genes that share a programme
+  with a target drive it).
 - Genes are shuffled and named by position (g001..g500), samples c0001..c2000, so no
   id or column order tells targets from readouts.
 
@@ -327,10 +330,17 @@ CONTROL_PROVENANCE = {
               "benchmark transform: none",
     "truth": "truth.npy: the noiseless value of every cell, E[log1p(count) | programmes], in the units of "
              "expression.npy: the oracle prediction",
+    "programmes": "programmes.json: the latent programmes each gene reads, so an importance can be scored against "
+                  "the genes that drive a target",
     "ids": "positional: genes g001-g500 in shuffled generator order (no id or position marks the nonlinear "
            "genes), samples c0001-c2000",
     "orientation": "samples as rows, genes as columns",
 }
+
+
+PROGRAMMES_NOTE = ("the latent programmes (0-11) each gene's log-rate reads: a readout gene its 2-3 programmes "
+                   "(linearly); a nonlinear gene its pair (an interaction or gate of pair[0] and pair[1]) and "
+                   "its linear programme; the genes that drive a target are the genes sharing a programme with it")
 
 
 def expected_log1p_poisson(log_rate: np.ndarray) -> np.ndarray:
@@ -369,14 +379,19 @@ def positive_control(seed: int = CONTROL_SEED) -> Dataset:
     Z = rng.standard_normal((n, n_programs))
     log_rate = np.empty((n, n_genes))
 
+    reads: list[dict] = []  # per generator column: which programmes it reads, and how
     pairs = [(i, j) for i in range(n_programs) for j in range(i + 1, n_programs)]
     for col, p in enumerate(rng.permutation(len(pairs))[:CONTROL_NONLINEAR]):
         i, j = pairs[p] if rng.random() < 0.5 else pairs[p][::-1]
-        if rng.random() < 0.5:
+        form = "interaction" if rng.random() < 0.5 else "gate"
+        if form == "interaction":
             interaction = Z[:, i] * Z[:, j]
         else:  # z_i * relu(z_j) has variance 1/2
             interaction = np.sqrt(2.0) * Z[:, i] * np.maximum(Z[:, j], 0.0)
-        linear = Z[:, rng.integers(n_programs)]
+        k = int(rng.integers(n_programs))
+        linear = Z[:, k]
+        reads.append({"kind": "nonlinear", "form": form, "pair": [int(i), int(j)], "linear": k,
+                      "programmes": sorted({int(i), int(j), k})})
         f = np.sqrt(1.0 - _LINEAR_SHARE) * interaction + np.sqrt(_LINEAR_SHARE) * linear
         base, amplitude = rng.uniform(*_NONLINEAR_BASE), rng.uniform(*_NONLINEAR_AMPLITUDE)
         log_rate[:, col] = base + amplitude * _SATURATION * np.tanh(f / _SATURATION)
@@ -386,6 +401,7 @@ def positive_control(seed: int = CONTROL_SEED) -> Dataset:
                               replace=False)
         weights = rng.standard_normal(len(programs))
         weights /= np.sqrt(np.sum(weights * weights))
+        reads.append({"kind": "readout", "programmes": sorted(int(q) for q in programs)})
         readout = np.zeros(n)
         for w, program in zip(weights, programs):  # explicit order: no BLAS, stable bits
             readout += w * Z[:, program]
@@ -396,10 +412,13 @@ def positive_control(seed: int = CONTROL_SEED) -> Dataset:
     values = np.log1p(np.arange(counts.max() + 1, dtype=np.float64))[counts]
     truth = expected_log1p_poisson(log_rate)
     order = rng.permutation(n_genes)
+    genes = [f"g{g + 1:0{len(str(n_genes))}d}" for g in range(n_genes)]
     return Dataset(
         X=np.ascontiguousarray(values[:, order], dtype=np.float32),
-        genes=[f"g{g + 1:0{len(str(n_genes))}d}" for g in range(n_genes)],
+        genes=genes,
         samples=[f"c{s + 1:0{len(str(n))}d}" for s in range(n)],
         provenance=dict(CONTROL_PROVENANCE, source=CONTROL_PROVENANCE["source"].format(seed=seed)),
         truth=np.ascontiguousarray(truth[:, order], dtype=np.float32),
+        programmes={"genes": {gene: reads[col] for gene, col in zip(genes, order.tolist())},
+                    "note": PROGRAMMES_NOTE},
     )

@@ -15,10 +15,13 @@ and writes
   t-test against the best baseline and against each deep model's own base, held-out
   bootstrap and win rate; see `benchmark.report.verdicts`), the frequentist corrected
   t-test with Holm's adjustment (shown, deciding no wording), the scores scaled between
-  the controls, and figures;
+  the controls, each importance's AUROC against the planted genes (where the dataset's
+  generator is known) and the attention-permutation rank correlation
+  (`benchmark.report.importance`), and figures;
 - `reports/summary.json`: the same numbers, sorted keys, byte-identical on rerun:
   `{"leaderboard": {task: [row, ...]}, "friedman": {task: {...}}, "datasets": {dataset:
-  {task: {..., "verdicts": {arch: {...}}, "versus_ridge": {arch: {...}}}}},
+  {task: {..., "verdicts": {arch: {...}}, "versus_ridge": {arch: {...}}, "importance": {arch:
+  {"attention_auroc", "permutation_auroc", "rank_correlation", "targets"}}}}},
   "seed_reported": {task: {...}}}`; `verdicts` leaves out the reference (the best
   baseline) itself: it has nothing to be compared with;
 - `reports/figures/*.png` and, for `dvc plots show`, the data behind them in
@@ -122,6 +125,7 @@ def _task_section(config: Config, results: TaskResults) -> tuple[dict, dict[str,
     """One (dataset, task)'s summary entry and its figures and plot data (file name -> bytes)."""
     from benchmark.data.prepare import load_task
     from benchmark.report import plots, verdicts
+    from benchmark.report.importance import task_importance
 
     task, suffix = results.task, f"{results.dataset}_{results.task}"
     held_out_data = functools.cache(lambda: load_task(config, task, held_out=True))
@@ -166,6 +170,7 @@ def _task_section(config: Config, results: TaskResults) -> tuple[dict, dict[str,
         "versus_ridge": verdicts.versus_ridge(config, results),
         "versus_best_baseline": verdicts.frequentist(config, results),
         "controls": controls, "scaled": scaled,
+        "importance": task_importance(config, results),
         "figures": {title: f"{FIGURES_DIR}/{name}" for title, name in titles.items()},
     }
     return section, figures, plot_data

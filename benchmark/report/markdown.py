@@ -218,6 +218,25 @@ def _versus(task: dict) -> list[str]:
     ]
 
 
+def _importance_table(task: dict) -> list[str]:
+    """AUROC of each importance against the genes that share a programme with the target, and
+    Spearman's rho between the attention and the permutation importance."""
+    header = ["architecture", "attention x contribution AUROC", "permutation AUROC",
+              "rank correlation (attention, permutation)"]
+    rows = [[f"`{arch}`", _num(e.get("attention_auroc"), ".3f"), _num(e.get("permutation_auroc"), ".3f"),
+             _num(e.get("rank_correlation"), ".3f")]
+            for arch in ARCHS if (e := task["importance"].get(arch)) is not None]
+    scored = max((e.get("targets", 0) for e in task["importance"].values()), default=0)
+    if scored:
+        note = ("AUROC 0.5 is chance, 1 ranks every driving gene first; truth: the feature genes that share a "
+                f"latent programme with the target (`programmes.json`), mean over {scored} target"
+                f"{'s' * (scored != 1)}. A model's permutation importance shows what that model uses: a linear "
+                "model cannot use the genes of an interaction.")
+    else:
+        note = f"No planted truth for this dataset: AUROCs are {DASH}; the rank correlation needs no truth."
+    return [note, "", *_table(header, rows)]
+
+
 def _task_section(dataset: str, name: str, task: dict, seed: dict) -> list[str]:
     genes = task["targets"]
     lines = ["", f"### `{dataset}`, task `{name}`: {genes} target gene{'s' * (genes != 1)}", "",
@@ -245,6 +264,8 @@ def _task_section(dataset: str, name: str, task: dict, seed: dict) -> list[str]:
         lines += [f"Negative control (scaled 0): `{NEGATIVE_CONTROL}`. Positive control (scaled 1): {where}. "
                   "Held-out values in expression units, then scaled; rank among the architectures (1 = best).", "",
                   *_controls_table(task)]
+    if task.get("importance"):
+        lines += ["", "#### Importance against the planted genes", "", *_importance_table(task)]
     lines += ["", "#### Figures", ""]
     for title, path in task["figures"].items():
         lines += [f"![{title}]({path})", ""]

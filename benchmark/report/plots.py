@@ -104,9 +104,10 @@ def per_gene_r2(results: TaskResults) -> tuple[Figure, pd.DataFrame]:
 
 
 def attention_table(result: ArchResult, top: int = TOP_TOKENS) -> tuple[pd.DataFrame, bool]:
-    """The `top` tokens by mean attention weight over held-out samples, and whether they are genes.
+    """The `top` genes (or tokens) by mean attention weight over held-out samples, and whether they are genes.
 
-    Returns columns rank, label, weight.
+    Returns columns rank, label, weight, std (per-sample sd), uniform (the level of a flat
+    map: 1/genes or 1/steps) and, for genes, token_min, token_max, token_uniform.
     """
     table, by_gene = result.attention, result.attention_by_gene
     table = table.sort_values(["weight", "label"], ascending=[False, True], kind="stable").head(top)
@@ -116,23 +117,37 @@ def attention_table(result: ArchResult, top: int = TOP_TOKENS) -> tuple[pd.DataF
 
 
 def attention_top(results: TaskResults, top: int = TOP_TOKENS) -> tuple[Optional[Figure], pd.DataFrame]:
-    """Horizontal bars of the most attended tokens (genes where tokens are genes) per attention model."""
+    """Horizontal bars of the most attended genes (attention x contribution; tokens where genes are
+    not known) per attention model, ± the per-sample sd, with the uniform level dashed, so a
+    flat map is seen to be flat; for genes, the title gives the tokens' range against 1/steps."""
     tables = {}
     for arch in ("attention_lstm", "attention_gru"):
         result = results.archs.get(arch)
         if result is not None and result.attention is not None:
             tables[arch] = attention_table(result, top)
+    columns = ["arch", "kind", "rank", "label", "weight", "std", "uniform"]
     rows = [dict(arch=arch, kind="gene" if by_gene else "token", **row)
             for arch, (table, by_gene) in tables.items() for row in table.to_dict("records")]
-    data = pd.DataFrame(rows, columns=["arch", "kind", "rank", "label", "weight"])
+    data = pd.DataFrame(rows)
+    data = data.reindex(columns=columns + [c for c in data.columns if c not in columns])
     if not tables:
         return None, data
-    fig = Figure(figsize=(5 * len(tables), 0.25 * top + 1.5))
+    fig = Figure(figsize=(6 * len(tables), 0.25 * top + 1.8))
     for i, (arch, (table, by_gene)) in enumerate(tables.items(), start=1):
         ax = fig.add_subplot(1, len(tables), i)
-        ax.barh(table["label"][::-1], table["weight"][::-1], color=_DEEP_COLOUR)
-        ax.set_xlabel("mean attention weight (held-out samples)")
-        ax.set_title(f"{results.dataset} / {results.task}: {arch}, top {len(table)} {'genes' if by_gene else 'tokens'}")
+        spread = table["std"].fillna(0.0).to_numpy()[::-1]
+        ax.barh(table["label"][::-1], table["weight"][::-1], xerr=spread, color=_DEEP_COLOUR, capsize=2)
+        uniform = float(table["uniform"].iloc[0])
+        ax.axvline(uniform, color="black", linestyle="--", linewidth=0.9,
+                   label=f"uniform 1/{round(1 / uniform)} = {uniform:.4g}")
+        ax.legend(loc="lower right", fontsize=7)
+        what = "attention x contribution per gene" if by_gene else "attention per token"
+        ax.set_xlabel(f"{what}, mean ± sd over held-out samples")
+        title = f"{results.dataset} / {results.task}: {arch}, top {len(table)} {'genes' if by_gene else 'tokens'}"
+        if by_gene and "token_uniform" in table.columns and pd.notna(table["token_uniform"].iloc[0]):
+            title += (f"\ntokens' mean attention {table['token_min'].iloc[0]:.4f}–{table['token_max'].iloc[0]:.4f}, "
+                      f"uniform 1/{round(1 / table['token_uniform'].iloc[0])} = {table['token_uniform'].iloc[0]:.4f}")
+        ax.set_title(title, fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     return fig, data

@@ -58,7 +58,10 @@ class ArchResult:
     (0 where folds.csv has none), metric columns, and where folds.csv records them
     `n_train`, `n_val` and the base's `base_<metric>` columns.
     `per_gene`: held-out per-gene `r2` and `rmse` (and `base_r2`, `base_rmse`), indexed by gene id.
-    `attention`: mean attention weight per token over the held-out samples (`label`, `weight`).
+    `attention`: per gene (attention x contribution) or per token, the mean over the held-out
+    samples (`label`, `weight`), its per-sample `std` (NaN where not recorded) and the
+    `uniform` level (1/genes or 1/steps); with a gene table also the tokens' mean attention
+    range (`token_min`, `token_max`) and their uniform level (`token_uniform`, 1/steps).
     """
 
     arch: str
@@ -281,6 +284,10 @@ def _read_folds(config: Config, path: Path) -> pd.DataFrame:
 
 def _token_label(row: dict) -> str:
     first, last = row.get("first_gene"), row.get("last_gene")
+    named = row.get("genes")
+    if (not isinstance(first, str) or not first) and isinstance(named, str) and named.strip():
+        genes = named.split()  # evaluate's attention.csv: the token's genes, space-separated
+        first, last = genes[0], genes[-1]
     if not isinstance(first, str) or not first:  # PCA components or unnamed tokens
         return f"token {row['token']}"
     if first == last:
@@ -298,18 +305,31 @@ def _load_attention(config: Config, edir: Path) -> tuple[Optional[pd.DataFrame],
     importance, attention = edir / "gene_importance.csv", edir / "attention.csv"
     if importance.exists():
         raw = _read_table(config, importance, ("gene", "weight"))
-        return pd.DataFrame({"label": raw["gene"], "weight": raw["weight"]}), True
+        table = pd.DataFrame({"label": raw["gene"], "weight": raw["weight"], "std": _column(raw, "std"),
+                              "uniform": 1.0 / len(raw)})
+        if "token_weight" in raw.columns and "module" in raw.columns:
+            tokens = raw.groupby("module")["token_weight"].first()
+            table["token_min"], table["token_max"] = float(tokens.min()), float(tokens.max())
+            table["token_uniform"] = 1.0 / len(tokens)
+        return table, True
     if attention.exists():
         raw = _read_table(config, attention, ("token", "mean_weight"))
         labels = [_token_label(row) for row in raw.to_dict("records")]
-        return pd.DataFrame({"label": labels, "weight": raw["mean_weight"]}), False
+        steps = int((raw["n_inputs"] > 0).sum()) if "n_inputs" in raw.columns else len(raw)
+        return pd.DataFrame({"label": labels, "weight": raw["mean_weight"], "std": _column(raw, "std_weight"),
+                             "uniform": 1.0 / max(steps, 1)}), False
     return None, False
+
+
+def _column(raw: pd.DataFrame, name: str) -> pd.Series:
+    """`raw[name]` as floats (the per-sample spread), NaN where the file has no such column."""
+    return pd.to_numeric(raw[name], errors="coerce") if name in raw.columns else pd.Series(float("nan"), raw.index)
 
 
 def _read_table(config: Config, path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     source = relative(config, path)
     try:
-        table = pd.read_csv(path, dtype={"gene": str, "first_gene": str, "last_gene": str}, float_precision="round_trip")
+        table = pd.read_csv(path, dtype={"gene": str, "first_gene": str, "last_gene": str, "genes": str}, float_precision="round_trip")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{source}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
     absent = [c for c in columns if c not in table.columns]

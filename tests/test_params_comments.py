@@ -7,7 +7,7 @@ import re
 
 from benchmark import TASKS
 from benchmark.config import load_config
-from benchmark.report import EXPERIMENT_SUFFIX
+from benchmark.report.mlflow_run import EXPERIMENT_SUFFIX
 from benchmark.tracking import experiment_name
 from conftest import REPO
 

@@ -52,7 +52,10 @@ def free_port() -> int:
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
-    for var in ("GENEBENCH_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME"):
+    # The quiet defaults too: a test that ran the CLI in this process set them in os.environ
+    # (benchmark.verbosity), and a child started with GENEBENCH_LOG=debug must not inherit them.
+    for var in ("GENEBENCH_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "GENEBENCH_LOG", "TF_CPP_MIN_LOG_LEVEL",
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"):
         env.pop(var, None)
     env.update(extra)
     return env

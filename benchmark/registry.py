@@ -47,7 +47,6 @@ from benchmark.config import Config
 from benchmark.errors import UserError
 from benchmark.outputs import write_json
 from benchmark.paths import evaluation_dir, metrics_file, reports_dir
-from benchmark.tracking import MODEL_NAME
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

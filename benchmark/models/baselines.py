@@ -23,6 +23,7 @@ from benchmark.data.rows import is_row_view
 from benchmark.models.ridge_loo import DEFAULT_GRID, alpha_grid, fit_ridge_loo
 
 ALPHA_ROWS = 8192  # a streamed matrix chooses its ridge penalty on this many of its rows
+COPY_BYTES = 512 << 20  # a streamed fit copies X'X per distinct penalty up to this size
 ALPHA_SEED = 0  # which rows: fixed, so a refit on the same rows chooses the same penalty
 
 
@@ -91,7 +92,8 @@ class RidgeBaseline:
 
     def _fit_streamed(self, X, Y: np.ndarray) -> "RidgeBaseline":
         """What sklearn's Ridge solves, from float64 normal equations summed block by block
-        (`benchmark.streaming`). Memory: one p x p array, whatever the number of rows. A
+        (`benchmark.streaming`). Memory: one p x p array (two with several penalties, up to
+        `COPY_BYTES`), whatever the number of rows. A
         penalty left to choose is chosen by leave-one-out on a seeded sample of
         `ALPHA_ROWS` rows (the whole grid at the cost of one in-memory fit)."""
         from benchmark.streaming import normal_equations, solve_ridge
@@ -101,17 +103,20 @@ class RidgeBaseline:
             rows = np.sort(np.random.default_rng(ALPHA_SEED).permutation(len(X))[:ALPHA_ROWS])
             alpha = fit_ridge_loo(X.read(rows).astype(np.float64), Y[rows], self.alphas, self.per_target).alpha
         self.alpha_ = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (Y.shape[1],)).copy()
-        coefs, intercepts = [], []
-        # One Cholesky per distinct penalty (per-target penalties share few values).
-        for value in np.unique(self.alpha_):
-            targets = np.flatnonzero(self.alpha_ == value)
-            sums = normal_equations(X, Y[:, targets])
-            coef, intercept = solve_ridge(*sums, alpha=float(value))
-            coefs.append((targets, coef, intercept))
         self.coef_ = np.empty((Y.shape[1], X.shape[1]))
         self.intercept_ = np.empty(Y.shape[1])
-        for targets, coef, intercept in coefs:
-            self.coef_[targets], self.intercept_[targets] = coef, intercept
+        values = np.unique(self.alpha_)
+        # One pass over the rows gives every target's sums; each penalty's Cholesky works in
+        # place, so it gets a copy of X'X where a second p x p array is small, else its own pass.
+        shared = normal_equations(X, Y) if X.shape[1] ** 2 * 8 <= COPY_BYTES or len(values) == 1 else None
+        for value in values:
+            targets = np.flatnonzero(self.alpha_ == value)
+            if shared is None:
+                sums = normal_equations(X, Y[:, targets])
+            else:
+                n, x_sum, y_sum, XtX, XtY = shared
+                sums = (n, x_sum, y_sum[targets], XtX if len(values) == 1 else XtX.copy(order="F"), XtY[:, targets])
+            self.coef_[targets], self.intercept_[targets] = solve_ridge(*sums, alpha=float(value))
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

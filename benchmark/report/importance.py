@@ -35,7 +35,7 @@ from benchmark.data.canonical import PROGRAMMES_FILE
 from benchmark.errors import UserError
 from benchmark.importance import IMPORTANCE_FILE, PERMUTATION_FILE, PERMUTATION_TARGETS_FILE
 from benchmark.paths import evaluation_dir
-from benchmark.report.results import TaskResults, relative
+from benchmark.report.results import TaskResults, read_table, relative
 
 KEYS = ("attention_auroc", "permutation_auroc", "rank_correlation")
 
@@ -87,20 +87,7 @@ def _mean(values: list[Optional[float]]) -> Optional[float]:
 
 
 def _read(config: Config, path: Path, columns: tuple[str, ...]) -> Optional[pd.DataFrame]:
-    if not path.exists():
-        return None
-    source = relative(config, path)
-    try:
-        table = pd.read_csv(path, dtype={"gene": str, "target": str}, float_precision="round_trip")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{source}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
-    absent = [c for c in columns if c not in table.columns]
-    if absent:
-        raise UserError(f"{source}: missing column {absent[0]!r}")
-    value = columns[-1]
-    if not pd.api.types.is_numeric_dtype(table[value]) or table[value].isna().any():
-        raise UserError(f"{source}: column {value!r}: expected a number in every row")
-    return table
+    return read_table(config, path, columns) if path.exists() else None
 
 
 def arch_importance(config: Config, task: str, arch: str, targets: list[str],

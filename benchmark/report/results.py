@@ -304,7 +304,7 @@ def _load_attention(config: Config, edir: Path) -> tuple[Optional[pd.DataFrame],
     """
     importance, attention = edir / "gene_importance.csv", edir / "attention.csv"
     if importance.exists():
-        raw = _read_table(config, importance, ("gene", "weight"))
+        raw = read_table(config, importance, ("gene", "weight"))
         table = pd.DataFrame({"label": raw["gene"], "weight": raw["weight"], "std": _column(raw, "std"),
                               "uniform": 1.0 / len(raw)})
         if "token_weight" in raw.columns and "module" in raw.columns:
@@ -313,7 +313,7 @@ def _load_attention(config: Config, edir: Path) -> tuple[Optional[pd.DataFrame],
             table["token_uniform"] = 1.0 / len(tokens)
         return table, True
     if attention.exists():
-        raw = _read_table(config, attention, ("token", "mean_weight"))
+        raw = read_table(config, attention, ("token", "mean_weight"))
         labels = [_token_label(row) for row in raw.to_dict("records")]
         steps = int((raw["n_inputs"] > 0).sum()) if "n_inputs" in raw.columns else len(raw)
         return pd.DataFrame({"label": labels, "weight": raw["mean_weight"], "std": _column(raw, "std_weight"),
@@ -326,10 +326,12 @@ def _column(raw: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(raw[name], errors="coerce") if name in raw.columns else pd.Series(float("nan"), raw.index)
 
 
-def _read_table(config: Config, path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def read_table(config: Config, path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """An evaluation table with `columns`, the last of them numeric in every row (ids as text)."""
     source = relative(config, path)
     try:
-        table = pd.read_csv(path, dtype={"gene": str, "first_gene": str, "last_gene": str, "genes": str}, float_precision="round_trip")
+        table = pd.read_csv(path, dtype={"gene": str, "target": str, "first_gene": str, "last_gene": str, "genes": str},
+                            float_precision="round_trip")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{source}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
     absent = [c for c in columns if c not in table.columns]

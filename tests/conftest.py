@@ -32,6 +32,9 @@ import requests
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# What test projects start from: the tests' own copy of the defaults, never the checkout's
+# params.yaml, which a user edits and `data import` extends.
+PARAMS = Path(__file__).resolve().parent / "fixtures" / "params.yaml"
 VENV_BIN = Path(sys.executable).parent
 DATASET = "toy"  # the one dataset a test project lists
 
@@ -149,7 +152,7 @@ def _merge(base: dict, overrides: dict) -> dict:
 
 @dataclass(frozen=True)
 class Project:
-    """A temporary project root: git + DVC initialised, params.yaml from the repository."""
+    """A temporary project root: git + DVC initialised, params.yaml from the tests' own defaults (fixtures/params.yaml)."""
 
     root: Path
 
@@ -185,7 +188,7 @@ def _project_template(tmp_path_factory) -> Path:
     run_tool(template, "git", "init", "-q")
     run_tool(template, sys.executable, "-m", "dvc", "init", "-q")
     run_tool(template, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load(PARAMS.read_text())
     params["datasets"] = {DATASET: {"transform": "none"}}
     (template / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (template / ".gitignore").write_text("/data/\n/artifacts/\n")

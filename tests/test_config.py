@@ -11,11 +11,11 @@ import yaml
 
 from benchmark.config import load_config, resolve_url
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import PARAMS, REPO
 
 
 def _params(tmp_path: Path, edit) -> Path:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load(PARAMS.read_text())
     edit(raw)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

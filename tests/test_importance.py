@@ -15,7 +15,7 @@ from benchmark.config import load_config
 from benchmark.importance import (attention_tables, budget, contribution_shares, gene_attention, permutation_importance,
                                   _members)
 from benchmark.training import Regressor
-from conftest import REPO
+from conftest import PARAMS
 
 N, N_GENES, PLANTED = 500, 12, (2, 5, 9)
 GENES = [f"g{i:02d}" for i in range(N_GENES)]
@@ -32,7 +32,7 @@ def _planted(nonlinear: bool):
 
 
 def _params():
-    return load_config(REPO / "params.yaml").params
+    return load_config(PARAMS).params
 
 
 def test_contribution_shares_and_gene_attention_by_hand():

@@ -12,14 +12,14 @@ import sys
 import pytest
 import requests
 
-from conftest import REPO, cli_env, genebench_ui
+from conftest import PARAMS, cli_env, genebench_ui
 
 
 def test_ui_masks_the_store_password_and_keeps_it_out_of_argv(tmp_path):
     """A stand-in `mlflow` first on PATH records the argv and environment it is exec'd with."""
     root = tmp_path / "project"
     root.mkdir()
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    shutil.copy(PARAMS, root / "params.yaml")
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     fake = fake_bin / "mlflow"

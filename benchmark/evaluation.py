@@ -209,13 +209,9 @@ def _owner() -> dict[str, str]:
 
 
 def _process_gone(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, PermissionError):
-        return False
-    return False
+    import psutil
+
+    return pid.isdecimal() and not psutil.pid_exists(int(pid))  # no owner tag: not known to be gone
 
 
 def _end_abandoned_runs(experiment: str, arch: str) -> list[str]:

@@ -30,6 +30,8 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
+
 _TMP_SUFFIX = ".tmp"
 # The middle of a temporary's name: pid, host tag, random part. Anything else between
 # `.<name>.` and `.tmp` belongs to some other path (e.g. `.<name>.csv.<...>.tmp` to `<name>.csv`).
@@ -50,16 +52,6 @@ def _host_tag() -> str:
 
 def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{_host_tag()}-{secrets.token_hex(8)}{_TMP_SUFFIX}")
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _remove(path: Path) -> None:
@@ -90,7 +82,7 @@ def clean_stale_tmp(path: str | Path) -> list[Path]:
         match = _TMP_TOKEN.match(token)
         if match:
             pid, tag = int(match.group(1)), match.group(2)
-            stale = tag == host and pid != os.getpid() and not _process_alive(pid)
+            stale = tag == host and pid != os.getpid() and not psutil.pid_exists(pid)
         else:
             stale = bool(_LEGACY_TOKEN.match(token))
         if stale:

@@ -61,7 +61,7 @@ def run_study(config, task: str, arch: str, total: int, complete_wanted: int | N
 
     from benchmark import tuning
 
-    tuning._quiet()
+    tuning.quiet()
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), pruner=tuning.make_pruner(config),
                                 sampler=optuna.samplers.TPESampler(n_startup_trials=config.params.tuning.n_startup_trials,
                                                                    seed=config.params.tuning.seed),

@@ -444,7 +444,7 @@ def test_trials_of_dead_processes_fail_and_live_ones_stay(tmp_path):
     before its first heartbeat) fails once its grace period has passed; a live one stays."""
     import optuna
 
-    from benchmark.tuning import _host_id, fail_dead_trials
+    from benchmark.tuning import fail_dead_trials, host_id
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'stale.db'}", heartbeat_interval=60,
                                          grace_period=120)
@@ -453,7 +453,7 @@ def test_trials_of_dead_processes_fail_and_live_ones_stay(tmp_path):
                           text=True, check=True)
     dead, unclaimed, alive = study.ask(), study.ask(), study.ask()
     for trial, pid in ((dead, int(gone.stdout)), (alive, os.getpid())):
-        trial.set_user_attr("host", _host_id())
+        trial.set_user_attr("host", host_id())
         trial.set_user_attr("pid", pid)
     assert fail_dead_trials(study, grace_period=1.0) == [dead.number]
     time.sleep(1.2)

@@ -1,7 +1,7 @@
 """One pass over a matrix in blocks: what validation needs, and the canonical `.npy` written.
 
 `data import` and `data validate` never hold a whole matrix: a reader yields blocks of file
-rows (`readers.open_matrix`), `MatrixScan` keeps what the checks need (the first
+rows (`benchmark.data.readers.open_matrix`), `MatrixScan` keeps what the checks need (the first
 non-finite or negative cell, whether every value is an integer, per-gene moments of the
 transformed values), and `CanonicalMatrixWriter` appends each block to a file and at the end
 puts samples and genes in id order into `expression.npy`. `prepare` uses `ColumnMoments`

@@ -7,8 +7,9 @@ genes x samples table, values with 6 significant digits) block by block, makes a
 project (params.yaml of this checkout, `dvc init --no-scm`) in a temporary directory, and
 runs `genebench data import FILE --name geo` there in a child process: the code of
 `--code` (a checkout's root; default this one) first on PYTHONPATH. The child reports its
-own peak RSS (`getrusage(RUSAGE_SELF)`: the import itself) and that of its largest
-finished child (`RUSAGE_CHILDREN`: the `dvc add` subprocess), in MiB.
+own peak RSS (`getrusage(RUSAGE_SELF)`, in MiB): the import itself, not the `dvc add`
+subprocess (whose RUSAGE_CHILDREN figure Linux takes from the forked image before exec,
+i.e. the import's own RSS at that moment, so it is not reported).
 """
 
 from __future__ import annotations
@@ -27,15 +28,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Runs in the child: the CLI's own entry point, then the two peaks.
+# Runs in the child: the CLI's own entry point, then its peak RSS.
 CHILD = """
 import json, resource, sys
 from benchmark.cli import main
 rc = main(sys.argv[1:])
 self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-children_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print("MEASURED " + json.dumps({"rc": rc, "import_peak_mib": round(self_kib / 1024, 1),
-                                 "dvc_peak_mib": round(children_kib / 1024, 1)}))
+print("MEASURED " + json.dumps({"rc": rc, "import_peak_mib": round(self_kib / 1024, 1)}))
 """
 
 

@@ -30,7 +30,7 @@ def _shuffled_csv(path, ds, seed=0, genes_as_rows=False):
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("kind", ["csv", "csv-genes-as-rows", "parquet", "h5ad"])
+@pytest.mark.parametrize("kind", ["csv", "csv-genes-as-rows", "parquet", "h5ad", "gct"])
 def test_streamed_import_writes_the_canonical_bytes_of_the_sorted_matrix(tmp_path, monkeypatch, kind):
     """Blocks of 7 file rows, 64-value tiles: `expression.npy` is byte for byte what
     np.save writes for the matrix sorted by sample and gene id."""

@@ -2,12 +2,12 @@
 
     python scripts/check_positive_control.py [--split-seed S]
 
-Generates `benchmark.data.synthetic.positive_control()`, splits its samples 80/20 at
+Generates `benchmark.data.positive_control.positive_control()`, splits its samples 80/20 at
 random, takes as targets the top-50 (and the top-1) most variable genes of the training
 rows and as features the other genes (standardised on the training rows), and prints the
 held-out RMSE and R^2 (mean over genes) of: the oracle (the noiseless truth), the training
 mean, ridge with its alpha chosen by efficient leave-one-out CV, and a scikit-learn MLP
-(256, 256) with early stopping. The numbers in synthetic.py's docstring come from here.
+(256, 256) with early stopping. The numbers in positive_control.py's docstring come from here.
 About a minute on two cores.
 """
 
@@ -30,7 +30,7 @@ def main() -> None:
     from sklearn.neural_network import MLPRegressor
     from sklearn.preprocessing import StandardScaler
 
-    from benchmark.data.synthetic import positive_control
+    from benchmark.data.positive_control import positive_control
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split-seed", type=int, default=1)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmark.data.canonical import GENES_FILE, MATRIX_FILE, SAMPLES_FILE, Dataset, canonical_bytes
-from benchmark.data.readers import read_matrix
+from benchmark.data.readers import open_matrix, read_matrix
 from benchmark.data.synthetic import make_synthetic, synth
 from benchmark.errors import UserError
 
@@ -287,6 +287,34 @@ def test_geo_series_matrix_errors_name_the_file_and_the_place(tmp_path, expected
     tsv = tmp_path / "GSE1_series_matrix.tsv"  # not sniffed by extension: say --format geo
     tsv.write_text(text)
     assert_same_canonical(read_matrix(tsv, fmt="geo")[0], expected)
+
+
+@pytest.mark.parametrize("name, write", [("m.gct", lambda ds: _gct_12(ds)), ("m13.gct", lambda ds: _gct_13(ds)),
+                                         ("GSE7_series_matrix.txt", lambda ds: _series_matrix(ds)),
+                                         ("GSE7_series_matrix.txt.gz", lambda ds: _series_matrix(ds))])
+def test_gct_and_geo_read_in_blocks_give_the_whole_read_canonical_matrix(tmp_path, name, write):
+    """Blocks of 3 genes (a file of 23): the same canonical bytes as one block, and as the matrix written;
+    a bad cell in a later block is still named by its line."""
+    ds, _ = make_synthetic(9, 23, seed=4)
+    ds = Dataset(X=ds.X, genes=[f"gene{j:02d}" for j in range(23)], samples=[f"GSM{i}" for i in range(9)])
+    path = tmp_path / name
+    text = write(ds)
+    path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
+    source = open_matrix(path, block_rows=3)
+    sizes = [len(ids) for ids, _ in source.blocks]
+    assert sizes == [3] * 7 + [2] and source.genes_are_rows
+    blocked, whole = read_matrix(path, block_rows=3)[0], read_matrix(path, block_rows=1000)[0]
+    assert_same_canonical(blocked, whole)
+    assert_same_canonical(blocked, ds)
+    if name.endswith(".gz"):
+        return
+    lines = text.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.strip('"').startswith("gene20"))
+    cells = lines[row].split("\t")
+    cells[-1] = "oops"
+    path.write_text("\n".join(lines[:row] + ["\t".join(cells)] + lines[row + 1:]) + "\n")
+    with pytest.raises(UserError, match=rf"'oops' at gene 'gene20', sample 'GSM8' \(line {row + 1}\)"):
+        read_matrix(path, block_rows=3)
 
 
 # --- 10x Genomics ---------------------------------------------------------------------

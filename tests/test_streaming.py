@@ -13,7 +13,7 @@ from benchmark.data import rows as rows_module
 from benchmark.data.canonical import canonical_bytes, write_dataset
 from benchmark.data.readers import open_matrix
 from benchmark.data.rows import RowView
-from benchmark.data.streaming import CanonicalMatrixWriter, ColumnMoments, MatrixScan
+from benchmark.data.matrix_blocks import CanonicalMatrixWriter, ColumnMoments, MatrixScan
 from benchmark.data.synthetic import SyntheticMatrix, make_synthetic, synth
 
 
@@ -30,11 +30,11 @@ def _shuffled_csv(path, ds, seed=0, genes_as_rows=False):
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("kind", ["csv", "csv-genes-as-rows", "parquet", "h5ad"])
+@pytest.mark.parametrize("kind", ["csv", "csv-genes-as-rows", "parquet", "h5ad", "gct"])
 def test_streamed_import_writes_the_canonical_bytes_of_the_sorted_matrix(tmp_path, monkeypatch, kind):
     """Blocks of 7 file rows, 64-value tiles: `expression.npy` is byte for byte what
     np.save writes for the matrix sorted by sample and gene id."""
-    monkeypatch.setattr("benchmark.data.streaming.BLOCK_BYTES", 4 * 64)
+    monkeypatch.setattr("benchmark.data.matrix_blocks.BLOCK_BYTES", 4 * 64)
     ds, _ = make_synthetic(53, 23, seed=5)
     if kind.startswith("csv"):
         path = tmp_path / "m.csv"

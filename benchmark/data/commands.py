@@ -20,7 +20,7 @@ import yaml
 from benchmark.config import Config
 from benchmark.data.canonical import canonical_bytes, canonical_text_files, dvc_dir_md5, dvc_tree_md5
 from benchmark.data.readers import open_matrix
-from benchmark.data.streaming import CanonicalMatrixWriter, MatrixScan
+from benchmark.data.matrix_blocks import CanonicalMatrixWriter, MatrixScan
 from benchmark.data.validation import check_scanned
 from benchmark.errors import UserError
 from benchmark.outputs import atomic_dir, write_text

@@ -28,7 +28,7 @@ from benchmark import TASKS
 from benchmark.config import Config
 from benchmark.data.canonical import dvc_tree_md5, load_dataset
 from benchmark.data.rows import RowView, rows_per_block
-from benchmark.data.streaming import ColumnMoments
+from benchmark.data.matrix_blocks import ColumnMoments
 from benchmark.data.validation import apply_transform, check_dataset
 from benchmark.errors import UserError
 from benchmark.outputs import atomic_dir, dumps_json

@@ -1,8 +1,6 @@
-"""Synthetic expression: `genebench data synth` matrices and the bundled positive control.
+"""Synthetic expression for `genebench data synth`, tests and scale runs: low-rank structure.
 
-Two generators live here, both fixed byte for byte by their seed.
-
-**`make_synthetic` / `synth`** (tests, scale runs): known low-rank gene-gene structure.
+`make_synthetic` / `synth`, fixed byte for byte by their seed: known low-rank gene-gene structure.
 
     Z ~ N(0, 1)                 (samples, rank)    latent programmes per sample
     W ~ N(0, 1/rank)            (rank, genes)      loadings: each gene's programme mix
@@ -24,52 +22,7 @@ GCT's genes-as-rows; parquet in row groups of about 64 MiB, h5ad as a dense `X` 
 h5py) and the true structure beside it in `OUT.truth.json` (parameters and `r2_ceiling`;
 `make_synthetic` regenerates Z and W).
 
-**`positive_control`** (the bundled `synthetic` dataset, 2,000 samples x 500 genes; every
-draw from one `numpy.random.default_rng(seed)`): a
-matrix on which a linear model cannot reach the truth and a network can get close. Per sample,
-12 latent programmes z ~ N(0, 1). Each gene has a log-rate m (natural log of its mean
-count) and a value log1p(Poisson(exp(m))), so the noise is count noise: discrete, its
-size set by the mean (counts up to ~750, 0.2 % of them zero).
-
-- 440 readout genes: m = b + a * (w . z_S), with S 2 or 3 programmes, |w| = 1,
-  b ~ U(2, 3.5), a ~ U(0.3, 0.55). Each reads a few programmes, linearly and noisily:
-  only together do they pin z down.
-- 60 nonlinear genes, each on its own pair (i, j) of programmes (60 of the 66 pairs):
-  f = sqrt(0.85) * g(z_i, z_j) + sqrt(0.15) * z_k, with g the interaction z_i * z_j or
-  the gate sqrt(2) * z_i * relu(z_j) (both unit variance), then
-  m = b + a * 2.5 * tanh(f / 2.5), b ~ U(2, 3.5), a ~ U(1, 1.3). 85 % of f's variance
-  is an interaction that no linear function of the other genes can carry: the interaction
-  parts of two distinct pairs are uncorrelated, so neither the readouts nor the other
-  nonlinear genes span it (a generator where every gene mixes the same hidden units
-  let ridge span the targets). The soft saturation keeps counts below ~1,000.
-- Amplitudes put the 60 nonlinear genes above every readout gene in variance (on the
-  drawn matrix: >= 0.57 against <= 0.39), so the benchmark's targets, the top-50 and the
-  top-1 most variable genes of the development samples, are nonlinear genes.
-- `truth` is the noiseless value of every gene, E[log1p(count) | z] (not log1p(exp(m)),
-  which is biased at low counts): the best prediction any model can make, the oracle.
-- `programmes` records which programmes each gene reads (`programmes.json` in data/):
-  the planted truth an importance is scored against (the genes that share a programme
-  with a target drive it).
-- Genes are shuffled and named by position (g001..g500), samples c0001..c2000, so no
-  id or column order tells targets from readouts.
-
-Measured on it (scripts/check_positive_control.py, seed 0): a random 80/20 split,
-targets the top-50 most variable genes on the training rows, features the other 450,
-standardised; held-out RMSE (R^2 mean over genes), split seed 1:
-
-    task             oracle (truth)   mean             ridge, LOO alpha   MLP 256-256, early stop
-    multi, top 50    0.2935 (0.893)   0.9062 (-0.004)  0.7760 (0.268)     0.5503 (0.627)
-    single, top 1    0.3415 (0.880)   0.9907 (-0.013)  0.8912 (0.180)     0.5370 (0.702)
-
-Ridge stays 2.6x the oracle's RMSE; the MLP is 0.71x (multi) and 0.60x (single) ridge's.
-Split seed 2 gives the same picture (multi: 0.292 / 0.763 / 0.552). The benchmark's own
-`dnn` with its params.yaml defaults (25 epochs) reached 0.622 on the multi split above,
-0.80x ridge.
-
-Byte stability (data.dvc records these bytes): the matrices are built from elementwise
-float64 operations in a fixed order, no BLAS (whose summation order depends on the CPU),
-and rounded to float32 once at the end; the bytes were the same with NumPy's AVX2 and
-AVX-512 code paths switched off (NPY_DISABLE_CPU_FEATURES).
+The bundled positive control, a different generator, is `benchmark.data.positive_control`.
 """
 
 from __future__ import annotations
@@ -80,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.data.canonical import Dataset
+from benchmark.data.matrix_blocks import ColumnMoments
 from benchmark.data.readers import detect_format
 from benchmark.errors import UserError
-from benchmark.data.streaming import ColumnMoments
 from benchmark.outputs import write_json
 
 
@@ -304,121 +257,3 @@ def synth(out: Path, samples: int, genes: int, seed: int = 0, rank: int = 5, noi
     print(f"wrote {out}: {samples} samples x {genes} genes, rank {rank}, noise {noise:g}, seed {seed} "
           f"(linear R^2 ceiling about {truth.r2_ceiling:.3f}; truth in {truth_path.name})")
     return 0
-
-
-# -- the positive control ----------------------------------------------------------------
-
-CONTROL_SEED = 0
-CONTROL_SAMPLES = 2000
-CONTROL_GENES = 500
-CONTROL_PROGRAMS = 12
-CONTROL_NONLINEAR = 60
-_LINEAR_SHARE = 0.15  # of a nonlinear gene's pre-saturation variance: what ridge can reach
-_SATURATION = 2.5     # log-rate units; tanh(f / s) * s caps |f| softly
-_NONLINEAR_BASE, _NONLINEAR_AMPLITUDE = (2.0, 3.5), (1.0, 1.3)
-_READOUT_BASE, _READOUT_AMPLITUDE = (2.0, 3.5), (0.3, 0.55)
-_READOUT_PROGRAMS = (2, 3)
-# Log-rate grid of the E[log1p(Poisson)] table. Drawn log-rates stay within about
-# [-1.3, 6.8] (base +- amplitude * saturation; readouts +- ~5 sd), well inside it.
-_GRID_LOW, _GRID_HIGH, _GRID_STEP = -4.0, 8.0, 1.0 / 1024
-
-CONTROL_PROVENANCE = {
-    "source": "genebench positive control, generated by benchmark.data.synthetic.positive_control "
-              "from seed {seed}: 12 latent programmes per sample; 440 genes read 2-3 programmes linearly, "
-              "60 genes are each an interaction or gate of their own pair of programmes",
-    "values": "log1p of Poisson counts drawn around each gene's log-rate; not normalised or scaled; "
-              "benchmark transform: none",
-    "truth": "truth.npy: the noiseless value of every cell, E[log1p(count) | programmes], in the units of "
-             "expression.npy: the oracle prediction",
-    "programmes": "programmes.json: the latent programmes each gene reads, so an importance can be scored against "
-                  "the genes that drive a target",
-    "ids": "positional: genes g001-g500 in shuffled generator order (no id or position marks the nonlinear "
-           "genes), samples c0001-c2000",
-    "orientation": "samples as rows, genes as columns",
-}
-
-
-PROGRAMMES_NOTE = ("the latent programmes (0-11) each gene's log-rate reads: a readout gene its 2-3 programmes "
-                   "(linearly); a nonlinear gene its pair (an interaction or gate of pair[0] and pair[1]) and "
-                   "its linear programme; the genes that drive a target are the genes sharing a programme with it")
-
-
-def expected_log1p_poisson(log_rate: np.ndarray) -> np.ndarray:
-    """E[log1p(K)] for K ~ Poisson(exp(log_rate)), elementwise, float64.
-
-    Exact sums over K on a grid of log-rates 1/1024 apart, then linear interpolation:
-    the interpolation error is below 1e-7, under float32's resolution of the values.
-    Raises ValueError for a log-rate outside [-4, 8] (means 0.018 to 2,981).
-    """
-    from scipy.special import gammaln
-
-    if log_rate.size and (log_rate.min() < _GRID_LOW or log_rate.max() > _GRID_HIGH):
-        raise ValueError(f"log-rates must lie in [{_GRID_LOW}, {_GRID_HIGH}], got "
-                         f"[{log_rate.min():.3f}, {log_rate.max():.3f}]")
-    grid = _GRID_LOW + _GRID_STEP * np.arange(int(round((_GRID_HIGH - _GRID_LOW) / _GRID_STEP)) + 1)
-    table = np.empty_like(grid)
-    chunk = 256
-    for start in range(0, len(grid), chunk):
-        rate = np.exp(grid[start:start + chunk])[:, None]
-        # Poisson mass beyond mean + 12 sd + 40 is below 1e-30.
-        top = rate.max()
-        k = np.arange(int(top + 12.0 * np.sqrt(top) + 40.0) + 1, dtype=np.float64)
-        log_pmf = k * np.log(rate) - rate - gammaln(k + 1.0)
-        table[start:start + chunk] = (np.exp(log_pmf) * np.log1p(k)).sum(axis=1)
-    return np.interp(log_rate, grid, table)
-
-
-def positive_control(seed: int = CONTROL_SEED) -> Dataset:
-    """The bundled `synthetic` dataset: float32 (2,000 samples, 500 genes) with its `truth`.
-
-    Values are log1p counts; `truth` is E[value | programmes] in the same units (see the
-    module docstring for the model and what ridge, a network and the oracle reach on it).
-    """
-    rng = np.random.default_rng(seed)
-    n, n_genes, n_programs = CONTROL_SAMPLES, CONTROL_GENES, CONTROL_PROGRAMS
-    Z = rng.standard_normal((n, n_programs))
-    log_rate = np.empty((n, n_genes))
-
-    reads: list[dict] = []  # per generator column: which programmes it reads, and how
-    pairs = [(i, j) for i in range(n_programs) for j in range(i + 1, n_programs)]
-    for col, p in enumerate(rng.permutation(len(pairs))[:CONTROL_NONLINEAR]):
-        i, j = pairs[p] if rng.random() < 0.5 else pairs[p][::-1]
-        form = "interaction" if rng.random() < 0.5 else "gate"
-        if form == "interaction":
-            interaction = Z[:, i] * Z[:, j]
-        else:  # z_i * relu(z_j) has variance 1/2
-            interaction = np.sqrt(2.0) * Z[:, i] * np.maximum(Z[:, j], 0.0)
-        k = int(rng.integers(n_programs))
-        linear = Z[:, k]
-        reads.append({"kind": "nonlinear", "form": form, "pair": [int(i), int(j)], "linear": k,
-                      "programmes": sorted({int(i), int(j), k})})
-        f = np.sqrt(1.0 - _LINEAR_SHARE) * interaction + np.sqrt(_LINEAR_SHARE) * linear
-        base, amplitude = rng.uniform(*_NONLINEAR_BASE), rng.uniform(*_NONLINEAR_AMPLITUDE)
-        log_rate[:, col] = base + amplitude * _SATURATION * np.tanh(f / _SATURATION)
-
-    for col in range(CONTROL_NONLINEAR, n_genes):
-        programs = rng.choice(n_programs, size=rng.integers(_READOUT_PROGRAMS[0], _READOUT_PROGRAMS[1] + 1),
-                              replace=False)
-        weights = rng.standard_normal(len(programs))
-        weights /= np.sqrt(np.sum(weights * weights))
-        reads.append({"kind": "readout", "programmes": sorted(int(q) for q in programs)})
-        readout = np.zeros(n)
-        for w, program in zip(weights, programs):  # explicit order: no BLAS, stable bits
-            readout += w * Z[:, program]
-        base, amplitude = rng.uniform(*_READOUT_BASE), rng.uniform(*_READOUT_AMPLITUDE)
-        log_rate[:, col] = base + amplitude * readout
-
-    counts = rng.poisson(np.exp(log_rate))
-    values = np.log1p(np.arange(counts.max() + 1, dtype=np.float64))[counts]
-    truth = expected_log1p_poisson(log_rate)
-    order = rng.permutation(n_genes)
-    genes = [f"g{g + 1:0{len(str(n_genes))}d}" for g in range(n_genes)]
-    return Dataset(
-        X=np.ascontiguousarray(values[:, order], dtype=np.float32),
-        genes=genes,
-        samples=[f"c{s + 1:0{len(str(n))}d}" for s in range(n)],
-        provenance=dict(CONTROL_PROVENANCE, source=CONTROL_PROVENANCE["source"].format(seed=seed)),
-        truth=np.ascontiguousarray(truth[:, order], dtype=np.float32),
-        programmes={"genes": {gene: reads[col] for gene, col in zip(genes, order.tolist())},
-                    "note": PROGRAMMES_NOTE},
-    )

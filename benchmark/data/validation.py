@@ -14,7 +14,7 @@ import numpy as np
 
 from benchmark.config import Config
 from benchmark.data.canonical import Dataset
-from benchmark.data.streaming import MatrixScan
+from benchmark.data.matrix_blocks import MatrixScan
 from benchmark.errors import UserError
 
 

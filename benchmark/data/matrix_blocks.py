@@ -1,7 +1,7 @@
-"""One pass over a matrix in blocks: what validation needs, and the canonical `.npy` written.
+"""The canonical matrix in blocks: one pass over a reader's blocks checked and written as `expression.npy`.
 
 `data import` and `data validate` never hold a whole matrix: a reader yields blocks of file
-rows (`readers.open_matrix`), `MatrixScan` keeps what the checks need (the first
+rows (`benchmark.data.readers.open_matrix`), `MatrixScan` keeps what the checks need (the first
 non-finite or negative cell, whether every value is an integer, per-gene moments of the
 transformed values), and `CanonicalMatrixWriter` appends each block to a file and at the end
 puts samples and genes in id order into `expression.npy`. `prepare` uses `ColumnMoments`
@@ -150,6 +150,10 @@ class CanonicalMatrixWriter:
     header written before its data; otherwise rows are copied block by block in sorted
     order (genes-as-rows files are first transposed tile by tile). Temporary files live
     in `directory` (the import's own temporary directory) and are removed.
+
+    Each block (tile) maps the files afresh and unmaps them after it, so the pages it
+    touched leave the process's resident memory: mappings kept for the whole copy held
+    every page of both files, twice the matrix (results/memory_import.md).
     """
 
     def __init__(self, directory: Path, n_cols: int, genes_are_rows: bool):
@@ -191,29 +195,35 @@ class CanonicalMatrixWriter:
         if identity:
             os.replace(source, out)
             return out
-        matrix = np.load(source, mmap_mode="r")
-        target = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(samples), len(genes)))
+        _create_npy(out, (len(samples), len(genes)))
         step = max(1, BLOCK_BYTES // (4 * len(genes)))
         for start in range(0, len(samples), step):
             rows = sample_order[start:start + step]
             order = np.argsort(rows, kind="stable")  # read the file's rows in increasing order
+            matrix, target = np.load(source, mmap_mode="r"), np.load(out, mmap_mode="r+")
             block = np.asarray(matrix[rows[order]])[:, gene_order]
             target[start:start + len(rows)] = block[np.argsort(order, kind="stable")]
-        target.flush()
-        del target, matrix
+            target.flush()
+            del matrix, target  # unmapped per block: see the class docstring
         source.unlink()
         return out
 
     def _transpose(self, raw: Path) -> Path:
         """A (samples x genes) .npy of the (genes x samples) file, copied in square tiles."""
-        matrix = np.load(raw, mmap_mode="r")
-        n_genes, n_samples = matrix.shape
+        n_genes, n_samples = np.load(raw, mmap_mode="r").shape
         path = self.directory / ".transposed.npy"
-        target = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_samples, n_genes))
+        _create_npy(path, (n_samples, n_genes))
         tile = max(1, int(np.sqrt(BLOCK_BYTES // 4)))  # 4096 x 4096 float32 by default
         for s0 in range(0, n_samples, tile):
             for g0 in range(0, n_genes, tile):
+                matrix, target = np.load(raw, mmap_mode="r"), np.load(path, mmap_mode="r+")
                 target[s0:s0 + tile, g0:g0 + tile] = np.asarray(matrix[g0:g0 + tile, s0:s0 + tile]).T
-        target.flush()
-        del target, matrix
+                target.flush()
+                del matrix, target  # unmapped per tile: see the class docstring
         return path
+
+
+def _create_npy(path: Path, shape: tuple[int, int]) -> None:
+    """An all-zero float32 .npy of `shape` at `path` (sparse on disk until written)."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape).flush()
+

@@ -280,7 +280,7 @@ def _quiet_libraries() -> None:
       spawned tune workers inherit it). TensorFlow 2.21 still prints "All log messages
       before absl::InitializeLog() is called are written to STDERR" and a few start-up
       lines: absl writes them while its libraries load, whatever the setting
-      (`training._import_keras` filters those).
+      (`benchmark.models.tensorflow_setup.import_keras` filters those).
     - MLflow's "Downloading artifacts" progress bars and per-run "View run" links.
     """
     from benchmark.verbosity import quiet_environment

@@ -92,11 +92,11 @@ class RidgeBaseline:
 
     def _fit_streamed(self, X, Y: np.ndarray) -> "RidgeBaseline":
         """What sklearn's Ridge solves, from float64 normal equations summed block by block
-        (`benchmark.streaming`). Memory: one p x p array (two with several penalties, up to
+        (`benchmark.models.blockwise_fit`). Memory: one p x p array (two with several penalties, up to
         `COPY_BYTES`), whatever the number of rows. A
         penalty left to choose is chosen by leave-one-out on a seeded sample of
         `ALPHA_ROWS` rows (the whole grid at the cost of one in-memory fit)."""
-        from benchmark.streaming import normal_equations, solve_ridge
+        from benchmark.models.blockwise_fit import normal_equations, solve_ridge
 
         alpha = self.alpha
         if alpha is None:
@@ -173,7 +173,7 @@ class KnnBaseline:
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "KnnBaseline":
         self.pca_mean_ = self.pca_components_ = None
         if is_row_view(X):
-            from benchmark.streaming import blockwise, fit_pca
+            from benchmark.models.blockwise_fit import blockwise, fit_pca
 
             pca = fit_pca(X, min(self.components or self.STREAMED_COMPONENTS, *X.shape))
             self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_

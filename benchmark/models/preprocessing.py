@@ -35,7 +35,7 @@ class FoldPreprocessor:
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "FoldPreprocessor":
         """`X` may be a `RowView` (a streamed matrix): scaler and PCA then fit block by
-        block (`benchmark.streaming`), the PCA incrementally."""
+        block (`benchmark.models.blockwise_fit`), the PCA incrementally."""
         Y = np.asarray(Y, dtype=np.float64)
         if is_row_view(X):
             return self._fit_streamed(X, Y)
@@ -52,7 +52,7 @@ class FoldPreprocessor:
         return self
 
     def _fit_streamed(self, X, Y: np.ndarray) -> "FoldPreprocessor":
-        from benchmark.streaming import fit_pca, fit_scaler
+        from benchmark.models.blockwise_fit import fit_pca, fit_scaler
 
         x_scaler = fit_scaler(X)
         self.x_mean_, self.x_scale_ = x_scaler.mean_, x_scaler.scale_

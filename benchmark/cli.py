@@ -158,17 +158,29 @@ def _cmd_ui(args) -> int:
     return 1  # pragma: no cover
 
 
+VERBOSE_HELP = ("show the libraries' own output (TensorFlow's C++ log, MLflow's progress bars); "
+                "GENEBENCH_LOG=debug does the same, for DVC stages too")
+DATASET_HELP = "a dataset listed in `datasets` (may be left out where it lists one)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    verbose_help = ("show the libraries' own output (TensorFlow's C++ log, MLflow's progress bars); "
-                    "GENEBENCH_LOG=debug does the same, for DVC stages too")
-    common = argparse.ArgumentParser(add_help=False)
+    """`genebench`'s parser: `data` (bootstrap, import, validate, synth), the DVC stages,
+    and the commands over a registered model and the tracking store."""
+    common = argparse.ArgumentParser(add_help=False)  # the options every subcommand takes
     common.add_argument("--params", default=None, metavar="FILE", help="params file (default: <project root>/params.yaml)")
-    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
 
     parser = _Parser(prog="genebench", description="Benchmark deep architectures for gene-expression prediction.")
-    parser.add_argument("--verbose", action="store_true", help=verbose_help)
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_data_commands(sub, common)
+    _add_stage_commands(sub, common)
+    _add_model_commands(sub, common)
+    return parser
 
+
+def _add_data_commands(sub, common: argparse.ArgumentParser) -> None:
+    """`genebench data bootstrap|import|validate|synth`."""
     data = sub.add_parser("data", help="bring a dataset into data/")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     p = data_sub.add_parser("bootstrap", parents=[common],
@@ -178,29 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("import", _cmd_import, "validate a matrix, write data/NAME/, `dvc add data`, list NAME in datasets"),
                              ("validate", _cmd_validate, "validate a matrix, write nothing")):
         p = data_sub.add_parser(name, parents=[common], help=text)
-        p.add_argument("path")
-        if name == "import":
-            p.add_argument("--name", required=True, help="dataset name: data/NAME/, datasets.NAME in params.yaml")
-        p.add_argument("--format", choices=["csv", "tsv", "parquet", "h5ad", "gct", "geo", "10x"], default=None,
-                       help="file format (default: from the extension; a directory is 10x, a .txt starting "
-                            "with !Series_ a GEO series matrix)")
-        orientation = p.add_mutually_exclusive_group()
-        orientation.add_argument("--transpose", dest="transpose", action="store_true", default=None,
-                                 help="the file has genes as rows and samples as columns (default: decided from "
-                                      "the ids, or refused where they do not tell)")
-        orientation.add_argument("--no-transpose", dest="transpose", action="store_false",
-                                 help="the file has samples as rows and genes as columns")
-        index = p.add_mutually_exclusive_group()
-        index.add_argument("--index-column", dest="index_column", action="store_true", default=None,
-                           help="csv/tsv: the first column holds row ids (default: when it holds text)")
-        index.add_argument("--no-index-column", dest="index_column", action="store_false",
-                           help="csv/tsv: the first column is data; row ids are generated")
-        if name == "import":
-            p.add_argument("--force", action="store_true",
-                           help="replace an existing dataset of that name (bundled or imported)")
-        p.add_argument("--transform", choices=["none", "log1p"], default=None,
-                       help="what the benchmark applies to the values (log1p for raw counts); default none, "
-                            "or the dataset's current datasets.NAME.transform")
+        _add_matrix_arguments(p, importing=name == "import")
         p.set_defaults(func=func)
     p = data_sub.add_parser("synth", help="write a synthetic matrix with known low-rank gene-gene structure")
     p.add_argument("out", help="output file; its extension picks the format (.csv, .tsv, .parquet, .h5ad, .gct)")
@@ -211,13 +201,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=0.1, help="noise standard deviation relative to signal")
     p.set_defaults(func=_cmd_synth)
 
-    dataset_help = "a dataset listed in `datasets` (may be left out where it lists one)"
+
+def _add_matrix_arguments(p: argparse.ArgumentParser, importing: bool) -> None:
+    """The options of `data import` (`importing`) and `data validate`: how to read a user's matrix."""
+    p.add_argument("path")
+    if importing:
+        p.add_argument("--name", required=True, help="dataset name: data/NAME/, datasets.NAME in params.yaml")
+    p.add_argument("--format", choices=["csv", "tsv", "parquet", "h5ad", "gct", "geo", "10x"], default=None,
+                   help="file format (default: from the extension; a directory is 10x, a .txt starting "
+                        "with !Series_ a GEO series matrix)")
+    orientation = p.add_mutually_exclusive_group()
+    orientation.add_argument("--transpose", dest="transpose", action="store_true", default=None,
+                             help="the file has genes as rows and samples as columns (default: decided from "
+                                  "the ids, or refused where they do not tell)")
+    orientation.add_argument("--no-transpose", dest="transpose", action="store_false",
+                             help="the file has samples as rows and genes as columns")
+    index = p.add_mutually_exclusive_group()
+    index.add_argument("--index-column", dest="index_column", action="store_true", default=None,
+                       help="csv/tsv: the first column holds row ids (default: when it holds text)")
+    index.add_argument("--no-index-column", dest="index_column", action="store_false",
+                       help="csv/tsv: the first column is data; row ids are generated")
+    if importing:
+        p.add_argument("--force", action="store_true",
+                       help="replace an existing dataset of that name (bundled or imported)")
+    p.add_argument("--transform", choices=["none", "log1p"], default=None,
+                   help="what the benchmark applies to the values (log1p for raw counts); default none, "
+                        "or the dataset's current datasets.NAME.transform")
+
+
+def _add_stage_commands(sub, common: argparse.ArgumentParser) -> None:
+    """The DVC stages: prepare, tune, evaluate, run (tune + evaluate), compare, promote."""
     p = sub.add_parser("prepare", parents=[common], help="stage: held-out split, CV folds, task genes")
     p.add_argument("--dataset", default=None, help="only this dataset (default: every dataset in `datasets`)")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("tune", parents=[common], help="stage: Optuna study for one architecture")
-    p.add_argument("--dataset", default=None, help=dataset_help)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.add_argument("--trials", type=int, default=None, help="completed trials wanted (default: tuning.n_trials)")
@@ -227,13 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("evaluate", parents=[common], help="stage: CV and held-out evaluation, model logged to MLflow")
-    p.add_argument("--dataset", default=None, help=dataset_help)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("run", parents=[common], help="stage: tune and evaluate one architecture on both tasks")
-    p.add_argument("--dataset", default=None, help=dataset_help)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.add_argument("--tasks", choices=TASKS, nargs="+", default=None, help="default: both tasks")
     p.set_defaults(func=_cmd_run)
@@ -249,9 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollback", action="store_true", help="restore the previous champion")
     p.set_defaults(func=_cmd_promote)
 
+
+def _add_model_commands(sub, common: argparse.ArgumentParser) -> None:
+    """Commands over a registered champion and the tracking store: serve-example, ui."""
     p = sub.add_parser("serve-example", parents=[common],
                        help="print a valid `mlflow models serve` request for a registered champion, from held-out rows")
-    p.add_argument("--dataset", default=None, help=dataset_help)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--task", choices=TASKS, default="multi", help="the model genebench-<dataset>-<task> (default: multi)")
     p.add_argument("--rows", type=_at_least_one, default=2, help="held-out samples in the request (default: 2)")
     p.set_defaults(func=_cmd_serve_example)
@@ -261,7 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_at_least_one, default=1,
                    help="server worker processes (default 1: one user on loopback)")
     p.set_defaults(func=_cmd_ui)
-    return parser
 
 
 # MLflow warns about `predict` without type hints each time the pyfunc's class is defined
@@ -280,7 +301,7 @@ def _quiet_libraries() -> None:
       spawned tune workers inherit it). TensorFlow 2.21 still prints "All log messages
       before absl::InitializeLog() is called are written to STDERR" and a few start-up
       lines: absl writes them while its libraries load, whatever the setting
-      (`training._import_keras` filters those).
+      (`benchmark.models.tensorflow_setup.import_keras` filters those).
     - MLflow's "Downloading artifacts" progress bars and per-run "View run" links.
     """
     from benchmark.verbosity import quiet_environment

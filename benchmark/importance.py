@@ -86,13 +86,14 @@ def _members(regressor, Xs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     import keras
 
     from benchmark.models.attention import AdditiveAttention
+    from benchmark.models.fit_loop import predict_keras
     from benchmark.models.gene_tokens import GeneTokens
 
     model = regressor.model
     tokens = {layer.name.removesuffix("tokens"): layer for layer in model.layers if isinstance(layer, GeneTokens)}
     attention = [layer for layer in model.layers if isinstance(layer, AdditiveAttention)]
     outputs = keras.Model(model.inputs, [layer.output[1] for layer in attention])
-    weights = regressor._predict_keras(outputs, Xs)  # (members, n, steps), or (n, steps) for one
+    weights = predict_keras(outputs, Xs, regressor.batch_size)  # (members, n, steps), or (n, steps) for one
     weights = weights[None] if weights.ndim == 2 else weights
     members = []
     for layer, member_weights in zip(attention, weights):

@@ -53,16 +53,14 @@ def per_gene_pearson(y_true: np.ndarray, y_pred: np.ndarray) -> list[Optional[fl
     """Pearson r of each target column; None where it is undefined (constant column, n < 2)."""
     y_true = _as_2d("y_true", y_true)
     y_pred = _as_2d("y_pred", y_pred)
-    values: list[Optional[float]] = []
-    for gene in range(y_true.shape[1]):
-        t, p = y_true[:, gene], y_pred[:, gene]
-        # Checked up front: pearsonr would warn and return NaN for a constant input.
-        if len(t) < 2 or np.ptp(t) == 0 or np.ptp(p) == 0:
-            values.append(None)
-            continue
-        r = float(pearsonr(t, p).statistic)
-        values.append(None if math.isnan(r) else r)
-    return values
+    r = np.full(y_true.shape[1], np.nan)
+    if len(y_true) >= 2:
+        # Constant columns are left out up front: pearsonr would warn and return NaN for them.
+        defined = (np.ptp(y_true, axis=0) > 0) & (np.ptp(y_pred, axis=0) > 0)
+        if defined.any():
+            # One call for every gene (a column each); each r equals a per-column pearsonr's, bit for bit.
+            r[defined] = pearsonr(y_true[:, defined], y_pred[:, defined], axis=0).statistic
+    return [None if math.isnan(value) else float(value) for value in r]
 
 
 def minmax_scale(y: np.ndarray, y_min: np.ndarray, y_max: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@
 2. Grappler: in a fresh process per setting, a recurrent Regressor (the default search
    space's larger shapes, 10 epochs, data of the bundled dataset's size) is fitted once
    (build + trace + train) and refitted (train only), with TensorFlow's graph optimizer
-   on (TensorFlow's default) or off (what `benchmark.training` sets on a CPU-only
+   on (TensorFlow's default) or off (what `benchmark.models.tensorflow_setup` sets on a CPU-only
    machine). Predictions of both settings are compared bit for bit.
 
 Medians over `--repeats` runs; writes a markdown table.
@@ -51,7 +51,8 @@ FIT_CHILD = """
 import hashlib, json, sys, time
 import numpy as np
 from benchmark import training
-tf, _ = training._import_keras()
+from benchmark.models.tensorflow_setup import import_keras
+tf, _ = import_keras()
 if sys.argv[1] == "on":
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
 rng = np.random.default_rng(0)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmark.metrics import METRICS, fold_summary, regression_metrics
+from benchmark.metrics import METRICS, fold_summary, per_gene_pearson, regression_metrics
 
 
 def test_hand_checked_two_gene_case():
@@ -58,6 +58,30 @@ def test_undefined_pearson_is_counted_not_hidden():
     perfect = regression_metrics(y_true[:, [0, 2]], y_true[:, [0, 2]], y_min=[0.0] * 2, y_max=[1.0] * 2)
     assert perfect["pearson"] == pytest.approx(1.0) and perfect["pearson_undefined"] == 0
 
+
+
+@pytest.mark.parametrize("n", [2, 3, 40, 500])
+def test_per_gene_pearson_is_scipy_pearsonr_of_every_column(n):
+    """Every gene's r is the one `scipy.stats.pearsonr` gives for that column alone, exactly;
+    None where r is undefined: a constant truth or prediction, or NaN in a column."""
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(n)
+    y_true = rng.normal(size=(n, 7)) * 3 + 5
+    y_pred = 0.5 * y_true + rng.normal(size=(n, 7))
+    y_true[:, 1] = 2.0  # constant truth
+    y_pred[:, 2] = -1.0  # constant prediction
+    y_pred[0, 3] = np.nan
+    gene_r = per_gene_pearson(y_true, y_pred)
+    assert len(gene_r) == 7 and gene_r[1] is None and gene_r[2] is None and gene_r[3] is None
+    for gene in (0, 4, 5, 6):
+        assert type(gene_r[gene]) is float
+        assert gene_r[gene] == float(pearsonr(y_true[:, gene], y_pred[:, gene]).statistic)
+
+
+def test_per_gene_pearson_of_one_sample_or_one_gene():
+    assert per_gene_pearson(np.array([[1.0, 2.0]]), np.array([[3.0, 1.0]])) == [None, None]
+    assert per_gene_pearson(np.array([1.0, 2.0, 4.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx([0.9819805])
 
 def test_scaled_metrics_use_the_training_range_not_the_scored_rows():
     y_true = np.array([[10.0], [20.0]])

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.decomposition import PCA
+from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsRegressor, NearestNeighbors
 
@@ -28,28 +29,34 @@ ALPHA_SEED = 0  # which rows: fixed, so a refit on the same rows chooses the sam
 
 
 class MeanBaseline:
-    """Predicts the per-target training mean for every sample (R^2 0 on training data)."""
+    """Predicts the per-target training mean for every sample (R^2 0 on training data):
+    scikit-learn's `DummyRegressor(strategy="mean")` behind the baselines' interface."""
 
     name = "mean"
 
     def __init__(self):
-        self.mean_: np.ndarray | None = None
+        self._dummy = DummyRegressor(strategy="mean")
+        self.mean_: np.ndarray | None = None  # (n_targets,), float64
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "MeanBaseline":
-        self.mean_ = np.asarray(Y, dtype=np.float64).mean(axis=0)
+        # float64 before the mean, whatever Y's dtype; DummyRegressor averages in Y's own.
+        Y = np.asarray(Y, dtype=np.float64)
+        self._dummy.fit(X, Y.reshape(len(Y), -1))
+        self.mean_ = self._dummy.constant_.reshape(-1)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.tile(self.mean_, (len(X), 1))
+        # DummyRegressor drops the target axis of a single target: kept, (n, n_targets).
+        return np.asarray(self._dummy.predict(X), dtype=np.float64).reshape(len(X), len(self.mean_))
 
     def get_state(self) -> dict[str, Any]:
         return {"mean": self.mean_}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "MeanBaseline":
-        model = cls()
-        model.mean_ = np.asarray(state["mean"], dtype=np.float64)
-        return model
+        mean = np.asarray(state["mean"], dtype=np.float64).reshape(1, -1)
+        # The mean of one row is that row, exactly: the fitted DummyRegressor of the saved mean.
+        return cls().fit(np.zeros((1, 1)), mean)
 
 
 class RidgeBaseline:
@@ -92,11 +99,11 @@ class RidgeBaseline:
 
     def _fit_streamed(self, X, Y: np.ndarray) -> "RidgeBaseline":
         """What sklearn's Ridge solves, from float64 normal equations summed block by block
-        (`benchmark.streaming`). Memory: one p x p array (two with several penalties, up to
+        (`benchmark.models.blockwise_fit`). Memory: one p x p array (two with several penalties, up to
         `COPY_BYTES`), whatever the number of rows. A
         penalty left to choose is chosen by leave-one-out on a seeded sample of
         `ALPHA_ROWS` rows (the whole grid at the cost of one in-memory fit)."""
-        from benchmark.streaming import normal_equations, solve_ridge
+        from benchmark.models.blockwise_fit import normal_equations, solve_ridge
 
         alpha = self.alpha
         if alpha is None:
@@ -173,7 +180,7 @@ class KnnBaseline:
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "KnnBaseline":
         self.pca_mean_ = self.pca_components_ = None
         if is_row_view(X):
-            from benchmark.streaming import blockwise, fit_pca
+            from benchmark.models.blockwise_fit import blockwise, fit_pca
 
             pca = fit_pca(X, min(self.components or self.STREAMED_COMPONENTS, *X.shape))
             self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_

@@ -35,15 +35,15 @@ class FoldPreprocessor:
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "FoldPreprocessor":
         """`X` may be a `RowView` (a streamed matrix): scaler and PCA then fit block by
-        block (`benchmark.streaming`), the PCA incrementally."""
-        Y = np.asarray(Y, dtype=np.float64)
+        block (`benchmark.models.blockwise_fit`), the PCA incrementally."""
+        y_scaler = StandardScaler().fit(np.asarray(Y, dtype=np.float64))
+        self.y_mean_, self.y_scale_ = y_scaler.mean_, y_scaler.scale_
         if is_row_view(X):
-            return self._fit_streamed(X, Y)
+            self._fit_features_streamed(X)
+            return self
         X = np.asarray(X, dtype=np.float64)
         x_scaler = StandardScaler().fit(X)
         self.x_mean_, self.x_scale_ = x_scaler.mean_, x_scaler.scale_
-        y_scaler = StandardScaler().fit(Y)
-        self.y_mean_, self.y_scale_ = y_scaler.mean_, y_scaler.scale_
         if self.pca_components is not None:
             n_components = min(int(self.pca_components), *X.shape)
             # The full LAPACK solver is deterministic; randomized SVD would depend on a seed.
@@ -51,19 +51,16 @@ class FoldPreprocessor:
             self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_
         return self
 
-    def _fit_streamed(self, X, Y: np.ndarray) -> "FoldPreprocessor":
-        from benchmark.streaming import fit_pca, fit_scaler
+    def _fit_features_streamed(self, X) -> None:
+        from benchmark.models.blockwise_fit import fit_pca, fit_scaler
 
         x_scaler = fit_scaler(X)
         self.x_mean_, self.x_scale_ = x_scaler.mean_, x_scaler.scale_
-        y_scaler = StandardScaler().fit(Y)
-        self.y_mean_, self.y_scale_ = y_scaler.mean_, y_scaler.scale_
         if self.pca_components is not None:
             n_components = min(int(self.pca_components), *X.shape)
             scaled = X.map(lambda block: ((block - self.x_mean_) / self.x_scale_).astype(np.float32))
             pca = fit_pca(scaled, n_components)
             self.pca_mean_, self.pca_components_ = pca.mean_, pca.components_
-        return self
 
     @property
     def n_features_out(self) -> int:

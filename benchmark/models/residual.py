@@ -23,7 +23,7 @@ from sklearn.model_selection import KFold
 
 from benchmark.models.baselines import RidgeBaseline
 from benchmark.models.ridge_loo import DEFAULT_GRID, alpha_grid, fit_ridge_loo
-from benchmark.streaming import blockwise, is_row_view
+from benchmark.models.blockwise_fit import blockwise, is_row_view
 
 BASES = ("none", "ridge")
 BASE_FOLDS = 5

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-from benchmark.streaming import is_row_view
+from benchmark.models.blockwise_fit import is_row_view
 
 TOKEN_MODES = ("modules", "genes")
 
@@ -35,7 +35,7 @@ def _correlation(Xs) -> np.ndarray:
     """Pearson correlation of the columns, `(n_features, n_features)`; a `RowView` (streamed
     matrix) is summed block by block."""
     if is_row_view(Xs):
-        from benchmark.streaming import normal_equations
+        from benchmark.models.blockwise_fit import normal_equations
 
         n, x_sum, _, XtX, _ = normal_equations(Xs, np.zeros((len(Xs), 1)))
         XtX = np.triu(XtX) + np.triu(XtX, 1).T  # normal_equations fills the upper triangle

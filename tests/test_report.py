@@ -1290,3 +1290,36 @@ def test_five_datasets_allow_the_friedman_claim_and_its_diagram(tmp_path):
     assert f"CD = {result['critical_difference']:.2f}" in text
     assert "![Critical-difference diagram, task multi](figures/cd_multi.png)" in text
     assert "too few for a claim" not in text
+
+
+def test_the_search_budget_is_drawn_from_the_tuning_results_defaults_first(tmp_path):
+    """What the search bought: per architecture with a study, the best validation RMSE after each
+    complete trial (0 = the defaults), the index of its last improvement, a table and a figure."""
+    from benchmark.paths import tuning_result
+    from benchmark.report import build
+    from benchmark.report.markdown import render
+
+    config = make_project(tmp_path / "budget", evaluated=("alpha",))
+    cfg = config.for_dataset("alpha")
+    curves = {"dnn": [0.9, 0.7, 0.8, 0.6, 0.65], "ridge": [0.5, 0.55, 0.52]}
+    for arch, values in curves.items():
+        best = np.minimum.accumulate(values)
+        curve = [{"trial": i, "value": v, "best_value": float(b)} for i, (v, b) in enumerate(zip(values, best))]
+        path = tuning_result(cfg, "multi", arch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"best_params": {}, "budget_curve": curve}))
+    summary, figures, plot_data = build(config)
+    budget = summary["datasets"]["alpha"]["multi"]["budget"]
+    assert budget == {"dnn": {"trials": 5, "best_values": [0.9, 0.7, 0.7, 0.6, 0.6], "last_improvement": 3},
+                      "ridge": {"trials": 3, "best_values": [0.5, 0.5, 0.5], "last_improvement": 0}}
+    assert "budget_alpha_multi.png" in figures and "budget_alpha_single.png" not in figures
+    drawn = pd.read_csv(io.BytesIO(plot_data["budget_alpha_multi.csv"]))
+    assert list(drawn[drawn["arch"] == "dnn"]["best_value"]) == [0.9, 0.7, 0.7, 0.6, 0.6]
+    table = _sub(_section(render(summary, config.datasets), "alpha", "multi"), "What the search bought")
+    assert _row(table, "dnn") == ["`dnn`", "5", "0.9000", "0.6000", "3"]
+    assert _row(table, "ridge") == ["`ridge`", "3", "0.5000", "0.5000", "0"]
+
+    path = tuning_result(cfg, "multi", "ridge")
+    path.write_text(json.dumps({"budget_curve": [{"trial": 0}]}))
+    with pytest.raises(UserError, match=r"artifacts/tuning/alpha/multi/ridge.json: budget_curve: expected"):
+        build(config)

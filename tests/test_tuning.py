@@ -499,6 +499,11 @@ def test_a_baseline_with_only_choices_tries_every_point_once_defaults_first(proj
     study = optuna.load_study(study_name=saved["study_name"], storage=f"sqlite:///{db}")
     assert [t.params["components"] for t in sorted(study.trials, key=lambda t: t.number)] == choices
     assert saved["n_trials"] == len(choices) and saved["best_value"] == min(t.value for t in study.trials)
+    # The budget curve the report draws: trial 0 (the defaults) first, the best so far after each.
+    ordered = sorted(study.trials, key=lambda t: t.number)
+    assert saved["budget_curve"] == [
+        {"trial": t.number, "value": t.value, "best_value": min(u.value for u in ordered[:i + 1])}
+        for i, t in enumerate(ordered)]
 
 
 def test_defaults_outside_the_search_space_exit_2_naming_the_key(project):

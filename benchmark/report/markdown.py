@@ -237,6 +237,16 @@ def _importance_table(task: dict) -> list[str]:
     return [note, "", *_table(header, rows)]
 
 
+def _budget_table(budget: dict) -> list[str]:
+    header = ["architecture", "complete trials", "defaults (trial 0)", "best", "last improvement at trial"]
+    rows = [[f"`{arch}`", str(e["trials"]), f"{e['best_values'][0]:.4f}", f"{e['best_values'][-1]:.4f}",
+             str(e["last_improvement"])] for arch, e in budget.items()]
+    note = ("Best validation RMSE on the tuning folds (never scored by CV) after each complete trial; trial 0 is "
+            "the defaults. A last improvement at the last trial says more search may still pay for that "
+            "architecture, and could change its place.")
+    return [note, "", *_table(header, rows)]
+
+
 def _task_section(dataset: str, name: str, task: dict, seed: dict) -> list[str]:
     genes = task["targets"]
     lines = ["", f"### `{dataset}`, task `{name}`: {genes} target gene{'s' * (genes != 1)}", "",
@@ -266,6 +276,8 @@ def _task_section(dataset: str, name: str, task: dict, seed: dict) -> list[str]:
                   *_controls_table(task)]
     if task.get("importance"):
         lines += ["", "#### Importance against the planted genes", "", *_importance_table(task)]
+    if task.get("budget"):
+        lines += ["", "#### What the search bought", "", *_budget_table(task["budget"])]
     lines += ["", "#### Figures", ""]
     for title, path in task["figures"].items():
         lines += [f"![{title}]({path})", ""]

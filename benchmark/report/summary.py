@@ -21,7 +21,8 @@ and writes
 - `reports/summary.json`: the same numbers, sorted keys, byte-identical on rerun:
   `{"leaderboard": {task: [row, ...]}, "friedman": {task: {...}}, "datasets": {dataset:
   {task: {..., "verdicts": {arch: {...}}, "versus_ridge": {arch: {...}}, "importance": {arch:
-  {"attention_auroc", "permutation_auroc", "rank_correlation", "targets"}}}}},
+  {"attention_auroc", "permutation_auroc", "rank_correlation", "targets"}}, "budget": {arch:
+  {"trials", "best_values", "last_improvement"}} (`benchmark.report.budget`)}}},
   "seed_reported": {task: {...}}}`; `verdicts` leaves out the reference (the best
   baseline) itself: it has nothing to be compared with;
 - `reports/figures/*.png` and, for `dvc plots show`, the data behind them in
@@ -125,6 +126,7 @@ def _task_section(config: Config, results: TaskResults) -> tuple[dict, dict[str,
     """One (dataset, task)'s summary entry and its figures and plot data (file name -> bytes)."""
     from benchmark.data.prepare import load_task
     from benchmark.report import plots, verdicts
+    from benchmark.report.budget import budget_figure, task_budget
     from benchmark.report.importance import task_importance
 
     task, suffix = results.task, f"{results.dataset}_{results.task}"
@@ -158,6 +160,12 @@ def _task_section(config: Config, results: TaskResults) -> tuple[dict, dict[str,
         figures[f"attention_{suffix}.png"], plot_data[f"attention_{suffix}.csv"] = plots.png_bytes(fig), _csv(data)
         titles["Top tokens by attention weight"] = f"attention_{suffix}.png"
 
+    budget = task_budget(config, results)
+    fig, data = budget_figure(results.dataset, task, budget)
+    if fig is not None:
+        figures[f"budget_{suffix}.png"], plot_data[f"budget_{suffix}.csv"] = plots.png_bytes(fig), _csv(data)
+        titles["Best validation RMSE against trials (the search budget)"] = f"budget_{suffix}.png"
+
     controls, scaled = _controls(config, results, held_out_data)
     section = {
         "targets": len(results.genes), "n_dev": results.n_dev, "n_test": results.n_test,
@@ -171,6 +179,7 @@ def _task_section(config: Config, results: TaskResults) -> tuple[dict, dict[str,
         "versus_best_baseline": verdicts.frequentist(config, results),
         "controls": controls, "scaled": scaled,
         "importance": task_importance(config, results),
+        "budget": budget,
         "figures": {title: f"{FIGURES_DIR}/{name}" for title, name in titles.items()},
     }
     return section, figures, plot_data

@@ -22,7 +22,8 @@ from benchmark.paths import tuning_result
 from benchmark.tuning.heartbeats import fail_dead_trials
 from benchmark.tuning.space import exhaustive, planned_points, search_space
 from benchmark.tuning.stopping import stop_on_signals
-from benchmark.tuning.study import StudySpec, best_of_first, load_study, n_complete, study_name, study_uid
+from benchmark.tuning.study import (StudySpec, best_of_first, budget_curve, load_study, n_complete, study_name,
+                                    study_uid)
 from benchmark.tuning.trial_runs import finish_parent, parent_run, study_experiment
 from benchmark.tuning.workers import optimize, run_workers
 
@@ -131,6 +132,7 @@ def _result(study, best, n_trials: int, name: str, storage_url: str, task_data) 
         "n_pruned": counts.get("PRUNED", 0),
         "n_failed": counts.get("FAIL", 0),
         "n_trials": n_trials,
+        "budget_curve": budget_curve(study, n_trials),
         "study_name": name,
         "storage": mask_url(storage_url),
         "fit_seconds": round(sum(t.user_attrs.get("fit_seconds", 0.0) for t in trials), 1),
@@ -141,7 +143,7 @@ def _result(study, best, n_trials: int, name: str, storage_url: str, task_data) 
 
 def _empty_result(storage_url: str) -> dict:
     return {"best_params": {}, "best_value": None, "best_trial": None, "n_complete": 0, "n_pruned": 0,
-            "n_failed": 0, "n_trials": 0, "study_name": None, "storage": mask_url(storage_url)}
+            "n_failed": 0, "n_trials": 0, "budget_curve": [], "study_name": None, "storage": mask_url(storage_url)}
 
 
 def _rel(config: Config, path: Path) -> str:

@@ -217,6 +217,20 @@ def best_of_first(study, n_trials: int):
     return min(complete, key=lambda t: (t.value, t.number)) if complete else None
 
 
+def budget_curve(study, n_trials: int) -> list[dict]:
+    """The search as it went: per COMPLETE trial among the first `n_trials` (by number), its
+    value and the best value so far. The first is the defaults (enqueued before any search),
+    so entry 0 is what no search buys and the last entry is `best_of_first`'s value."""
+    from optuna.trial import TrialState
+
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    curve, best = [], float("inf")
+    for trial in complete[:n_trials]:
+        best = min(best, float(trial.value))
+        curve.append({"trial": trial.number, "value": float(trial.value), "best_value": best})
+    return curve
+
+
 def quiet() -> None:
     """No per-trial INFO lines from Optuna, MLflow, TensorFlow."""
     import logging

@@ -80,7 +80,7 @@ class TrainingParams(_Section):
     seed: int = 42
     # Deep models: the closed-form base they correct (benchmark.models.residual), and how
     # many networks an ensemble averages (1: a single network).
-    base: Literal["none", "ridge"] = "ridge"
+    base: Literal["none", "ridge", "stack"] = "stack"
     ensemble: int = Field(1, ge=1)
 
 

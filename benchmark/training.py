@@ -9,8 +9,8 @@ baseline, behind one interface:
     regressor.save(directory); load_regressor(directory)
 
 `fit` fits the in-fold preprocessing (`FoldPreprocessor`) on the rows it is given and
-nothing else. Deep models then fit, on those rows only: the ridge base they correct
-(`training.base: ridge`, out-of-fold, `benchmark.models.residual`) and, for sequence
+nothing else. Deep models then fit, on those rows only: the base they correct
+(`training.base`: `stack` or `ridge`, out-of-fold, `benchmark.models.residual`) and, for sequence
 models, the assignment of genes to tokens (`benchmark.models.tokens`). They carve their
 early-stopping set out of those rows (`training.validation_fraction`, permuted with
 `training.seed`), train `training.ensemble` networks side by side (one Keras model; each
@@ -100,7 +100,7 @@ class Regressor:
         self.n_features: Optional[int] = None
         self.n_targets: Optional[int] = None
         self.epochs_trained = 0
-        self.base = None  # the fitted ridge base (a RidgeBaseline) with training.base: ridge
+        self.base = None  # the fitted base (a StackedBase or RidgeBaseline) unless training.base: none
         self.assignment: Optional[np.ndarray] = None  # sequence models: the token of each model input
         self._attention_model = None
         self.assembly = NetworkAssembly()  # the network, reused (reset) across refits
@@ -175,7 +175,7 @@ class Regressor:
 
     def predict_base(self, X: np.ndarray) -> np.ndarray:
         """The fitted base's predictions alone (n, n_targets), original units: what the
-        network adds is `predict(X) - predict_base(X)`. Only with `training.base: ridge`."""
+        network adds is `predict(X) - predict_base(X)`. Not with `training.base: none`."""
         self._check_fitted()
         if self.base is None:
             raise RuntimeError(f"{self.arch}: no base (training.base is none, or a baseline)")

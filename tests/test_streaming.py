@@ -180,3 +180,20 @@ def test_streamed_ridge_base_is_out_of_fold_ridge_on_k_folds(monkeypatch):
         expected = RidgeBaseline(base.alpha_).fit(X[train], Y[train]).predict(X[held])
         np.testing.assert_allclose(oof[held], expected, rtol=1e-4, atol=1e-6)  # float32 X in sklearn
     np.testing.assert_allclose(base.coef_, RidgeBaseline(base.alpha_).fit(X, Y).coef_, rtol=1e-4, atol=1e-6)
+
+
+def test_streamed_stacked_base_blends_the_same_members_as_in_memory(monkeypatch):
+    """On a streamed matrix the stack's kNN projects block by block (IncrementalPCA): its
+    predictions agree with the base it would fit in memory to the precision of that PCA."""
+    from benchmark.models.residual import fit_stacked_base
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(90, 12)).astype(np.float32)
+    Y = np.stack([X[:, 0] - X[:, 1], np.sign(X[:, 2] * X[:, 3])], axis=1) + 0.1 * rng.normal(size=(90, 2))
+    monkeypatch.setattr(rows_module, "BLOCK_BYTES", 4 * 12 * 16)  # 16-row blocks
+    streamed, oof = fit_stacked_base(RowView(X, rows=np.arange(90)), Y, seed=4)
+    assert oof.shape == Y.shape and np.all((streamed.weight >= 0) & (streamed.weight <= 1))
+    assert streamed.knn.pca_components_.shape == (10, 12)
+    in_memory, _ = fit_stacked_base(X, Y, seed=4)
+    np.testing.assert_allclose(streamed.weight, in_memory.weight, atol=0.02)
+    np.testing.assert_allclose(streamed.predict(X[:20]), in_memory.predict(X[:20]), atol=0.02)

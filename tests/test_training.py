@@ -78,7 +78,8 @@ def test_a_trained_network_beats_its_own_base_where_the_signal_is_an_interaction
     Y = np.stack([X[:, 0] * X[:, 1], X[:, 2] * X[:, 3]], axis=1) + 0.1 * rng.normal(size=(800, 2))
     train, val = split(len(X), 200)
     hp = {"layers": 2, "units": 64, "dropout": 0.0, "learning_rate": 0.003}
-    regressor = make_regressor("dnn", hp, config(max_epochs=40, patience=8, batch_size=32)).fit(X[train], Y[train])
+    cfg = config(max_epochs=40, patience=8, batch_size=32, base="ridge")
+    regressor = make_regressor("dnn", hp, cfg).fit(X[train], Y[train])
     rmse = lambda predicted: float(np.sqrt(np.mean((Y[val] - predicted) ** 2)))  # noqa: E731
     network, base = rmse(regressor.predict(X[val])), rmse(regressor.predict_base(X[val]))
     assert base > 0.9  # ridge explains almost nothing of a product of independent features
@@ -296,3 +297,48 @@ def test_ensemble_averages_its_members_and_round_trips(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), regressor.predict(X))
     np.testing.assert_array_equal(loaded.attention(X), regressor.attention(X))
     np.testing.assert_allclose(regressor.attention(X).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_stacked_base_blends_ridge_and_knn_by_their_out_of_fold_predictions():
+    """Per target, w * ridge + (1 - w) * kNN with w the least-squares weight (clipped to [0, 1])
+    of their out-of-fold predictions: a linear target leans on ridge, a target that only a
+    neighbourhood model can read (the sign pattern of two features) leans on kNN."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from benchmark.models.residual import fit_ridge_base, fit_stacked_base
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 6))
+    Y = np.stack([X[:, 0] - 0.5 * X[:, 1], np.sign(X[:, 2] * X[:, 3])], axis=1) + 0.1 * rng.normal(size=(300, 2))
+    base, oof = fit_stacked_base(X, Y, seed=0)
+    ridge, ridge_oof = fit_ridge_base(X, Y, seed=0)
+    knn = base.knn
+    assert knn.pca_components_.shape == (6, 6)  # KNN_COMPONENTS (10) clipped to the 6 features
+    # kNN's out-of-fold predictions are leave-one-out: the row's neighbours among the others.
+    knn_oof = np.empty_like(Y)
+    for i in range(len(X)):
+        others = np.delete(np.arange(len(X)), i)
+        fitted = KNeighborsRegressor(n_neighbors=knn.k_, weights=knn.weights_).fit(knn.X_[others], Y[others])
+        knn_oof[i] = fitted.predict(knn.X_[i:i + 1])[0]
+    gap = ridge_oof - knn_oof
+    weight = np.clip(((Y - knn_oof) * gap).sum(0) / (gap * gap).sum(0), 0, 1)
+    np.testing.assert_allclose(base.weight, weight, rtol=1e-6)
+    np.testing.assert_allclose(oof, weight * ridge_oof + (1 - weight) * knn_oof, rtol=1e-6)
+    assert base.weight[0] > 0.9 and base.weight[1] < 0.3, base.weight
+    Xt = rng.normal(size=(20, 6))
+    np.testing.assert_allclose(base.predict(Xt), weight * ridge.predict(Xt) + (1 - weight) * knn.predict(Xt),
+                               rtol=1e-6)
+
+
+def test_a_deep_model_on_the_stacked_base_saves_loads_and_scores_its_base(tmp_path):
+    X, Y = linear_data(n=160)
+    train, val = split(len(X), 40)
+    regressor = make_regressor("dnn", None, config(base="stack")).fit(X[train], Y[train])
+    from benchmark.models.residual import StackedBase
+
+    assert isinstance(regressor.base, StackedBase)
+    regressor.save(tmp_path)
+    loaded = load_regressor(tmp_path)
+    np.testing.assert_array_equal(loaded.predict(X[val]), regressor.predict(X[val]))
+    np.testing.assert_array_equal(loaded.predict_base(X[val]), regressor.predict_base(X[val]))
+    np.testing.assert_array_equal(loaded.base.weight, regressor.base.weight)

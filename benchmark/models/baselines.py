@@ -254,6 +254,18 @@ def leave_one_out_neighbours(X: np.ndarray, Y: np.ndarray, k_max: int) -> tuple[
     return best[1], best[2]
 
 
+def leave_one_out_predictions(knn: KnnBaseline) -> np.ndarray:
+    """(n, n_targets): each of a fitted `knn`'s training samples predicted from its `k_`
+    nearest *other* training samples, with its weighting (the fit's leave-one-out)."""
+    X, Y = knn.X_, knn.Y_
+    if len(X) < 2:
+        return Y.copy()
+    distances, neighbours = NearestNeighbors(n_neighbors=min(knn.k_, len(X) - 1)).fit(X).kneighbors()
+    weights = (np.ones_like(distances) if knn.weights_ == "uniform"
+               else 1.0 / np.maximum(distances, np.finfo(np.float64).tiny))
+    return np.einsum("nk,nkt->nt", weights, Y[neighbours]) / weights.sum(axis=1, keepdims=True)
+
+
 BASELINES = {"mean": MeanBaseline, "ridge": RidgeBaseline, "knn": KnnBaseline}
 
 

@@ -4,7 +4,7 @@
 
 - carves the early-stopping rows out of the training rows (`early_stopping_split`:
   `training.validation_fraction`, permuted with `training.seed`);
-- fits the ridge base (`training.base: ridge`) and, for sequence models, the gene tokens;
+- fits the base (`training.base`: `stack` or `ridge`) and, for sequence models, the gene tokens;
   the network learns what the base's out-of-fold predictions leave;
 - seeds everything, then makes the tf.data batches (`training_batches`, shuffled with the
   seed every epoch, read from the file per step for a streamed matrix) and the network
@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from benchmark.models.blockwise_fit import blockwise, is_row_view, row_batches
-from benchmark.models.residual import fit_ridge_base
+from benchmark.models.residual import fit_base
 from benchmark.models.tensorflow_setup import import_keras, seed_everything
 from benchmark.models.tokens import fit_token_assignment
 
@@ -37,8 +37,9 @@ def fit_network(regressor, Xs, Ys: np.ndarray, epoch_callback: Optional[EpochCal
     # The early-stopping rows come from the rows passed to fit, never from those scored.
     stop, fit = early_stopping_split(len(Xs), training["validation_fraction"], seed, regressor.arch)
     targets = Ys  # the network's: what the base leaves, with the base's out-of-fold predictions
-    if training.get("base", "none") == "ridge":
-        regressor.base, base_oof = fit_ridge_base(Xs, Ys, seed)
+    based = training.get("base", "none") != "none"
+    if based:
+        regressor.base, base_oof = fit_base(training["base"], Xs, Ys, seed)
         targets = (Ys - base_oof).astype(np.float32)
     if regressor.is_sequence:
         regressor.assignment = fit_token_assignment(Xs, regressor.hp["steps"], regressor.hp.get("tokens", "modules"),
@@ -47,7 +48,7 @@ def fit_network(regressor, Xs, Ys: np.ndarray, epoch_callback: Optional[EpochCal
     batches = training_batches(Xs[fit], targets[fit], regressor.batch_size, seed, regressor.members)
     hp = {**regressor.hp, "learning_rate": regressor.learning_rate}
     regressor.model = regressor.assembly.ready(regressor.arch, hp, Xs.shape[1], Ys.shape[1], regressor.members,
-                                               zero_init=training.get("base", "none") == "ridge",
+                                               zero_init=based,
                                                assignment=regressor.assignment)
     y_scale = np.asarray(regressor.preprocessor.y_scale_, dtype=np.float64)
     rmse = stopping_rmse(regressor.model, Xs[stop], targets[stop], y_scale, regressor.batch_size, regressor.members)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.models.baselines import BASELINES
+from benchmark.models.residual import base_from_state
 from benchmark.models.preprocessing import FoldPreprocessor
 
 STATE_FILE = "state.json"
@@ -75,7 +76,7 @@ def read_fitted(regressor, directory: str | os.PathLike, state: dict) -> None:
     part = lambda prefix: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + "/")}  # noqa: E731
     regressor.preprocessor = FoldPreprocessor.from_state(part("preprocessing"), state["pca_components"])
     if part("base"):
-        regressor.base = BASELINES["ridge"].from_state(part("base"))
+        regressor.base = base_from_state(part("base"))
     if "tokens/assignment" in arrays:
         regressor.assignment = arrays["tokens/assignment"]
     if regressor.is_deep:

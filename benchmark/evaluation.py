@@ -12,9 +12,10 @@
    the scored folds.
 3. Refit on all development samples; one score on the held-out split (scaled metrics
    with the development ranges).
-4. One MLflow run `evaluate-<arch>` in the (dataset, task) experiment: params, `cv_<m>_mean`,
-   `cv_<m>_std`, `test_<m>`, `fold_<m>` per fold (step = fold), the artifact files
-   below, and the refit model as a pyfunc.
+4. One MLflow run `evaluate-<arch>` in the (dataset, task) experiment: params, its two
+   datasets (`<dataset>-development`, `<dataset>-held-out`), the refit model as a pyfunc,
+   then `cv_<m>_mean`, `cv_<m>_std`, `fold_<m>` per fold (step = fold) and `test_<m>`, each
+   on the logged model too and naming its dataset, and the artifact files below.
 
 Outputs: `artifacts/evaluation/<dataset>/<task>/<arch>/` (`folds.csv`, `cv_samples.csv`
 (the samples each scored fold validated on), `fold_per_gene.csv`,

@@ -19,7 +19,8 @@ Per (dataset, task), registered model `genebench-<dataset>-<task>` with aliases
    RMSEs, `promotion.min_improvement` as the region of practical equivalence, relative
    to the champion's CV RMSE, and `compare.confidence`) must be `better` for `champion`
    to move. Both held-out RMSEs are reported (scored through the registered pyfuncs on
-   raw `data/` values, the serving path), never used to decide. No champion yet: the
+   raw `data/` values, the serving path, a block of held-out rows at a time:
+   `benchmark.promotion_gate`), never used to decide. No champion yet: the
    candidate becomes champion. `--force` moves it without the gate. Whichever the
    decision, the candidate's verdict against the best architecture by CV (`compare.rope`)
    is recorded (`versus_best`; a version tag and the one-line summary), so a champion
@@ -196,7 +197,7 @@ def _promote_task(config: Config, task: str, candidate: Optional[str], force: bo
     arch = _candidate_arch(config, task, candidate)
     metrics = _read_metrics(config, task, arch)
     run = client.get_run(metrics["mlflow_run_id"])
-    data = _targets_and_folds(config, task)
+    data = _task_without_features(config, task)
     _check_current(config, task, arch, run, data)
     best = versus_best(config, task, arch, data)
     version, created = _register(client, name, _model_uri(config, task, arch, run), run)
@@ -222,7 +223,7 @@ def _promote_task(config: Config, task: str, candidate: Optional[str], force: bo
     return entry
 
 
-def _targets_and_folds(config: Config, task: str):
+def _task_without_features(config: Config, task: str):
     """Today's task with its held-out targets. Promote needs targets, folds and the raw rows
     it scores (read in blocks), never the task's feature matrix: loading it as a stream
     (`data.stream_above_mb` 0) keeps the features on disk, unread."""

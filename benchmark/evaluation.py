@@ -12,9 +12,10 @@
    the scored folds.
 3. Refit on all development samples; one score on the held-out split (scaled metrics
    with the development ranges).
-4. One MLflow run `evaluate-<arch>` in the (dataset, task) experiment: params, `cv_<m>_mean`,
-   `cv_<m>_std`, `test_<m>`, `fold_<m>` per fold (step = fold), the artifact files
-   below, and the refit model as a pyfunc.
+4. One MLflow run `evaluate-<arch>` in the (dataset, task) experiment: params, its two
+   datasets (`<dataset>-development`, `<dataset>-held-out`), the refit model as a pyfunc,
+   then `cv_<m>_mean`, `cv_<m>_std`, `fold_<m>` per fold (step = fold) and `test_<m>`, each
+   on the logged model too and naming its dataset, and the artifact files below.
 
 Outputs: `artifacts/evaluation/<dataset>/<task>/<arch>/` (`folds.csv`, `cv_samples.csv`
 (the samples each scored fold validated on), `fold_per_gene.csv`,
@@ -46,19 +47,15 @@ from benchmark import DEEP_ARCHS
 from benchmark.config import Config, mask_url
 from benchmark.data.prepare import TaskData, load_task
 from benchmark.errors import UserError
-from benchmark.importance import ATTENTION_FILE, IMPORTANCE_FILE, importance_tables
+from benchmark.evaluation_files import BASE_PREFIX, format_score, per_gene_frame, write_tables
 from benchmark.metrics import METRICS, SCALED_METRICS, fold_summary, regression_metrics
 from benchmark.outputs import atomic_dir, dumps_json, write_json
 from benchmark.paths import evaluation_dir, metrics_file, tuning_result
 
 ALL_METRICS = METRICS + SCALED_METRICS
 RUN_NAME = "evaluate-{arch}"
-BASE_PREFIX = "base_"  # a deep model's base alone (the ablation): base_<metric> columns and metrics
-IMPORTANCE_PLOT = "gene_importance.png"
-IMPORTANCE_TOP = 20  # tokens (genes or modules) in the importance plot
 OWNER_HOST_TAG = "genebench.host"
 OWNER_PID_TAG = "genebench.pid"
-# training.* keys logged with every run (the rest of the section is in params.yaml too)
 
 
 def resolve_params(config: Config, task: str, arch: str) -> tuple[dict[str, Any], str]:
@@ -110,10 +107,6 @@ def _ranges(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return Y.min(axis=0), Y.max(axis=0)
 
 
-def _per_gene_frame(genes: list[str], metrics: dict) -> pd.DataFrame:
-    return pd.DataFrame({"gene": genes, "r2": metrics["per_gene"]["r2"], "rmse": metrics["per_gene"]["rmse"]})
-
-
 def _mlflow_params(config: Config, arch: str, hp: dict, source: str, data: TaskData) -> dict[str, Any]:
     from benchmark.tracking import TRAINING_PARAMS
 
@@ -140,13 +133,15 @@ def _mlflow_params(config: Config, arch: str, hp: dict, source: str, data: TaskD
     return params
 
 
-def _log_metrics(prefix: str, values: dict[str, Optional[float]], step: Optional[int] = None) -> dict[str, str]:
-    """Log the defined values as `<prefix><name>`; returns tags for the undefined ones."""
+def _log_metrics(prefix: str, values: dict[str, Optional[float]], step: Optional[int] = None,
+                 model_id: Optional[str] = None, dataset=None) -> dict[str, str]:
+    """Log the defined values as `<prefix><name>` (on `model_id`, naming `dataset`); returns tags
+    for the undefined ones."""
     import mlflow
 
     defined = {f"{prefix}{k}": v for k, v in values.items() if v is not None}
     if defined:
-        mlflow.log_metrics(defined, step=step)
+        mlflow.log_metrics(defined, step=step, model_id=model_id, dataset=dataset)
     return {f"undefined.{prefix}{k}": "null" for k, v in values.items() if v is None}
 
 
@@ -187,7 +182,7 @@ def _fit_and_score(config: Config, arch: str, hp: dict, data: TaskData) -> Score
             base_metrics.append(base)
             row.update({f"{BASE_PREFIX}{k}": v for k, v in _scalar_metrics(base).items()})
         fold_rows.append(row)
-        fold_gene_frames.append(_per_gene_frame(data.target_genes, metrics).assign(fold=fold))
+        fold_gene_frames.append(per_gene_frame(data.target_genes, metrics).assign(fold=fold))
     regressor.fit(data.X_dev, data.Y_dev)
     test_pred = np.asarray(regressor.predict(data.X_test), dtype=np.float64)
     base_test = None if regressor.base is None else np.asarray(regressor.predict_base(data.X_test), dtype=np.float64)
@@ -276,171 +271,119 @@ def evaluate(config: Config, task: str, arch: str) -> dict:
 
 def _evaluate_in_run(config: Config, task: str, arch: str, hp: dict, source: str, data: TaskData,
                      experiment: str, run_id: str, started: float) -> dict:
+    """The run's stages in order: inputs, fits, scores, the logged model and its metrics, the
+    files; then the metrics document, written last."""
     import mlflow
 
-    from benchmark import tracking
-
     mlflow.log_params(_mlflow_params(config, arch, hp, source, data))
-    # The runs table's Dataset column: the dataset's name, its data version as digest.
-    mlflow.log_input(mlflow.data.from_numpy(_shape_only(data.X_dev), targets=data.Y_dev, name=data.dataset,
-                                            digest=data.data_version[:8]), context="training")
+    development, held_out = _mlflow_datasets(data)
+    # The runs table's Dataset column: each split's name, the data version as digest.
+    mlflow.log_input(development, context="training")
+    mlflow.log_input(held_out, context="testing")
     scores = _fit_and_score(config, arch, hp, data)
-    regressor, fold_rows, fold_gene_frames, test_pred = (scores.regressor, scores.fold_rows, scores.fold_gene_frames,
-                                                         scores.test_pred)
-    test_full = regression_metrics(data.Y_test, test_pred, *_ranges(data.Y_dev))
-    test = _scalar_metrics(test_full)
-    cv = _cv_summary(scores.fold_metrics)
-    base = None
-    if scores.base_fold_metrics is not None:
-        base_full = regression_metrics(data.Y_test, scores.base_test_pred, *_ranges(data.Y_dev))
-        base = {"cv": _cv_summary(scores.base_fold_metrics), "test": _scalar_metrics(base_full)}
-    attention = regressor.attention(data.X_test)
-    out_dir = evaluation_dir(config, task, arch)
-    with atomic_dir(out_dir) as tmp:
-        for row in fold_rows:  # a fold's undefined metric is a blank in folds.csv
-            _log_metrics("fold_", {k: row[k] for k in ALL_METRICS}, step=row["fold"])
-        undefined = {}
-        for name in ALL_METRICS:
-            undefined.update(_log_metrics("cv_", {f"{name}_mean": cv[name]["mean"], f"{name}_std": cv[name]["std"]}))
-        undefined.update(_log_metrics("test_", test))
-        if base is not None:  # the ablation: the model's base alone, same folds and split
-            undefined.update(_log_metrics(f"{BASE_PREFIX}cv_", {f"{name}_mean": base["cv"][name]["mean"]
-                                                                 for name in ALL_METRICS}))
-            undefined.update(_log_metrics(f"{BASE_PREFIX}test_", base["test"]))
-        mlflow.log_metric("fit_seconds", regressor.fit_seconds)  # training cost, comparable across runs
-        if undefined:
-            mlflow.set_tags(undefined)
-
-        pd.DataFrame(fold_rows).to_csv(tmp / "folds.csv", index=False)
-        pd.DataFrame([(fold, data.dev_samples[i]) for fold in data.scored_folds for i in data.folds[fold][1]],
-                     columns=["fold", "sample"]).to_csv(tmp / "cv_samples.csv", index=False)
-        (pd.concat(fold_gene_frames, ignore_index=True)[["fold", "gene", "r2", "rmse"]]
-         .to_csv(tmp / "fold_per_gene.csv", index=False))
-        _predictions_frame(data, test_pred, scores.base_test_pred).to_csv(tmp / "test_predictions.csv", index=False)
-        per_gene = _per_gene_frame(data.target_genes, test_full)
-        if base is not None:
-            per_gene = per_gene.join(_per_gene_frame(data.target_genes, base_full).set_index("gene")
-                                     .add_prefix(BASE_PREFIX), on="gene")
-        per_gene.to_csv(tmp / "test_per_gene.csv", index=False)
-        pca = config.params.features.pca_components is not None  # importance: benchmark.importance
-        tables = importance_tables(regressor, data, attention, pca, seed=config.params.training.seed)
-        for name, table in tables.items():
-            table.to_csv(tmp / name, index=False)
-        _plots(tmp, task, arch, data, test_pred, test, tables.get(ATTENTION_FILE))
-        if IMPORTANCE_FILE in tables:
-            _importance_plot(tmp / IMPORTANCE_PLOT, f"{data.dataset} / {task} / {arch}", tables[IMPORTANCE_FILE])
-
-        example = tracking.raw_features(config, data, "dev", limit=tracking.INPUT_EXAMPLE_ROWS)
-        model_info = tracking.log_model(regressor, data, example, deep=arch in DEEP_ARCHS,
-                                        tags={"task": task, "arch": arch, "data_version": data.data_version})
-        run_record = {
-            "run_id": run_id,
-            "experiment_id": experiment,
-            "tracking_uri": mask_url(config.tracking_uri),
-            "model_uri": model_info.model_uri,
-            "model_id": getattr(model_info, "model_id", None),
-            "params": hp,
-            "params_source": source,
-            "data_version": data.data_version,
-            "target_genes": list(data.target_genes),
-            "seconds": round(time.monotonic() - started, 1),
-            "fit_seconds": round(regressor.fit_seconds, 1),
-            # Genes whose held-out Pearson r is undefined (constant prediction or truth);
-            # test pearson is the mean over the others.
-            "test_pearson_undefined": test_full["pearson_undefined"],
-        }
-        (tmp / "run.json").write_text(dumps_json(run_record))
+    summary = _summarise(scores, data)
+    with atomic_dir(evaluation_dir(config, task, arch)) as tmp:
+        # The model first, so every metric is logged on it too: its page in the UI then lists
+        # the datasets it was scored on, CV and held-out apart.
+        model_info = _log_model(config, task, arch, scores.regressor, data)
+        _log_scores(scores, summary, model_info.model_id, development, held_out)
+        write_tables(tmp, config, task, arch, data, scores, summary)
+        (tmp / "run.json").write_text(dumps_json(_run_record(config, hp, source, data, scores, summary, model_info,
+                                                             experiment, run_id, started)))
         mlflow.log_artifacts(str(tmp), artifact_path="evaluation")
 
-    document = {
-        "dataset": data.dataset,
-        "task": task,
-        "arch": arch,
-        "n_dev": int(len(data.X_dev)),
-        "n_test": int(len(data.X_test)),
-        "cv": cv,
-        "test": test,
-        "mlflow_run_id": run_id,
-    }
-    if base is not None:
-        document["base"] = base
+    document = {"dataset": data.dataset, "task": task, "arch": arch, "n_dev": int(len(data.X_dev)),
+                "n_test": int(len(data.X_test)), "cv": summary.cv, "test": summary.test, "mlflow_run_id": run_id}
+    if summary.base is not None:
+        document["base"] = summary.base
     write_json(metrics_file(config, task, arch), document)
-    print(f"evaluate {data.dataset}/{task}/{arch}: cv rmse {_fmt(cv['rmse']['mean'])} +- {_fmt(cv['rmse']['std'])}, "
-          f"test rmse {_fmt(test['rmse'])}, r2 {_fmt(test['r2'])} (params: {source}; mlflow run {run_id})")
+    print(f"evaluate {data.dataset}/{task}/{arch}: cv rmse {format_score(summary.cv['rmse']['mean'])} "
+          f"+- {format_score(summary.cv['rmse']['std'])}, test rmse {format_score(summary.test['rmse'])}, "
+          f"r2 {format_score(summary.test['r2'])} (params: {source}; mlflow run {run_id})")
     return document
 
 
-def _plots(directory, task: str, arch: str, data: TaskData, predicted: np.ndarray, test: dict,
-           attention: Optional[pd.DataFrame]) -> None:
-    """`test_scatter.png` (observed vs predicted, held-out) and `attention.png` (mean weight per token)."""
-    import matplotlib
+def _mlflow_datasets(data: TaskData):
+    """`(development, held_out)` MLflow datasets, `<dataset>-development` and `<dataset>-held-out`,
+    each with the data version's first 8 hex digits as digest and its shape, never its values."""
+    import mlflow
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    observed = np.asarray(data.Y_test, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.scatter(observed.ravel(), predicted.ravel(), s=6, alpha=0.5, linewidths=0)
-    low, high = float(min(observed.min(), predicted.min())), float(max(observed.max(), predicted.max()))
-    ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
-    ax.set_xlabel("observed expression (held-out)")
-    ax.set_ylabel("predicted expression")
-    ax.set_title(f"{task} / {arch}: RMSE {_fmt(test['rmse'])}, R$^2$ {_fmt(test['r2'])}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(directory / "test_scatter.png", dpi=100)
-    plt.close(fig)
-    if attention is not None:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.12 * len(attention)), 3.0))
-        ax.bar(attention["token"], attention["mean_weight"], width=0.8)
-        ax.set_xlabel("token (gene module, in sequence order)")
-        ax.set_ylabel("mean attention (held-out)")
-        ax.set_title(f"{task} / {arch}", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(directory / "attention.png", dpi=100)
-        plt.close(fig)
+    return tuple(mlflow.data.from_numpy(_shape_only(X), targets=Y, name=f"{data.dataset}-{split}",
+                                        digest=data.data_version[:8])
+                 for split, X, Y in (("development", data.X_dev, data.Y_dev), ("held-out", data.X_test, data.Y_test)))
 
 
-def _importance_plot(path, title: str, importance: pd.DataFrame) -> None:
-    """The most attended tokens, `IMPORTANCE_TOP` bars of mean attention ± its per-sample sd, each
-    named by its genes (a gene, or a module's three most important genes and how many more),
-    with the uniform level 1/steps dashed, so a flat map is seen to be flat."""
-    from matplotlib.figure import Figure
+@dataclass
+class Summary:
+    """What the scores add up to: CV mean and std per metric (`cv`), the refit's held-out metrics
+    (`test`: scalars; `test_full`: the `regression_metrics` dict, per gene included), and for a
+    deep model its base alone (`base`: `{"cv", "test"}`, `base_full`; None otherwise)."""
 
-    modules = (importance.sort_values(["weight", "gene"], ascending=[False, True], kind="stable")
-               .groupby("module", sort=False)
-               .agg(weight=("token_weight", "first"), std=("token_std", "first"), genes=("gene", list))
-               .sort_values("weight", ascending=False, kind="stable"))
-    steps = len(modules)
-    modules = modules.head(IMPORTANCE_TOP)
-    labels = [", ".join(genes[:3]) + (f" +{len(genes) - 3}" if len(genes) > 3 else "") + f" (token {module})"
-              for module, genes in zip(modules.index, modules["genes"])]
-    fig = Figure(figsize=(7.0, 0.24 * len(modules) + 1.4))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.barh(labels[::-1], modules["weight"].to_numpy()[::-1], xerr=modules["std"].to_numpy()[::-1], height=0.7)
-    ax.axvline(1.0 / steps, color="black", linestyle="--", linewidth=0.9, label=f"uniform 1/{steps} = {1 / steps:.4f}")
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_xlabel("attention weight (mean ± sd over held-out samples)")
-    ax.set_title(f"{title}: top {len(modules)} of {steps} tokens\n(genes listed by attention x contribution)",
-                 fontsize=9)
-    ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    cv: dict
+    test: dict
+    test_full: dict
+    base: Optional[dict] = None
+    base_full: Optional[dict] = None
 
 
-def _predictions_frame(data: TaskData, predicted: np.ndarray, base: Optional[np.ndarray] = None) -> pd.DataFrame:
-    """Long table: one row per (held-out sample, target gene) with observed and predicted
-    (and `base_predicted`, the model's base alone, where it has one)."""
-    n, k = predicted.shape
-    frame = pd.DataFrame({
-        "sample": np.repeat(np.asarray(data.test_samples, dtype=object), k),
-        "gene": np.tile(np.asarray(data.target_genes, dtype=object), n),
-        "observed": np.asarray(data.Y_test, dtype=np.float64).reshape(-1),
-        "predicted": predicted.reshape(-1),
-    })
-    if base is not None:
-        frame[f"{BASE_PREFIX}predicted"] = base.reshape(-1)
-    return frame
+def _summarise(scores: Scores, data: TaskData) -> Summary:
+    """CV summaries of the folds and held-out metrics (scaled with the development ranges)."""
+    ranges = _ranges(data.Y_dev)
+    test_full = regression_metrics(data.Y_test, scores.test_pred, *ranges)
+    summary = Summary(cv=_cv_summary(scores.fold_metrics), test=_scalar_metrics(test_full), test_full=test_full)
+    if scores.base_fold_metrics is not None:
+        summary.base_full = regression_metrics(data.Y_test, scores.base_test_pred, *ranges)
+        summary.base = {"cv": _cv_summary(scores.base_fold_metrics), "test": _scalar_metrics(summary.base_full)}
+    return summary
 
 
-def _fmt(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _log_model(config: Config, task: str, arch: str, regressor, data: TaskData):
+    """The refit model as the run's pyfunc (`benchmark.tracking.log_model`); MLflow's `ModelInfo`."""
+    from benchmark import tracking
+
+    example = tracking.raw_features(config, data, "dev", limit=tracking.INPUT_EXAMPLE_ROWS)
+    return tracking.log_model(regressor, data, example, deep=arch in DEEP_ARCHS,
+                              tags={"task": task, "arch": arch, "data_version": data.data_version})
+
+
+def _log_scores(scores: Scores, summary: Summary, model_id: str, development, held_out) -> None:
+    """Metrics on the run and its logged model, each naming its dataset: `fold_*` (step = fold) and
+    `cv_*` on the development samples, `test_*` on the held-out ones; undefined ones as tags."""
+    import mlflow
+
+    on_development = {"model_id": model_id, "dataset": development}
+    on_held_out = {"model_id": model_id, "dataset": held_out}
+    for row in scores.fold_rows:  # a fold's undefined metric is a blank in folds.csv
+        _log_metrics("fold_", {k: row[k] for k in ALL_METRICS}, step=row["fold"], **on_development)
+    undefined = _log_metrics("cv_", {f"{name}_{stat}": summary.cv[name][stat]
+                                     for name in ALL_METRICS for stat in ("mean", "std")}, **on_development)
+    undefined.update(_log_metrics("test_", summary.test, **on_held_out))
+    if summary.base is not None:  # the ablation: the model's base alone, same folds and split
+        undefined.update(_log_metrics(f"{BASE_PREFIX}cv_", {f"{name}_mean": summary.base["cv"][name]["mean"]
+                                                             for name in ALL_METRICS}, **on_development))
+        undefined.update(_log_metrics(f"{BASE_PREFIX}test_", summary.base["test"], **on_held_out))
+    # training cost, comparable across runs
+    mlflow.log_metric("fit_seconds", scores.regressor.fit_seconds, model_id=model_id)
+    if undefined:
+        mlflow.set_tags(undefined)
+
+
+def _run_record(config: Config, hp: dict, source: str, data: TaskData, scores: Scores, summary: Summary,
+                model_info, experiment: str, run_id: str, started: float) -> dict:
+    """`run.json`: where the run and its model are, what they were fitted with, how long it took."""
+    return {
+        "run_id": run_id,
+        "experiment_id": experiment,
+        "tracking_uri": mask_url(config.tracking_uri),
+        "model_uri": model_info.model_uri,
+        "model_id": getattr(model_info, "model_id", None),
+        "params": hp,
+        "params_source": source,
+        "data_version": data.data_version,
+        "target_genes": list(data.target_genes),
+        "seconds": round(time.monotonic() - started, 1),
+        "fit_seconds": round(scores.regressor.fit_seconds, 1),
+        # Genes whose held-out Pearson r is undefined (constant prediction or truth);
+        # test pearson is the mean over the others.
+        "test_pearson_undefined": summary.test_full["pearson_undefined"],
+    }

@@ -19,7 +19,8 @@ Per (dataset, task), registered model `genebench-<dataset>-<task>` with aliases
    RMSEs, `promotion.min_improvement` as the region of practical equivalence, relative
    to the champion's CV RMSE, and `compare.confidence`) must be `better` for `champion`
    to move. Both held-out RMSEs are reported (scored through the registered pyfuncs on
-   raw `data/` values, the serving path), never used to decide. No champion yet: the
+   raw `data/` values, the serving path, a block of held-out rows at a time:
+   `benchmark.promotion_gate`), never used to decide. No champion yet: the
    candidate becomes champion. `--force` moves it without the gate. Whichever the
    decision, the candidate's verdict against the best architecture by CV (`compare.rope`)
    is recorded (`versus_best`; a version tag and the one-line summary), so a champion
@@ -40,13 +41,13 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 from benchmark import ARCHS, TASKS
 from benchmark.config import Config
 from benchmark.errors import UserError
 from benchmark.outputs import write_json
 from benchmark.paths import evaluation_dir, metrics_file, reports_dir
+from benchmark.promotion_gate import (comparable, cv_rmse, cv_verdict, disk_fold_rmse, held_out_rmse, run_fold_rmse,
+                                      verdict_words, versus_best)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -95,15 +96,12 @@ def _candidate_arch(config: Config, task: str, candidate: Optional[str]) -> str:
             raise UserError(f"promotion.candidate: expected 'best' or one of {', '.join(ARCHS)}, got {arch!r}")
         return arch
     # Chosen on CV: the held-out split is what the gate scores, so it must not pick too.
-    scored = []
-    for path in sorted(metrics_file(config, task, ARCHS[0]).parent.glob("*.json")):
-        rmse = ((json.loads(path.read_text()).get("cv") or {}).get("rmse") or {}).get("mean")
-        if path.stem in ARCHS and rmse is not None:
-            scored.append((float(rmse), path.stem))
+    scored = sorted((rmse, path.stem) for path in metrics_file(config, task, ARCHS[0]).parent.glob("*.json")
+                    if path.stem in ARCHS and (rmse := cv_rmse(config, task, path.stem)) is not None)
     if not scored:
         raise UserError(f"metrics/{config.dataset}/{task}/: no evaluated architecture to pick the best from; "
                         f"run `genebench evaluate --dataset {config.dataset} --task {task} --arch A` first")
-    return min(scored)[1]
+    return scored[0][1]
 
 
 def _model_uri(config: Config, task: str, arch: str, run) -> str:
@@ -192,171 +190,94 @@ def _set_champion(client, name: str, version: str, previous: Optional[str]) -> N
         client.set_registered_model_alias(name, "previous_champion", str(previous))
 
 
-def _score(config: Config, name: str, version: str, data) -> float:
-    """Held-out RMSE of a registered version through its pyfunc (raw data/ values in)."""
-    import mlflow
-
-    from benchmark import tracking
-    from benchmark.metrics import regression_metrics
-
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    # Every gene of data/, so a model built on another feature set (features.max_genes)
-    # still finds its inputs; it ignores the columns it does not use.
-    frame = tracking.raw_frame(config, "test")
-    predicted = model.predict(frame)
-    missing = [g for g in data.target_genes if g not in predicted.columns]
-    if missing:
-        raise UserError(f"{name} version {version} does not predict target gene {missing[0]!r} of today's task")
-    Y = predicted[data.target_genes].to_numpy(dtype=np.float64)
-    return float(regression_metrics(data.Y_test, Y, data.Y_dev.min(axis=0), data.Y_dev.max(axis=0))["rmse"])
-
-
-def _comparable(version, data_version: str, targets: str, folds: str) -> Optional[str]:
-    """Why `version` cannot be compared with today's evaluation, or None."""
-    tags = version.tags or {}
-    if tags.get("data_version") != data_version:
-        return (f"version {version.version} was trained on data version {tags.get('data_version', 'unknown')}, "
-                f"today's is {data_version}; it may have seen today's held-out samples")
-    if tags.get("targets_md5") != targets:
-        return f"version {version.version} predicts another target gene set than today's task"
-    if tags.get("folds_md5") != folds:
-        return f"version {version.version} was scored on other CV folds than today's, so its fold scores do not pair up"
-    return None
-
-
-def _disk_fold_rmse(config: Config, task: str, arch: str) -> dict[int, float]:
-    """Scored fold -> CV RMSE of `arch`'s evaluation on disk (folds.csv)."""
-    import pandas as pd
-
-    folds = pd.read_csv(evaluation_dir(config, task, arch) / "folds.csv")
-    return {int(f): float(r) for f, r in zip(folds["fold"], folds["rmse"])}
-
-
-def _run_fold_rmse(client, run_id: str) -> dict[int, float]:
-    """Scored fold -> CV RMSE that an evaluation run logged (`fold_rmse`, step = fold)."""
-    return {int(m.step): float(m.value) for m in client.get_metric_history(run_id, "fold_rmse")}
-
-
-def cv_verdict(data, candidate: dict[int, float], reference: dict[int, float], rope: float,
-               confidence: float, against: str) -> dict:
-    """The candidate's verdict against `reference` over the same scored CV folds: the Bayesian
-    correlated t-test of the report (`benchmark.report.statistics`) on the paired RMSE
-    differences, `rope` relative to the reference's mean CV RMSE. `data`: today's task."""
-    from benchmark.report.statistics import bayesian_correlated_ttest, verdict
-
-    if sorted(candidate) != sorted(reference):
-        raise UserError(f"the candidate's scored folds {sorted(candidate)} differ from {against}'s {sorted(reference)}; "
-                        f"rerun `genebench evaluate` for both")
-    folds = sorted(candidate)
-    differences = np.array([candidate[f] - reference[f] for f in folds])
-    rho = float(np.mean([len(data.folds[f][1]) / (len(data.folds[f][0]) + len(data.folds[f][1])) for f in folds]))
-    half_width = rope * float(np.mean([reference[f] for f in folds]))
-    result = bayesian_correlated_ttest(differences, rho, half_width)
-    return {"against": against, "verdict": verdict(result, confidence), "p_better": result.p_better,
-            "p_equivalent": result.p_equivalent, "p_worse": result.p_worse, "rope": half_width,
-            "difference": float(differences.mean()), "resamples": len(folds)}
-
-
-def _best_by_cv(config: Config, task: str) -> str:
-    """The architecture with the lowest CV RMSE among today's evaluations (ties: ARCHS order)."""
-    scored = []
-    for arch in ARCHS:
-        path = metrics_file(config, task, arch)
-        if path.exists():
-            rmse = ((json.loads(path.read_text()).get("cv") or {}).get("rmse") or {}).get("mean")
-            if rmse is not None:
-                scored.append((float(rmse), ARCHS.index(arch), arch))
-    return min(scored)[2]
-
-
-def _versus_best(config: Config, task: str, arch: str, data) -> dict:
-    """The candidate's verdict against the best architecture by CV (`compare.rope`): a champion
-    that a baseline beats is labelled as such."""
-    best = _best_by_cv(config, task)
-    if best == arch:
-        return {"against": arch, "verdict": "best", "p_better": None, "p_equivalent": None, "p_worse": None,
-                "rope": None, "difference": 0.0, "resamples": None}
-    compare = config.params.compare
-    return cv_verdict(data, _disk_fold_rmse(config, task, arch), _disk_fold_rmse(config, task, best),
-                      compare.rope, compare.confidence, against=best)
-
-
-def _verdict_words(entry: dict) -> str:
-    if entry["verdict"] == "best":
-        return "the best architecture by CV"
-    probability = {"better": "p_better", "equivalent": "p_equivalent", "worse": "p_worse"}.get(entry["verdict"])
-    shown = f" (P = {entry[probability]:.2f})" if probability and entry[probability] is not None else ""
-    return f"{entry['verdict']} against {entry['against']}{shown}"
-
-
 def _promote_task(config: Config, task: str, candidate: Optional[str], force: bool) -> dict:
+    """Register the candidate, decide whether it becomes champion, tag and return the decision."""
     client = _client(config)
     name = registered_model_name(config, task)
     arch = _candidate_arch(config, task, candidate)
     metrics = _read_metrics(config, task, arch)
     run = client.get_run(metrics["mlflow_run_id"])
-    from benchmark import tracking
-    from benchmark.data.prepare import load_task
-
-    data = load_task(config, task)
-    targets, folds = tracking.targets_digest(data.target_genes), tracking.folds_digest(data)
-    stale = None
-    if run.data.tags.get("data_version") != data.data_version:
-        stale = f"data version {run.data.tags.get('data_version', 'unknown')}, today's is {data.data_version}"
-    elif run.data.tags.get("targets_md5") != targets:
-        stale = "another target gene set than today's task"
-    elif run.data.tags.get("folds_md5") != folds:
-        stale = "other scored CV folds than today's prepared split"
-    if stale:
-        raise UserError(f"metrics/{config.dataset}/{task}/{arch}.json: its evaluation (mlflow run {run.info.run_id}) "
-                        f"used {stale}; rerun `genebench evaluate --dataset {config.dataset} --task {task} --arch {arch}`")
-
-    versus_best = _versus_best(config, task, arch, data)
+    data = _task_without_features(config, task)
+    _check_current(config, task, arch, run, data)
+    best = versus_best(config, task, arch, data)
     version, created = _register(client, name, _model_uri(config, task, arch, run), run)
     v = str(version.version)
     client.set_registered_model_alias(name, CHALLENGER, v)
     champion = _alias_version(client, name, CHAMPION)
     before = str(champion.version) if champion is not None else None
     entry = {
-        "dataset": config.dataset, "task": task, "registered_model": name, "candidate_arch": arch, "candidate_run_id": run.info.run_id,
-        "version": v, "new_version": created, "champion_before": before, "champion_after": before,
-        "candidate_rmse": None, "champion_rmse": None, "evaluation_rmse": metrics["test"]["rmse"],
-        "min_improvement": config.params.promotion.min_improvement, "data_version": data.data_version,
-        "forced": force, "versus_best": versus_best, "versus_champion": None,
+        "dataset": config.dataset, "task": task, "registered_model": name, "candidate_arch": arch,
+        "candidate_run_id": run.info.run_id, "version": v, "new_version": created, "champion_before": before,
+        "champion_after": before, "candidate_rmse": None, "champion_rmse": None,
+        "evaluation_rmse": metrics["test"]["rmse"], "min_improvement": config.params.promotion.min_improvement,
+        "data_version": data.data_version, "forced": force, "versus_best": best, "versus_champion": None,
     }
-
-    if os.environ.get("DVC_EXP_NAME"):
-        decision, reason = "registered", f"inside `dvc exp run` ({os.environ['DVC_EXP_NAME']}): challenger only, champion left alone"
-    elif champion is not None and before == v:
-        decision, reason = "unchanged", f"version {v} is already the champion"
-    elif champion is None:
-        decision, reason = "promoted", "no champion yet"
-    elif force:
-        decision, reason = "promoted", f"--force: replaced version {before} without the gate"
-    elif (why := _comparable(champion, data.data_version, targets, folds)) is not None:
-        decision, reason = "refused", f"{why}; the comparison is not like with like (use --force to replace it)"
-    else:
-        # Decided on the scored CV resamples; held-out scores are reported, never used to
-        # decide (promotion after promotion on one held-out split would select on it).
-        gate = cv_verdict(data, _disk_fold_rmse(config, task, arch), _run_fold_rmse(client, champion.tags["run_id"]),
-                          config.params.promotion.min_improvement, config.params.compare.confidence,
-                          against=f"champion version {before}")
-        entry["versus_champion"] = gate
-        held_out = load_task(config, task, held_out=True)
-        entry["candidate_rmse"] = _score(config, name, v, held_out)
-        entry["champion_rmse"] = _score(config, name, before, held_out)
-        said = (f"CV verdict {_verdict_words(gate)} over {gate['resamples']} scored folds "
-                f"(promotion.min_improvement {config.params.promotion.min_improvement:g})")
-        decision, reason = ("promoted", said) if gate["verdict"] == "better" else ("rejected", said + ": needs better")
-
+    decision, reason = _decide(config, task, arch, client, data, entry, champion, force)
     if decision == "promoted":
         _set_champion(client, name, v, before)
         entry["champion_after"] = v
     entry.update(decision=decision, reason=reason)
     client.set_model_version_tag(name, v, "decision", decision)
     client.set_model_version_tag(name, v, "decision_reason", reason)
-    client.set_model_version_tag(name, v, "versus_best", _verdict_words(versus_best))
+    client.set_model_version_tag(name, v, "versus_best", verdict_words(best))
     return entry
+
+
+def _task_without_features(config: Config, task: str):
+    """Today's task with its held-out targets. Promote needs targets, folds and the raw rows
+    it scores (read in blocks), never the task's feature matrix: loading it as a stream
+    (`data.stream_above_mb` 0) keeps the features on disk, unread."""
+    from benchmark.data.prepare import load_task
+
+    data_params = config.params.data.model_copy(update={"stream_above_mb": 0})
+    streamed = Config(config.params.model_copy(update={"data": data_params}), config.path, config.root, config.dataset)
+    return load_task(streamed, task, held_out=True)
+
+
+def _check_current(config: Config, task: str, arch: str, run, data) -> None:
+    """UserError when the candidate's evaluation is not of today's data version, targets and folds."""
+    from benchmark import tracking
+
+    tags, stale = run.data.tags, None
+    if tags.get("data_version") != data.data_version:
+        stale = f"data version {tags.get('data_version', 'unknown')}, today's is {data.data_version}"
+    elif tags.get("targets_md5") != tracking.targets_digest(data.target_genes):
+        stale = "another target gene set than today's task"
+    elif tags.get("folds_md5") != tracking.folds_digest(data):
+        stale = "other scored CV folds than today's prepared split"
+    if stale:
+        raise UserError(f"metrics/{config.dataset}/{task}/{arch}.json: its evaluation (mlflow run {run.info.run_id}) "
+                        f"used {stale}; rerun `genebench evaluate --dataset {config.dataset} --task {task} --arch {arch}`")
+
+
+def _decide(config: Config, task: str, arch: str, client, data, entry: dict, champion, force: bool) -> tuple[str, str]:
+    """`(decision, reason)` for the registered candidate `entry["version"]`; the gate's verdict
+    and both held-out RMSEs go into `entry`."""
+    from benchmark import tracking
+
+    v, before, name = entry["version"], entry["champion_before"], entry["registered_model"]
+    if os.environ.get("DVC_EXP_NAME"):
+        return "registered", f"inside `dvc exp run` ({os.environ['DVC_EXP_NAME']}): challenger only, champion left alone"
+    if champion is not None and before == v:
+        return "unchanged", f"version {v} is already the champion"
+    if champion is None:
+        return "promoted", "no champion yet"
+    if force:
+        return "promoted", f"--force: replaced version {before} without the gate"
+    targets, folds = tracking.targets_digest(data.target_genes), tracking.folds_digest(data)
+    if (why := comparable(champion, data.data_version, targets, folds)) is not None:
+        return "refused", f"{why}; the comparison is not like with like (use --force to replace it)"
+    # Decided on the scored CV resamples; held-out scores are reported, never used to
+    # decide (promotion after promotion on one held-out split would select on it).
+    min_improvement = config.params.promotion.min_improvement
+    gate = cv_verdict(data, disk_fold_rmse(config, task, arch), run_fold_rmse(client, champion.tags["run_id"]),
+                      min_improvement, config.params.compare.confidence, against=f"champion version {before}")
+    entry["versus_champion"] = gate
+    entry["candidate_rmse"] = held_out_rmse(config, name, v, data)
+    entry["champion_rmse"] = held_out_rmse(config, name, before, data)
+    said = (f"CV verdict {verdict_words(gate)} over {gate['resamples']} scored folds "
+            f"(promotion.min_improvement {min_improvement:g})")
+    return ("promoted", said) if gate["verdict"] == "better" else ("rejected", said + ": needs better")
 
 
 def _rollback_plan(config: Config, task: str) -> tuple[str, str, str, list[str]]:
@@ -430,6 +351,6 @@ def promote(config: Config, dataset: Optional[str] = None, task: Optional[str] =
     write_json(path, {d: {t: e for t, e in sorted(report[d].items()) if t in TASKS}
                       for d in sorted(report) if d in config.params.datasets and isinstance(report[d], dict)})
     for entry in entries:
-        label = f" [{entry['candidate_arch']}: {_verdict_words(entry['versus_best'])}]" if entry.get("versus_best") else ""
+        label = f" [{entry['candidate_arch']}: {verdict_words(entry['versus_best'])}]" if entry.get("versus_best") else ""
         print(f"promote {entry['dataset']}/{entry['task']}: {entry['decision']} - {entry['reason']}{label}")
     return 0

@@ -25,7 +25,7 @@ import tempfile
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import mlflow
 import mlflow.pyfunc
@@ -39,6 +39,7 @@ from benchmark import stores
 from benchmark.config import Config
 from benchmark.data.canonical import load_dataset
 from benchmark.data.prepare import TaskData
+from benchmark.data.rows import RowView
 from benchmark.paths import prepared_dir
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -219,14 +220,22 @@ def raw_features(config: Config, data: TaskData, part: str, limit: int | None = 
 def raw_frame(config: Config, part: str, genes: list[str] | None = None, limit: int | None = None) -> pd.DataFrame:
     """Raw `data/` values of the prepared `part` ("test" or "dev") rows (the first `limit`);
     all genes by default."""
+    return pd.concat(raw_frames(config, part, genes=genes, limit=limit))
+
+
+def raw_frames(config: Config, part: str, genes: list[str] | None = None,
+               limit: int | None = None) -> Iterator[pd.DataFrame]:
+    """`raw_frame` a block of rows at a time (`benchmark.data.rows`: about 32 MiB of matrix rows
+    each), in prepared order: float64 frames indexed by sample id, one column per gene."""
     split = json.loads((prepared_dir(config) / "split.json").read_text())
     ds = load_dataset(config.data_dir)
     genes = list(ds.genes) if genes is None else list(genes)
     col = {g: i for i, g in enumerate(ds.genes)}
     rows = np.asarray(split[part], dtype=np.int64)[:limit]
-    cols = np.asarray([col[g] for g in genes], dtype=np.int64)
-    values = np.asarray(ds.X[rows][:, cols], dtype=np.float64)
-    return pd.DataFrame(values, columns=genes, index=[ds.samples[i] for i in rows])
+    view = RowView(ds.X, rows, np.asarray([col[g] for g in genes], dtype=np.int64))  # raw: no transform
+    for start, block in view.blocks():
+        samples = [ds.samples[i] for i in rows[start:start + len(block)]]
+        yield pd.DataFrame(block.astype(np.float64), columns=genes, index=samples)
 
 
 def _requirements(deep: bool) -> list[str]:

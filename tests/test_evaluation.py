@@ -209,12 +209,44 @@ def test_a_failed_evaluate_keeps_the_previous_result(evaluated):
 def test_run_names_its_dataset_as_an_input_and_spans_the_fitting(evaluated, client):
     doc = evaluated.metrics("single", "attention_lstm")
     run = client.get_run(doc["mlflow_run_id"])
-    inputs = run.inputs.dataset_inputs
-    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("toy", run.data.tags["data_version"][:8])]
-    assert [t.value for i in inputs for t in i.tags if t.key == "mlflow.data.context"] == ["training"]
+    digest = run.data.tags["data_version"][:8]
+    inputs = {(i.dataset.name, i.dataset.digest): [t.value for t in i.tags if t.key == "mlflow.data.context"]
+              for i in run.inputs.dataset_inputs}
+    assert inputs == {("toy-development", digest): ["training"], ("toy-held-out", digest): ["testing"]}
+    assert len(run.inputs.dataset_inputs) == 2  # each once, however many metrics name it
+    shapes = {i.dataset.name: json.loads(i.dataset.profile) for i in run.inputs.dataset_inputs}
+    assert shapes["toy-development"]["features_shape"][0] == doc["n_dev"]
+    assert shapes["toy-held-out"]["features_shape"][0] == doc["n_test"]
     seconds = (run.info.end_time - run.info.start_time) / 1000
     assert seconds >= run.data.metrics["fit_seconds"] > 0
 
+
+
+def test_the_logged_model_carries_every_metric_naming_its_dataset_cv_and_held_out_apart(evaluated, client):
+    """What the UI's logged model page shows ("Datasets used", the metrics' Dataset column):
+    CV and per-fold metrics on the development samples, test metrics on the held-out ones."""
+    doc = evaluated.metrics("single", "attention_lstm")  # a deep model: base_* metrics too
+    run = client.get_run(doc["mlflow_run_id"])
+    record = json.loads((evaluated.root / "artifacts" / "evaluation" / "toy" / "single" / "attention_lstm"
+                         / "run.json").read_text())
+    model = client.get_logged_model(record["model_id"])
+    assert model.source_run_id == run.info.run_id
+    digest = run.data.tags["data_version"][:8]
+    named = {}
+    for metric in model.metrics:
+        named.setdefault(metric.key, set()).add((metric.dataset_name, metric.dataset_digest))
+    assert set(named) == set(run.data.metrics)  # every metric of the run, on its model too
+    development, held_out = {("toy-development", digest)}, {("toy-held-out", digest)}
+    for key, datasets in named.items():
+        if key.startswith(("cv_", "fold_", "base_cv_")):
+            assert datasets == development, key
+        elif key.startswith(("test_", "base_test_")):
+            assert datasets == held_out, key
+        else:
+            assert key == "fit_seconds" and datasets == {(None, None)}, key
+    folds = sorted(m.step for m in model.metrics if m.key == "fold_rmse")
+    assert folds == sorted(int(f) for f in pd.read_csv(evaluated.root / "artifacts" / "evaluation" / "toy" / "single"
+                                                       / "attention_lstm" / "folds.csv")["fold"])
 
 def _slow_project(project):
     from mlflow_project import write_linear_dataset

@@ -251,12 +251,28 @@ def test_mlflow_ui_names_datasets_links_the_champion_version_and_keeps_the_leade
         cell = f'[role=row][row-id="{newest.info.run_id}"] [role=gridcell][col-id="attributes.`Dataset`"]'
         shown = wait_for(browser, f"Dataset cell for run {newest.info.run_name}",
                          lambda b: next((e.text for e in b.find_elements(By.CSS_SELECTOR, cell) if e.text), None))
-        assert shown.startswith(f"{dataset} ({data_version[:8]})"), shown
+        assert shown.startswith(f"{dataset}-development ({data_version[:8]})"), shown
 
         browser.get(f"{url}/#/experiments/{experiment}/models/{logged_model}")
         version_page = f"#/models/{model_name}/versions/{champion.version}"
         wait_for(browser, f"link from the champion's logged model to {model_name} version {champion.version}",
                  lambda b: b.find_elements(By.CSS_SELECTOR, f'a[href="{version_page}"]'))
+        # The logged model's sidebar: its registered version under "Model versions", and the
+        # datasets its metrics name under "Datasets used": the development samples (CV) shown,
+        # the held-out ones (test) behind "+1", in the popover it opens.
+        versions = wait_for(browser, "the champion's version under Model versions of its logged model",
+                            lambda b: _section_text(b, "Model versions", model_name))
+        assert f"v{champion.version}" in versions, versions
+        digest = data_version[:8]
+        used = wait_for(browser, "the development dataset under Datasets used of the champion's logged model",
+                        lambda b: _section_text(b, "Datasets used", f"{dataset}-development (#{digest})"))
+        assert used.splitlines()[-1] == "+1", used  # one more dataset: the held-out samples
+        _section(browser, "Datasets used").find_element(By.XPATH, ".//*[normalize-space(text())='+1']").click()
+        wait_for(browser, "the held-out dataset in the Datasets used popover",
+                 lambda b: [e for e in b.find_elements(By.CSS_SELECTOR, "[role=dialog]")
+                            if f"{dataset}-held-out (#{digest})" in e.text])
+        assert browser.find_elements(By.CSS_SELECTOR, f'a[href$="/runs/{champion.run_id}"]'), \
+            "the logged model links its source run"
         browser.get(f"{url}/{version_page}")  # where the link leads (a click can land on a re-rendering page)
         wait_for(browser, "champion alias on the linked version page",
                  lambda b: b.find_elements(By.CSS_SELECTOR, '[role=status][title="champion"]'))
@@ -267,3 +283,15 @@ def test_mlflow_ui_names_datasets_links_the_champion_version_and_keeps_the_leade
                                            if re.fullmatch(r"Metrics \(\d+\)", e.text.strip())), None))
         shown_count = int(re.search(r"\d+", heading).group())
         assert shown_count == len(summary.data.metrics) <= 20, (shown_count, sorted(summary.data.metrics))
+
+
+def _section(browser, title: str):
+    """The logged model page's sidebar section headed `title` (an h4 and what follows it)."""
+    return browser.find_element(By.XPATH, f"//h4[normalize-space()='{title}']/..")
+
+
+def _section_text(browser, title: str, expected: str) -> str | None:
+    """That section's text once it shows `expected`; None before (the page still loading)."""
+    sections = browser.find_elements(By.XPATH, f"//h4[normalize-space()='{title}']/..")
+    text = sections[0].text if sections else ""
+    return text if expected in text else None

@@ -18,7 +18,7 @@ import yaml
 from benchmark.data.prepare import prepare
 from benchmark.errors import UserError
 from benchmark.registry import promote
-from mlflow_project import shared_project
+from mlflow_project import N_GENES, shared_project
 
 NAME = "genebench-toy-single"
 
@@ -90,6 +90,26 @@ def test_gate_rejects_a_worse_candidate(evaluated, client):
     assert entry["champion_rmse"] == pytest.approx(evaluated.metrics("single", "ridge")["test"]["rmse"], rel=1e-6)
     assert client.get_model_version(NAME, "2").tags["decision"] == "rejected"
 
+
+
+def test_the_gate_scores_the_held_out_split_block_by_block_as_the_evaluation_did(evaluated, client, monkeypatch):
+    """Blocks of 4 rows: the held-out rows reach the pyfunc in several frames (memory bounded by
+    a block), and both scores equal the evaluations' held-out RMSE all the same."""
+    import pandas as pd
+
+    from benchmark import tracking
+    from benchmark.data import rows
+
+    config = evaluated.config().for_dataset("toy")
+    whole = tracking.raw_frame(config, "test")
+    monkeypatch.setattr(rows, "BLOCK_BYTES", 4 * 4 * N_GENES)
+    frames = list(tracking.raw_frames(config, "test"))
+    assert [len(f) for f in frames[:-1]] == [4] * (len(frames) - 1) and len(frames) == -(-len(whole) // 4)
+    pd.testing.assert_frame_equal(pd.concat(frames), whole)
+    _promote(evaluated, candidate="ridge")
+    entry = _promote(evaluated, candidate="mean")
+    assert entry["champion_rmse"] == pytest.approx(evaluated.metrics("single", "ridge")["test"]["rmse"], rel=1e-6)
+    assert entry["candidate_rmse"] == pytest.approx(evaluated.metrics("single", "mean")["test"]["rmse"], rel=1e-6)
 
 def test_force_skips_the_gate(evaluated, client):
     _promote(evaluated, candidate="ridge")

@@ -4,7 +4,7 @@ per-gene win rate, and the frequentist corrected t-test with its Holm adjustment
 deciding no wording).
 
 Pure functions of numbers (numpy and scipy only: no TensorFlow, no MLflow, no files), so
-promotion's gate (`benchmark.registry`) calls the same `bayesian_correlated_ttest` and
+promotion's gate (`benchmark.promotion_gate`) calls the same `bayesian_correlated_ttest` and
 `verdict` as the report.
 """
 

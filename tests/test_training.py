@@ -342,3 +342,24 @@ def test_a_deep_model_on_the_stacked_base_saves_loads_and_scores_its_base(tmp_pa
     np.testing.assert_array_equal(loaded.predict(X[val]), regressor.predict(X[val]))
     np.testing.assert_array_equal(loaded.predict_base(X[val]), regressor.predict_base(X[val]))
     np.testing.assert_array_equal(loaded.base.weight, regressor.base.weight)
+
+
+def test_a_second_fit_on_the_same_rows_takes_its_base_and_tokens_from_the_cache_and_predicts_the_same():
+    """Every trial of a study refits on the same tuning fold: the base (ridge + kNN) and the
+    tokens' gene tree are fitted once, and a cached fit predicts exactly as a fresh one."""
+    from benchmark.models.fit_cache import FIT_CACHE
+
+    X, Y = linear_data(n=60, n_features=8, n_targets=2)
+    cfg = config(max_epochs=2, base="stack")
+    FIT_CACHE.clear()
+    fresh = make_regressor("attention_lstm", None, cfg).fit(X, Y).predict(X)
+    fitted = FIT_CACHE.misses
+    assert fitted == 2  # the base and the gene tree
+    cached = make_regressor("attention_lstm", {"steps": 3}, cfg).fit(X, Y)  # another trial's tokens
+    assert (FIT_CACHE.misses, FIT_CACHE.hits) == (fitted, 2)
+    again = make_regressor("attention_lstm", None, cfg).fit(X, Y).predict(X)
+    np.testing.assert_array_equal(again, fresh)
+    assert cached.predict(X).shape == fresh.shape
+    # Other rows (the next fold) are fitted anew, and a fit never sees another's cached arrays.
+    make_regressor("attention_lstm", None, cfg).fit(X[:50], Y[:50])
+    assert FIT_CACHE.misses == fitted + 2

@@ -33,6 +33,7 @@ from sklearn.model_selection import KFold
 
 from benchmark.models.baselines import KnnBaseline, RidgeBaseline, leave_one_out_predictions
 from benchmark.models.blockwise_fit import blockwise, is_row_view
+from benchmark.models.fit_cache import FIT_CACHE
 from benchmark.models.ridge_loo import DEFAULT_GRID, alpha_grid, fit_ridge_loo
 
 BASES = ("none", "ridge", "stack")
@@ -66,7 +67,13 @@ def base_from_state(state: dict):
 
 
 def fit_base(kind: str, Xs, Ys: np.ndarray, seed: int):
-    """`(base, oof)` for `training.base` = `kind` (`ridge` or `stack`); see the module docstring."""
+    """`(base, oof)` for `training.base` = `kind` (`ridge` or `stack`); see the module docstring.
+    Computed once per process for the same rows (`benchmark.models.fit_cache`): every trial of
+    a study fits on the same tuning fold. The result is shared: never modify it."""
+    return FIT_CACHE.get_or_fit(("base", kind, int(seed)), (Xs, Ys), lambda: _fit_base(kind, Xs, Ys, seed))
+
+
+def _fit_base(kind: str, Xs, Ys: np.ndarray, seed: int):
     if kind == "ridge":
         return fit_ridge_base(Xs, Ys, seed)
     if kind == "stack":

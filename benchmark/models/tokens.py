@@ -27,6 +27,7 @@ from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
 from scipy.spatial.distance import squareform
 
 from benchmark.models.blockwise_fit import is_row_view
+from benchmark.models.fit_cache import FIT_CACHE
 
 TOKEN_MODES = ("modules", "genes")
 
@@ -50,7 +51,12 @@ def _correlation(Xs) -> np.ndarray:
 
 
 def _leaf_order(Xs) -> tuple[np.ndarray, np.ndarray]:
-    """`(Z, order)`: the average-linkage tree of the columns on `1 - |r|` and its leaf order."""
+    """`(Z, order)`: the average-linkage tree of the columns on `1 - |r|` and its leaf order;
+    computed once per process for the same rows (`benchmark.models.fit_cache`), whatever `steps`."""
+    return FIT_CACHE.get_or_fit(("leaf_order",), (Xs,), lambda: _fit_leaf_order(Xs))
+
+
+def _fit_leaf_order(Xs) -> tuple[np.ndarray, np.ndarray]:
     n_features = Xs.shape[1]
     r = _correlation(Xs)
     distance = 1.0 - np.abs(r)

@@ -366,8 +366,10 @@ def test_pruned_trials_are_recorded_as_pruned(killed_and_resumed):
     pruned = [t for t in after if t["state"] == "PRUNED"]
     assert pruned, after
     assert saved["n_pruned"] == len(pruned)
-    # A pruned trial stopped before its 2 folds x 3 epochs.
-    assert all(t["steps"] < 2 * 3 for t in pruned)
+    # Pruned trials stop before their 2 folds x 3 epochs, most of them well before (the
+    # median pruner may also act on a trial's last report).
+    assert all(t["steps"] <= 2 * 3 for t in pruned)
+    assert sum(t["steps"] < 2 * 3 for t in pruned) > len(pruned) / 2, [t["steps"] for t in pruned]
     assert "pruned" in killed_and_resumed["resumed"].stdout
     # TensorFlow's start-up chatter (absl's pre-init notice, CUDA probes) is not shown.
     assert "absl::InitializeLog" not in killed_and_resumed["resumed"].stderr

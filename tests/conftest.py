@@ -46,6 +46,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
                                     "(pass it to rerun this order; -p no:randomly runs file order)")
 
 
+FIRST_MODULE = "test_pipeline.py"  # the end-to-end `dvc repro`: half the suite's wall time
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Run the end-to-end module first, its tests still in their shuffled order (this runs
+    after pytest-randomly's shuffle; the sort is stable). Under xdist's `--dist loadfile`
+    the longest module then starts at once on one worker while the other worker takes the
+    rest, instead of starting last and running alone."""
+    items.sort(key=lambda item: item.path.name != FIRST_MODULE)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

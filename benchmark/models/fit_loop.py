@@ -88,8 +88,8 @@ def predict_keras(model, Xs: np.ndarray, batch_size: int) -> np.ndarray:
 
     Each batch goes straight to the model's traced predict function (`predict_on_batch`):
     the batches, and so the outputs, are exactly `model.predict`'s, without the data
-    adapter and iterator `predict` builds per call (measured on 2026-12-03: 13 ms against
-    36 ms for an early-stopping set of 84 rows, which is predicted after every epoch).
+    adapter and iterator `predict` builds per call (2-3x its time on an early-stopping set
+    of 84 rows, which is predicted after every epoch; results/profile_fit.md).
     """
     size = max(int(batch_size), 256)
     if len(Xs) <= size:

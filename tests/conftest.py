@@ -46,7 +46,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
                                     "(pass it to rerun this order; -p no:randomly runs file order)")
 
 
-FIRST_MODULE = "test_pipeline.py"  # the end-to-end `dvc repro`: half the suite's wall time
+FIRST_MODULE = "test_pipeline.py"  # the end-to-end `dvc repro`: about a third of the suite's CPU time
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -371,9 +371,41 @@ def test_pruned_trials_are_recorded_as_pruned(killed_and_resumed):
     assert all(t["steps"] <= 2 * 3 for t in pruned)
     assert sum(t["steps"] < 2 * 3 for t in pruned) > len(pruned) / 2, [t["steps"] for t in pruned]
     assert "pruned" in killed_and_resumed["resumed"].stdout
+    assert len(pruned) <= saved["n_complete"]  # at most half the trials are pruned
     # TensorFlow's start-up chatter (absl's pre-init notice, CUDA probes) is not shown.
     assert "absl::InitializeLog" not in killed_and_resumed["resumed"].stderr
     assert "cuInit" not in killed_and_resumed["resumed"].stderr
+
+
+def test_a_study_whose_every_new_trial_is_worse_still_reaches_its_complete_trials(project):
+    """The median pruner judges against complete trials only, the survivors of earlier
+    pruning: here each trial learns worse than all before it, so without a bound no trial
+    after the first two would ever complete and `tune` would never end."""
+    import optuna
+
+    from benchmark.config import load_config
+    from benchmark.tuning.study import make_pruner
+
+    config = load_config(project / "params.yaml", root=project).for_dataset("toy")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), pruner=make_pruner(config))
+
+    def objective(trial):
+        for step in range(6):
+            trial.report(float(trial.number + 6 - step), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return float(trial.number)
+
+    def enough(study, trial):
+        if n_complete(study) >= 6 or len(study.trials) >= 100:
+            study.stop()
+
+    def n_complete(study):
+        return len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+
+    study.optimize(objective, callbacks=[enough])
+    pruned = study.get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    assert n_complete(study) == 6 and 1 <= len(pruned) <= 6 and len(study.trials) <= 12
 
 
 def test_every_trial_has_one_mlflow_child_run_with_its_state(project, killed_and_resumed):

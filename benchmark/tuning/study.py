@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -120,17 +121,51 @@ def make_pruner(config: Config):
     improving and some ending near the best, and more than doubled the tune stages' time.
     A third of the way in, slow learners are still stopped early (scripts/bench_pruning.py:
     half the epochs of no pruning at the same trial count, same best value).
+
+    The median pruner judges a trial against complete trials only, which are the survivors
+    of earlier pruning: each one raises the bar, and a study can reach a point where no
+    new trial completes (a 90-sample study measured here pruned 511 trials in a row
+    without a fifth complete one). It is therefore bounded: a trial is pruned only while
+    the study holds fewer pruned trials than complete ones, so at most half the trials
+    are pruned and a study of `n` complete trials stops within about `2n` (parallel
+    workers may add one each).
     """
     import optuna
 
     tuning, max_epochs = config.params.tuning, config.params.training.max_epochs
     if tuning.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=tuning.n_startup_trials,
-                                           n_warmup_steps=max_epochs // 3, n_min_trials=2)
+        median = optuna.pruners.MedianPruner(n_startup_trials=tuning.n_startup_trials,
+                                             n_warmup_steps=max_epochs // 3, n_min_trials=2)
+        return BoundedPruner(median)
     if tuning.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=tuning.folds * max_epochs,
                                               reduction_factor=3)
     return optuna.pruners.NopPruner()
+
+
+@functools.cache
+def _bounded_pruner_class():
+    import optuna
+    from optuna.trial import TrialState
+
+    class _BoundedPruner(optuna.pruners.BasePruner):
+        """`pruner`'s decision while the study holds fewer pruned trials than complete ones."""
+
+        def __init__(self, pruner):
+            self.pruner = pruner
+
+        def prune(self, study, trial) -> bool:
+            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            pruned = sum(t.state == TrialState.PRUNED for t in finished)
+            if pruned >= len(finished) - pruned:
+                return False
+            return self.pruner.prune(study, trial)
+
+    return _BoundedPruner
+
+
+def BoundedPruner(pruner):  # noqa: N802 - a class, built lazily (no Optuna at import)
+    return _bounded_pruner_class()(pruner)
 
 
 @dataclass

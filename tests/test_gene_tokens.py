@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmark.models.gene_tokens import GeneTokens
-from benchmark.models.tokens import fit_token_assignment, token_members
+from benchmark.models.tokens import fit_token_assignment, max_module_size, token_members
 
 
 def test_layer_against_hand_computed_numbers():
@@ -118,3 +118,30 @@ def test_one_gene_per_token_and_pca_blocks():
     assert fit_token_assignment(X, steps=5, ordered=False).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     with pytest.raises(ValueError, match="tokens: expected one of modules, genes"):
         fit_token_assignment(X, 3, mode="blocks")
+
+
+def test_no_module_exceeds_the_size_bound_where_a_plain_cut_of_the_tree_makes_one_blob():
+    # Three tight modules of 6 genes among 120 genes that share only a weak common factor
+    # (r ~ 0.2): average linkage chains those into one blob, so a plain cut into 8
+    # clusters puts most genes in one (as it put 535 of pbmc68k's 715 genes in one).
+    from scipy.cluster.hierarchy import fcluster
+
+    from benchmark.models.tokens import _leaf_order
+
+    rng = np.random.default_rng(6)
+    programs, common = rng.normal(size=(300, 3)), rng.normal(size=(300, 1))
+    X = np.hstack([np.repeat(programs, 6, axis=1) + 0.3 * rng.normal(size=(300, 18)),
+                   0.5 * common + rng.normal(size=(300, 120))])
+    n, steps = X.shape[1], 8
+    bound = max_module_size(n, steps)
+    assert bound == 35  # ceil(2 * 138 / 8): twice the mean module
+    plain = np.bincount(fcluster(_leaf_order(X)[0], t=steps, criterion="maxclust"))
+    assert plain.max() > 3 * bound  # the failure the bound is for
+
+    assignment = fit_token_assignment(X, steps)
+    sizes = np.bincount(assignment, minlength=steps)
+    assert len(sizes) == steps and sizes.sum() == n and sizes.min() >= 1
+    assert sizes.max() <= bound and sizes.max() <= 3 * np.median(sizes)
+    # The co-expressed genes still share a token each, and no two programmes share one.
+    tokens_of = [set(assignment[6 * p:6 * (p + 1)].tolist()) for p in range(3)]
+    assert all(len(t) == 1 for t in tokens_of) and len(set.union(*tokens_of)) == 3

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_pruning.py [--dataset pbmc68k] [--task single] [--arch dnn] [--trials 16]
                                               [--max-epochs 30] [--to-complete]
-                                              [--out results/pruning.md]
+                                              [--warmup N] [--out results/pruning.md]
 
 Both studies use the tune stage's own pieces (search space, TPE seeding, objective,
 per-epoch reporting at `fold * max_epochs + epoch`, pruner) on in-memory storage, with
@@ -53,16 +53,17 @@ def _config(params: Path | None, dataset: str, pruner: str, max_epochs: int, fol
     return Config(p, config.path, config.root, dataset=dataset)
 
 
-def run_study(config, task: str, arch: str, total: int, complete_wanted: int | None = None) -> dict:
-    """`total` trials on an in-memory study; then (optionally) more until `complete_wanted`
-    are COMPLETE. Returns the counts, epochs and best value at both points."""
+def run_study(config, task: str, arch: str, total: int, complete_wanted: int | None = None, pruner=None) -> dict:
+    """`total` trials on an in-memory study (with `pruner`, else the stage's own); then
+    (optionally) more until `complete_wanted` are COMPLETE. Returns the counts, epochs and
+    best value at both points."""
     import optuna
     from optuna.trial import TrialState
 
     from benchmark import tuning
 
     tuning.quiet()
-    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), pruner=tuning.make_pruner(config),
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), pruner=pruner or tuning.make_pruner(config),
                                 sampler=optuna.samplers.TPESampler(n_startup_trials=config.params.tuning.n_startup_trials,
                                                                    seed=config.params.tuning.seed),
                                 direction="minimize")
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=None)
     parser.add_argument("--to-complete", action="store_true",
                         help="continue the median study to --trials complete trials (the stage's rule)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="the median pruner's n_warmup_steps instead of the stage's (a what-if)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pruning.md")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
@@ -194,11 +197,20 @@ def main(argv: list[str] | None = None) -> int:
 
     median_config = _config(args.params, args.dataset, "median", args.max_epochs, args.folds)
     pruner = tuning.make_pruner(median_config)  # what `genebench tune` builds; its settings go in the report
-    args.pruner = ", ".join(f"`{name.strip('_')}={getattr(pruner, name)}`"
+    median_pruner = getattr(pruner, "pruner", pruner)  # inside the stage's bound (pruned < complete)
+    if args.warmup is not None:  # the same pruner judged from an earlier epoch
+        import optuna
+
+        median_pruner = optuna.pruners.MedianPruner(n_startup_trials=median_pruner._n_startup_trials,
+                                                    n_warmup_steps=args.warmup, n_min_trials=median_pruner._n_min_trials)
+        pruner = tuning.study.BoundedPruner(median_pruner)
+    args.pruner = ", ".join(f"`{name.strip('_')}={getattr(median_pruner, name)}`"
                             for name in ("_n_startup_trials", "_n_warmup_steps", "_n_min_trials")
-                            if hasattr(pruner, name))
+                            if hasattr(median_pruner, name))
+    if median_pruner is not pruner:
+        args.pruner += ", pruning only while the study holds fewer pruned trials than complete ones"
     median = run_study(median_config, args.task, args.arch,
-                       args.trials, complete_wanted=args.trials if args.to_complete else None)
+                       args.trials, complete_wanted=args.trials if args.to_complete else None, pruner=pruner)
     command = " ".join([".venv/bin/python", "scripts/bench_pruning.py", *map(shlex.quote, argv or sys.argv[1:])])
     text = report(args, none, median, command.strip(), time.monotonic() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)

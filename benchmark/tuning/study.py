@@ -155,11 +155,11 @@ def _bounded_pruner_class():
             self.pruner = pruner
 
         def prune(self, study, trial) -> bool:
+            if not self.pruner.prune(study, trial):  # the usual answer: no count needed
+                return False
             finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
             pruned = sum(t.state == TrialState.PRUNED for t in finished)
-            if pruned >= len(finished) - pruned:
-                return False
-            return self.pruner.prune(study, trial)
+            return pruned < len(finished) - pruned
 
     return _BoundedPruner
 

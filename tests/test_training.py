@@ -123,6 +123,21 @@ def test_knn_chooses_k_and_weighting_by_leave_one_out():
     assert (model.k_, model.weights_) == (best[1], best[2])
 
 
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_knn_leave_one_out_predictions_are_each_sample_predicted_by_the_others(weights):
+    """The stacked base's kNN out-of-fold predictions: each training sample predicted by a
+    kNN fitted on all the other samples, with the fitted k and weighting."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from benchmark.models.baselines import KnnBaseline, leave_one_out_predictions
+
+    X, Y = (a.astype(np.float64) for a in linear_data(n=50, n_features=4, n_targets=3, noise=0.5))
+    model = KnnBaseline(k=6, weights=weights).fit(X, Y)
+    brute = np.array([KNeighborsRegressor(n_neighbors=6, weights=weights).fit(np.delete(X, i, 0), np.delete(Y, i, 0))
+                      .predict(X[i:i + 1])[0] for i in range(len(X))])
+    np.testing.assert_allclose(leave_one_out_predictions(model), brute, rtol=1e-10, atol=1e-12)
+
 @pytest.mark.parametrize("arch", ["mean", "ridge", "knn", "dnn"])
 def test_nothing_is_fitted_on_rows_outside_the_training_part(arch):
     X, Y = linear_data(n=80)

@@ -263,7 +263,13 @@ def leave_one_out_predictions(knn: KnnBaseline) -> np.ndarray:
     distances, neighbours = NearestNeighbors(n_neighbors=min(knn.k_, len(X) - 1)).fit(X).kneighbors()
     weights = (np.ones_like(distances) if knn.weights_ == "uniform"
                else 1.0 / np.maximum(distances, np.finfo(np.float64).tiny))
-    return np.einsum("nk,nkt->nt", weights, Y[neighbours]) / weights.sum(axis=1, keepdims=True)
+    # One neighbour rank at a time, as leave_one_out_neighbours scores k: memory stays at a
+    # few (n, n_targets) arrays. `Y[neighbours]` at once is (n, k, n_targets), 1.2 GB for
+    # 80,000 samples, k 37 and 50 targets, which alone broke a 2 GiB limit (results/scale.md).
+    total = np.zeros_like(Y)
+    for j in range(neighbours.shape[1]):
+        total += weights[:, j:j + 1] * Y[neighbours[:, j]]
+    return total / weights.sum(axis=1, keepdims=True)
 
 
 BASELINES = {"mean": MeanBaseline, "ridge": RidgeBaseline, "knn": KnnBaseline}

@@ -378,3 +378,16 @@ def test_a_second_fit_on_the_same_rows_takes_its_base_and_tokens_from_the_cache_
     # Other rows (the next fold) are fitted anew, and a fit never sees another's cached arrays.
     make_regressor("attention_lstm", None, cfg).fit(X[:50], Y[:50])
     assert FIT_CACHE.misses == fitted + 2
+
+
+@pytest.mark.parametrize("n", [40, 120])  # wide (n <= p) and tall
+def test_ridge_loo_in_place_gives_the_same_fit_as_on_a_copy(n):
+    """`overwrite_x` (the streamed penalty sample's memory saving) changes memory, not the fit."""
+    from benchmark.models.ridge_loo import DEFAULT_GRID, alpha_grid, fit_ridge_loo
+
+    X, Y = (a.astype(np.float64) for a in linear_data(n=n, n_features=60, n_targets=3, noise=0.5))
+    expected = fit_ridge_loo(X, Y, alpha_grid(*DEFAULT_GRID), per_target=True)
+    fit = fit_ridge_loo(X.copy(), Y, alpha_grid(*DEFAULT_GRID), per_target=True, overwrite_x=True)
+    np.testing.assert_array_equal(fit.alpha, expected.alpha)
+    for name in ("coef", "intercept", "loo"):
+        np.testing.assert_allclose(getattr(fit, name), getattr(expected, name), rtol=1e-9, atol=1e-12)

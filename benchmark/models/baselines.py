@@ -108,7 +108,8 @@ class RidgeBaseline:
         alpha = self.alpha
         if alpha is None:
             rows = np.sort(np.random.default_rng(ALPHA_SEED).permutation(len(X))[:ALPHA_ROWS])
-            alpha = fit_ridge_loo(X.read(rows).astype(np.float64), Y[rows], self.alphas, self.per_target).alpha
+            alpha = fit_ridge_loo(X.read(rows).astype(np.float64), Y[rows], self.alphas, self.per_target,
+                                  overwrite_x=True).alpha
         self.alpha_ = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (Y.shape[1],)).copy()
         self.coef_ = np.empty((Y.shape[1], X.shape[1]))
         self.intercept_ = np.empty(Y.shape[1])

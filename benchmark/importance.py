@@ -43,6 +43,8 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
+from benchmark.models.blockwise_fit import fit_scaler, is_row_view
+
 ATTENTION_FILE = "attention.csv"
 IMPORTANCE_FILE = "gene_importance.csv"
 PERMUTATION_FILE = "permutation_importance.csv"
@@ -52,8 +54,17 @@ MAX_ROWS = 50_000   # permuted rows predicted per repeat: genes x samples
 MIN_SAMPLES = 100   # held-out rows kept before genes are cut to fit MAX_ROWS
 REPEATS = 1
 BATCH_ROWS = 16384
+# ... and at most this many bytes of their float32 features: 16,384 rows up to 1,024 genes
+# (every bundled dataset), fewer beyond. 16,384 rows of 3,950 genes took 1.5 GB in
+# predict's float64 copies and broke a 2 GiB limit at 40,000 x 4,000 (results/scale.md).
+BATCH_BYTES = 64 << 20
 PREDICT_BATCH = 4096  # rows per Keras prediction step of a deep model
 SEED = 0
+# The gene-level attention table averages over the held-out rows, or a seeded subset of them
+# where its float64 (rows, genes) arrays would exceed this: every held-out row of the
+# bundled datasets (under 1,800 rows, at most 1,000 genes), 2,124 rows at 3,950 genes, where the whole
+# 20,000-row held-out split of a 100,000-sample matrix would take 632 MB per array.
+GENE_ATTENTION_BYTES = 64 << 20
 
 
 # -- attention x contribution ----------------------------------------------------------
@@ -123,7 +134,12 @@ def attention_tables(regressor, attention: np.ndarray, data, pca: bool) -> dict[
     if pca:
         return tables
     assignment = np.asarray(regressor.assignment, dtype=np.int64)
-    Xs = regressor.preprocessor.transform_X(np.asarray(data.X_test))
+    X_test = data.X_test
+    n_rows = max(1, GENE_ATTENTION_BYTES // (8 * max(X_test.shape[1], 1)))
+    if len(X_test) > n_rows:  # a seeded subset of the held-out rows keeps the (n, genes) arrays bounded
+        rows = np.sort(np.random.default_rng(SEED).choice(len(X_test), size=n_rows, replace=False))
+        X_test = X_test.read(rows) if is_row_view(X_test) else np.asarray(X_test)[rows]
+    Xs = regressor.preprocessor.transform_X(np.asarray(X_test))
     per_sample, shares = np.zeros(Xs.shape), np.zeros(Xs.shape)
     members = _members(regressor, Xs)
     for member_attention, norms in members:
@@ -171,21 +187,28 @@ def permutation_importance(predict: Callable[[np.ndarray], np.ndarray], X: np.nd
     rank (1 = largest; ties by gene id); `per_target` columns gene, target, importance.
     Only the permuted genes (see `MAX_GENES`) have rows.
     """
-    X = np.asarray(X, dtype=np.float32)
+    streamed = is_row_view(X)  # a streamed held-out split: read only the rows permuted
+    if not streamed:
+        X = np.asarray(X, dtype=np.float32)
     Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
     rng = np.random.default_rng(seed)
     n_samples, n_genes = budget(len(X), X.shape[1], max_genes, max_rows, min_samples)
     if n_genes < X.shape[1]:  # the most variable genes (on every held-out row); ties by canonical position
-        columns = np.sort(np.argsort(-X.var(axis=0), kind="stable")[:n_genes])
+        variance = fit_scaler(X).var_ if streamed else X.var(axis=0)
+        columns = np.sort(np.argsort(-variance, kind="stable")[:n_genes])
     else:
         columns = np.arange(X.shape[1])
     if n_samples < len(X):  # a seeded subset of the held-out rows
         rows = np.sort(rng.choice(len(X), size=n_samples, replace=False))
-        X, Y = X[rows], Y[rows]
+        X, Y = (X.read(rows) if streamed else X[rows]), Y[rows]
+    X = np.asarray(X, dtype=np.float32)
     n = len(X)
     reference = np.asarray(predict(X), dtype=np.float64)
     pooled_base, target_base = _rmse(reference - Y), _rmse(reference - Y, axis=0)
     pooled, per_target = np.zeros(len(columns)), np.zeros((len(columns), Y.shape[1]))
+    # Permuted copies predicted at once: `batch_rows`, and at most BATCH_BYTES of float32
+    # features, since predicting makes float64 copies of them (preprocessing, the base).
+    batch_rows = min(int(batch_rows), max(1, BATCH_BYTES // (4 * max(X.shape[1], 1))))
     chunk = max(1, batch_rows // max(n, 1))
     for _ in range(repeats):
         order = rng.permutation(n)
@@ -224,7 +247,7 @@ def importance_tables(regressor, data, attention: Optional[np.ndarray], pca: boo
     (file name -> table): the attention tables where `attention` is given, and the permutation
     tables for every architecture."""
     tables = {} if attention is None else attention_tables(regressor, attention, data, pca)
-    pooled, per_target = permutation_importance(batched(regressor).predict, np.asarray(data.X_test), data.Y_test,
+    pooled, per_target = permutation_importance(batched(regressor).predict, data.X_test, data.Y_test,
                                                 list(data.feature_genes), list(data.target_genes), seed=seed)
     tables[PERMUTATION_FILE], tables[PERMUTATION_TARGETS_FILE] = pooled, per_target
     return tables

@@ -181,10 +181,11 @@ def permutation_importance(predict: Callable[[np.ndarray], np.ndarray], X: np.nd
     """Increase in held-out RMSE when one gene's column is permuted across samples.
 
     `predict`: raw features `(n, n_features)` -> predictions `(n, n_targets)` in target
-    units; `X` `(n_samples, n_features)`, `Y` `(n_samples, n_targets)` the held-out split;
-    `genes`, `targets` their ids. Returns `(pooled, per_target)`: `pooled` has columns
-    gene, importance (RMSE increase over every sample and target, mean over repeats),
-    rank (1 = largest; ties by gene id); `per_target` columns gene, target, importance.
+    units; `X` `(n_samples, n_features)` (an array or a `RowView`), `Y` `(n_samples,
+    n_targets)` the held-out split; `genes`, `targets` their ids. Returns `(pooled,
+    per_target)`: `pooled` has columns gene, importance (RMSE increase over every sample
+    and target, mean over repeats), rank (1 = largest; ties by gene id); `per_target`
+    columns gene, target, importance.
     Only the permuted genes (see `MAX_GENES`) have rows.
     """
     streamed = is_row_view(X)  # a streamed held-out split: read only the rows permuted

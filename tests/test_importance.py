@@ -70,6 +70,24 @@ def test_permutation_importance_of_ridge_finds_the_planted_genes():
     assert sorted(few["gene"]) == GENES[::2]
 
 
+def test_a_streamed_held_out_split_gives_the_permutation_importance_of_the_same_rows_in_memory():
+    """A `RowView` held-out split (a large matrix's) is read only where permuted, with the
+    same genes kept, the same rows drawn and the same importances as the array."""
+    from benchmark.data.rows import RowView
+
+    X, y, X_test, y_test = _planted(nonlinear=False)
+    params = _params()
+    ridge = Regressor("ridge", params.model("ridge").defaults, params.training.model_dump()).fit(X, y)
+    wide = X_test * np.where(np.arange(N_GENES) % 2 == 0, 3.0, 1.0).astype(np.float32)
+    kwargs = dict(seed=0, max_genes=6, max_rows=300, min_samples=40, batch_rows=120)  # 50 of 100 rows, 6 genes
+    expected, expected_targets = permutation_importance(ridge.predict, wide, y_test, GENES, ["t"], **kwargs)
+    view = RowView(wide, rows=np.arange(len(wide)))
+    got, got_targets = permutation_importance(ridge.predict, view, y_test, GENES, ["t"], **kwargs)
+    assert sorted(got["gene"]) == GENES[::2]
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-6)
+    pd.testing.assert_frame_equal(got_targets, expected_targets, check_exact=False, rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def attention_model():
     X, y, X_test, y_test = _planted(nonlinear=True)

@@ -30,7 +30,6 @@ import heapq
 
 import numpy as np
 from scipy.cluster.hierarchy import leaves_list, linkage, to_tree
-from scipy.spatial.distance import squareform
 
 from benchmark.models.blockwise_fit import is_row_view
 from benchmark.models.fit_cache import FIT_CACHE
@@ -41,19 +40,30 @@ TOKEN_MODES = ("modules", "genes")
 def _correlation(Xs) -> np.ndarray:
     """Pearson correlation of the columns, `(n_features, n_features)`; a `RowView` (streamed
     matrix) is summed block by block."""
+    step = _column_step(Xs.shape[1])
     if is_row_view(Xs):
         from benchmark.models.blockwise_fit import normal_equations
 
-        n, x_sum, _, XtX, _ = normal_equations(Xs, np.zeros((len(Xs), 1)))
-        XtX = np.triu(XtX) + np.triu(XtX, 1).T  # normal_equations fills the upper triangle
-        cov = XtX - np.outer(x_sum, x_sum) / n
+        n, x_sum, _, cov, _ = normal_equations(Xs, np.zeros((len(Xs), 1)))
+        # In place, a block of columns at a time: at 3,950 genes each p x p temporary is 125 MB.
+        for i in range(len(cov) - 1):  # normal_equations fills the upper triangle: mirror it
+            cov[i + 1:, i] = cov[i, i + 1:]
+        for j in range(0, len(cov), step):
+            cov[:, j:j + step] -= np.outer(x_sum, x_sum[j:j + step]) / n
     else:
         X = np.asarray(Xs, dtype=np.float64)
         X = X - X.mean(axis=0)
         cov = X.T @ X
     sd = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     sd[sd == 0] = 1.0  # a constant column correlates with nothing
-    return np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
+    for j in range(0, len(cov), step):
+        cov[:, j:j + step] /= np.outer(sd, sd[j:j + step])
+    return np.clip(cov, -1.0, 1.0, out=cov)
+
+
+def _column_step(n_features: int) -> int:
+    """Columns of a float64 (n_features, n_features) matrix in a block of about 8 MiB."""
+    return max(1, (1 << 20) // max(int(n_features), 1))
 
 
 def _leaf_order(Xs) -> tuple[np.ndarray, np.ndarray]:
@@ -64,11 +74,18 @@ def _leaf_order(Xs) -> tuple[np.ndarray, np.ndarray]:
 
 def _fit_leaf_order(Xs) -> tuple[np.ndarray, np.ndarray]:
     n_features = Xs.shape[1]
-    r = _correlation(Xs)
-    distance = 1.0 - np.abs(r)
-    np.fill_diagonal(distance, 0.0)
-    distance = (distance + distance.T) / 2  # exact symmetry for squareform
-    Z = linkage(squareform(distance, checks=False), method="average")
+    distance = _correlation(Xs)
+    np.subtract(1.0, np.abs(distance, out=distance), out=distance)  # 1 - |r|, in place
+    # The condensed upper triangle of (d + d') / 2 (exact symmetry), a row at a time rather
+    # than through two more p x p arrays.
+    condensed = np.empty(n_features * (n_features - 1) // 2)
+    start = 0
+    for i in range(n_features - 1):
+        stop = start + n_features - 1 - i
+        condensed[start:stop] = (distance[i, i + 1:] + distance[i + 1:, i]) / 2
+        start = stop
+    del distance
+    Z = linkage(condensed, method="average")
     return Z, leaves_list(Z) if n_features > 1 else np.zeros(1, dtype=np.int64)
 
 

@@ -1,0 +1,68 @@
+"""Where a genebench command's memory peaks: its RSS, with the main thread's stack at each new peak.
+
+    python scripts/memory_peaks.py evaluate --dataset scale --task multi --arch dnn   # in a project
+
+Runs `python -m benchmark ARGS` in this process; a thread samples the RSS every 50 ms and,
+whenever it is 16 MiB above the last peak recorded, keeps the main thread's stack. At exit
+(the CLI ends with `os._exit`, which this wraps) it prints the highest peak and the last 14
+recorded peaks, each with its genebench, scikit-learn and Keras frames. This is how
+results/scale.md found the dnn's peak in the held-out permutation importance. Needs psutil.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import threading
+import time
+import traceback
+
+import psutil
+
+STEP = 16 << 20
+SHOWN = 14
+
+
+def main() -> None:
+    process, main_thread = psutil.Process(), threading.get_ident()
+    peaks: list[tuple[int, float, list[str]]] = []
+    done = threading.Event()
+    started = time.time()
+
+    def sample() -> None:
+        best = 0
+        while not done.wait(0.05):
+            rss = process.memory_info().rss
+            if rss > best + STEP:
+                best = rss
+                stack = traceback.extract_stack(sys._current_frames().get(main_thread))
+                peaks.append((rss, time.time() - started, [f"{f.filename}:{f.lineno} {f.name}" for f in stack]))
+
+    def report() -> None:
+        done.set()
+        if not peaks:
+            return
+        print(f"peak rss {max(p[0] for p in peaks) >> 20} MiB", flush=True)
+        for rss, seconds, stack in peaks[-SHOWN:]:
+            print(f"--- {rss >> 20} MiB at {seconds:.1f} s")
+            print("\n".join("   " + line for line in stack
+                            if any(key in line for key in ("benchmark", "sklearn", "keras"))), flush=True)
+
+    real_exit = os._exit
+
+    def exit_after_report(code: int) -> None:
+        report()
+        real_exit(code)
+
+    os._exit = exit_after_report
+    threading.Thread(target=sample, daemon=True).start()
+    sys.argv = ["benchmark", *sys.argv[1:]]
+    try:
+        runpy.run_module("benchmark", run_name="__main__")
+    finally:
+        report()
+
+
+if __name__ == "__main__":
+    main()

@@ -353,6 +353,11 @@ def run() -> None:
     at a normal exit, and the process then ends without the module teardown. An exception escaping `main`
     (an internal error) exits the usual way, with its traceback.
     """
+    from benchmark.worker import delegate
+
+    code = delegate(sys.argv[1:])
+    if code is not None:  # the stage ran in a warm worker (benchmark.worker)
+        sys.exit(code)
     code = main()
     atexit._run_exitfuncs()
     sys.stdout.flush()

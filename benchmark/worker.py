@@ -188,8 +188,9 @@ def _connect(path: Path) -> socket.socket | None:
         return conn
     log = open(path.with_suffix(".log"), "ab")
     with log:
-        worker = subprocess.Popen([sys.executable, "-m", "benchmark.worker", str(path)],
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        # -P and cwd /: no project directory of the first stage on the worker's sys.path.
+        worker = subprocess.Popen([sys.executable, "-P", "-m", "benchmark.worker", str(path)],
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
                                   start_new_session=True, close_fds=True)
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:

@@ -132,9 +132,9 @@ def delegate(argv: list[str]) -> int | None:
     if conn is None:
         return None
     with conn:
-        request = json.dumps({"argv0": sys.argv[0], "argv": argv, "cwd": os.getcwd(),
-                              "env": dict(os.environ)}).encode()
         try:
+            request = json.dumps({"argv0": sys.argv[0], "argv": argv, "cwd": os.getcwd(),
+                                  "env": dict(os.environ)}).encode()
             socket.send_fds(conn, [_HEADER.pack(len(request)) + request], [0, 1, 2])
             reply = conn.makefile("rb")
             first = reply.readline().split()
@@ -214,8 +214,6 @@ def _preload() -> None:
 
     cli._quiet_libraries()
     import benchmark.data.prepare  # noqa: F401  (scikit-learn)
-    for name in _GENEBENCH_MODULES:
-        importlib.import_module(name)
     import benchmark.evaluation  # noqa: F401
     import benchmark.registry  # noqa: F401
     import benchmark.report  # noqa: F401
@@ -226,6 +224,8 @@ def _preload() -> None:
 
     PIL.Image.init()  # the image plugins, which matplotlib's first savefig loads
     import sklearn.neighbors  # noqa: F401
+    for name in _GENEBENCH_MODULES:
+        importlib.import_module(name)
     # TensorFlow and Keras imported, never set up: a stage's `import_keras` probes the
     # devices and sets TensorFlow's options in its own process.
     import keras  # noqa: F401
@@ -238,7 +238,7 @@ def _preload() -> None:
             importlib.import_module(name)
         except ImportError:
             pass
-    try:  # the installed packages' import names, which MLflow maps each time it logs a model (~0.6 s)
+    try:  # the installed packages' import names, which MLflow maps when a process first logs a model (~0.6 s)
         from mlflow.utils.requirements_utils import _init_modules_to_packages_map
 
         _init_modules_to_packages_map()

@@ -250,6 +250,8 @@ def serve(path: Path) -> int:
     """The worker: import, then fork one child per stage until idle for the idle time."""
     import fcntl
 
+    from benchmark.config import mask_url
+
     lock = open(path.with_suffix(".lock"), "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -290,7 +292,7 @@ def serve(path: Path) -> int:
                 _run_stage(fds, job)  # never returns
             for fd in fds:
                 os.close(fd)
-            _log(f"stage {pid}: genebench {' '.join(job['argv'])} (in {job['cwd']})")
+            _log(f"stage {pid}: genebench {' '.join(map(mask_url, job['argv']))} (in {job['cwd']})")
             with guard:
                 running[0] += 1
             threading.Thread(target=_report, args=(conn, pid, running, guard), daemon=True).start()

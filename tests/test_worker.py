@@ -79,6 +79,13 @@ def test_a_stage_in_the_worker_gives_what_its_own_process_gives(toy):
     assert warm.stderr == own.stderr and len(warm.stderr.splitlines()) == 1
     assert "ended: exit 2" in worker_log(sockets)
 
+    # The worker's log names each stage's command, never a password in it.
+    url = "postgresql://genebench:s3cret@127.0.0.1:1/optuna"
+    tune = genebench(root, "tune", "--task", "single", "--arch", "ridge", "--storage", url,
+                     use_worker=True, sockets=sockets)
+    assert tune.returncode == 2 and "--storage: cannot connect" in tune.stderr, tune.stderr
+    assert "genebench:***@127.0.0.1:1" in worker_log(sockets) and "s3cret" not in worker_log(sockets)
+
 
 def test_a_killed_stage_command_ends_its_stage_and_an_idle_worker_exits(toy):
     root, sockets = toy

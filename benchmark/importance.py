@@ -59,6 +59,13 @@ BATCH_ROWS = 16384
 # predict's float64 copies and broke a 2 GiB limit at 40,000 x 4,000 (results/scale.md).
 BATCH_BYTES = 64 << 20
 PREDICT_BATCH = 4096  # rows per Keras prediction step of a deep model
+# ... but fewer for a sequence model, whose gene-token layer holds (rows, genes, token_units)
+# float32 activations: at most this many bytes each. At 3,950 genes and 16 units, 4,096 rows
+# made 1.0 GB arrays, and permutation importance took the attention_lstm's RSS from 2.8 to
+# 4.5 GB at 40,000 x 4,000 (results/scale.md). The bundled datasets get 524-2,097 rows a
+# step, with predictions the same to the bit as at 4,096 (tests/test_importance.py; the
+# default run's zeisel single and cbmc multi attention_lstm tables, rerun: the same bytes).
+GENE_TOKEN_BYTES = 64 << 20
 SEED = 0
 # The gene-level attention table averages over the held-out rows, or a seeded subset of them
 # where its float64 (rows, genes) arrays would exceed this: every held-out row of the
@@ -233,10 +240,14 @@ def permutation_importance(predict: Callable[[np.ndarray], np.ndarray], X: np.nd
 
 def batched(regressor, batch_size: int = PREDICT_BATCH):
     """`regressor` predicting `batch_size` rows per Keras step (a shallow copy: same model and
-    weights). The permuted copies are many rows of a small model: at the training batch size a
-    2-core CPU spends its time in Keras's per-step overhead, not in the model."""
+    weights), fewer for a sequence model where its gene tokens would pass `GENE_TOKEN_BYTES`.
+    The permuted copies are many rows of a small model: at the training batch size a 2-core
+    CPU spends its time in Keras's per-step overhead, not in the model."""
     import copy
 
+    width = regressor.hp.get("token_units") if regressor.is_sequence else None
+    if width and regressor.n_features:
+        batch_size = min(int(batch_size), max(1, GENE_TOKEN_BYTES // (4 * regressor.n_features * int(width))))
     fast = copy.copy(regressor)
     fast.hp = {**regressor.hp, "batch_size": int(batch_size)}
     return fast

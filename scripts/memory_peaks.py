@@ -5,7 +5,8 @@
 Runs `python -m benchmark ARGS` in this process; a thread samples the RSS every 50 ms and,
 whenever it is 16 MiB above the last peak recorded, keeps the main thread's stack. At exit
 (the CLI ends with `os._exit`, which this wraps) it prints the highest peak and the last 14
-recorded peaks, each with its genebench, scikit-learn and Keras frames. This is how
+recorded peaks, each with its genebench, scikit-learn and Keras frames (`MEMORY_PEAKS_ALL=1`:
+first every recorded peak, one line each). This is how
 results/scale.md found the dnn's peak in the held-out permutation importance. Needs psutil.
 """
 
@@ -44,6 +45,10 @@ def main() -> None:
         if not peaks:
             return
         print(f"peak rss {max(p[0] for p in peaks) >> 20} MiB", flush=True)
+        if os.environ.get("MEMORY_PEAKS_ALL"):  # the whole climb, one line a peak: its innermost genebench frames
+            for rss, seconds, stack in peaks:
+                ours = [line.split("/benchmark/")[-1] for line in stack if "/benchmark/" in line]
+                print(f"{rss >> 20:6d} MiB {seconds:7.1f} s  " + " < ".join(reversed(ours[-4:])))
         for rss, seconds, stack in peaks[-SHOWN:]:
             print(f"--- {rss >> 20} MiB at {seconds:.1f} s")
             print("\n".join("   " + line for line in stack

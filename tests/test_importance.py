@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from benchmark.config import load_config
-from benchmark.importance import (attention_tables, budget, contribution_shares, gene_attention, permutation_importance,
+from benchmark.importance import (attention_tables, batched, budget, contribution_shares, gene_attention, permutation_importance,
                                   _members)
 from benchmark.training import Regressor
 from conftest import PARAMS
@@ -129,3 +129,19 @@ def test_permutation_importance_of_the_attention_model_finds_the_planted_genes(a
     model, X_test, y_test = attention_model
     pooled, _ = permutation_importance(model.predict, X_test, y_test, GENES, ["t"], seed=0)
     assert roc_auc_score(LABELS, pooled.set_index("gene")["importance"].reindex(GENES)) >= 0.95
+
+
+def test_a_sequence_model_predicts_permuted_copies_in_steps_its_gene_tokens_fit_with_the_same_bits(
+        attention_model, monkeypatch):
+    import benchmark.importance as importance
+
+    model, X_test, _ = attention_model
+    many = np.tile(X_test, (-(-1500 // len(X_test)), 1))  # several steps of 300 rows
+    usual = batched(model)
+    assert usual.hp["batch_size"] == importance.PREDICT_BATCH  # a small model: the usual step
+    expected = usual.predict(many)
+    # A budget for 300 rows of (genes, token_units) float32 activations.
+    monkeypatch.setattr(importance, "GENE_TOKEN_BYTES", 300 * 4 * model.n_features * model.hp["token_units"])
+    capped = batched(model)
+    assert capped.hp["batch_size"] == 300
+    assert np.array_equal(capped.predict(many), expected)

@@ -182,26 +182,43 @@ def _try_connect(path: Path) -> socket.socket | None:
 
 
 def _connect(path: Path) -> socket.socket | None:
-    """A connection to the worker at `path`, starting one if there is none."""
-    conn = _try_connect(path)
-    if conn is not None:
-        return conn
-    log = open(path.with_suffix(".log"), "ab")
-    with log:
-        # -P and cwd /: no project directory of the first stage on the worker's sys.path.
-        worker = subprocess.Popen([sys.executable, "-P", "-m", "benchmark.worker", str(path)],
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
-                                  start_new_session=True, close_fds=True)
+    """A connection to the worker at `path`, starting one whenever none holds its lock.
+
+    A worker holds the lock from before its imports until it exits, so a stage that comes
+    while another stage's worker imports waits for that one, and a stage that comes while
+    an idle worker exits starts the next.
+    """
+    worker = None
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         conn = _try_connect(path)
         if conn is not None:
             return conn
-        code = worker.poll()
-        if code is not None and code != _LOCK_BUSY:
+        code = None if worker is None else worker.poll()
+        if code not in (None, _LOCK_BUSY):
             return None  # it failed while importing: see its log
+        if (worker is None or code is not None) and _lock_free(path):
+            log = open(path.with_suffix(".log"), "ab")
+            with log:
+                # -P and cwd /: no project directory of the first stage on the worker's sys.path.
+                worker = subprocess.Popen([sys.executable, "-P", "-m", "benchmark.worker", str(path)],
+                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                                          start_new_session=True, close_fds=True)
         time.sleep(0.05)
     return None
+
+
+def _lock_free(path: Path) -> bool:
+    """True when no worker holds the lock of the socket `path`."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return True
 
 
 # -- the worker's side ----------------------------------------------------------------------

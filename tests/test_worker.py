@@ -125,6 +125,30 @@ def test_a_killed_stage_command_ends_its_stage_and_an_idle_worker_exits(toy):
     assert "idle for 2 s: exiting" in worker_log(sockets)
 
 
+def test_a_stage_that_comes_while_a_worker_exits_starts_the_next_one(toy):
+    import fcntl
+
+    root, sockets = toy
+    first = genebench(root, "prepare", use_worker=True, sockets=sockets, idle="1")
+    assert first.returncode == 0, first.stderr
+    lock_path = next(sockets.glob("genebench-worker-*/*.lock"))
+    deadline = time.monotonic() + 60
+    while "exiting" not in worker_log(sockets) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # The lock held as by a worker that is exiting: no socket to connect to, and a new
+    # worker cannot start until the lock is free.
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        env = cli_env(GENEBENCH_WORKER="1", TMPDIR=str(sockets), GENEBENCH_WORKER_IDLE="1")
+        stage = subprocess.Popen([sys.executable, "-m", "benchmark", "prepare"], cwd=root, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+    _, err = stage.communicate(timeout=120)
+    assert stage.returncode == 0, err
+    log = worker_log(sockets)
+    assert log.count("ready after") == 2 and log.count("genebench prepare") == 2, log
+
+
 def test_which_commands_and_environments_share_a_worker(monkeypatch):
     for var in ("GENEBENCH_WORKER", "DVC_STAGE"):
         monkeypatch.delenv(var, raising=False)

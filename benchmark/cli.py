@@ -358,11 +358,17 @@ def run() -> None:
     code = delegate(sys.argv[1:])
     if code is not None:  # the stage ran in a warm worker (benchmark.worker)
         sys.exit(code)
-    code = main()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_without_teardown(main())
+
+
+def exit_without_teardown(code: int) -> None:
+    """The exit handlers and the streams' flush of a normal exit, then `os._exit(code)`."""
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -325,6 +325,7 @@ def _log(line: str) -> None:
 def _receive(conn: socket.socket) -> tuple[list[int], dict] | None:
     """The stage's three descriptors and request, from a process of this user only."""
     uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+    fds: list[int] = []
     try:
         data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
         if uid != os.getuid() or len(fds) != 3 or len(data) < _HEADER.size:
@@ -338,7 +339,7 @@ def _receive(conn: socket.socket) -> tuple[list[int], dict] | None:
             data += chunk
         return fds, json.loads(data)
     except (OSError, ValueError):
-        for fd in locals().get("fds", []):
+        for fd in fds:
             os.close(fd)
         return None
 
@@ -381,7 +382,6 @@ def _report(conn: socket.socket, pid: int, running: list[int], guard: threading.
 
 def _run_stage(fds: list[int], job: dict) -> None:
     """In the forked child: become the stage process, run the command, exit with its code."""
-    import atexit
     import io
     import traceback
 
@@ -405,24 +405,20 @@ def _run_stage(fds: list[int], job: dict) -> None:
                                                    errors="backslashreplace", line_buffering=True,
                                                    write_through=unbuffered)
     sys.argv = [job["argv0"], *job["argv"]]
+    from benchmark.cli import exit_without_teardown, main
+
     code = 1
     try:
-        from benchmark.cli import main
-
         code = main(job["argv"])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if not isinstance(exc.code, int) and exc.code is not None:
+    except SystemExit as exc:  # argparse's exits, as the interpreter would report them
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
             print(exc.code, file=sys.stderr)
     except BaseException:  # an internal error: its traceback, as a process of its own shows it
         traceback.print_exc()
     finally:
-        try:
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        exit_without_teardown(code)
 
 
 if __name__ == "__main__":

@@ -165,7 +165,8 @@ def test_every_architecture_writes_permutation_importance(evaluated, client, tas
     directory = evaluated.evaluation(task, arch)
     prepared = json.loads((evaluated.root / "artifacts" / "prepared" / "toy" / f"{task}.json").read_text())
     pooled = pd.read_csv(directory / "permutation_importance.csv", dtype={"gene": str})
-    assert list(pooled.columns) == ["gene", "importance", "rank"]
+    assert list(pooled.columns) == ["gene", "importance", "rmse_increase", "rank"]
+    assert (pooled["importance"] >= 0).all()  # a root mean squared change of the prediction
     assert sorted(pooled["gene"]) == sorted(prepared["features"])  # few genes: every one permuted
     assert list(pooled["rank"]) == list(range(1, len(pooled) + 1)) and pooled["importance"].is_monotonic_decreasing
     per_target = pd.read_csv(directory / "permutation_importance_targets.csv", dtype={"gene": str, "target": str})

@@ -231,10 +231,12 @@ def _write_importance(cfg, edir, task: str, arch: str, features: list[str], targ
                 value = float(bool(PROGRAMMES[gene] & PROGRAMMES[target])) + 0.001 * i
             else:
                 value = 0.01 * (len(features) - i)
-            rows.append({"gene": gene, "target": target, "importance": value})
+            # The RMSE increase falls along the feature list (mean's is flat).
+            increase = 0.0 if arch == "mean" else 0.01 * (len(features) - i)
+            rows.append({"gene": gene, "target": target, "importance": value, "rmse_increase": increase})
     long = pd.DataFrame(rows)
     long.to_csv(edir / "permutation_importance_targets.csv", index=False)
-    pooled = long.groupby("gene", sort=False)["importance"].mean().reset_index()
+    pooled = long.groupby("gene", sort=False)[["importance", "rmse_increase"]].mean().reset_index()
     pooled = pooled.sort_values(["importance", "gene"], ascending=[False, True], kind="stable")
     pooled.assign(rank=range(1, len(pooled) + 1)).to_csv(edir / "permutation_importance.csv", index=False)
 
@@ -627,7 +629,8 @@ def test_summary_scores_each_importance_against_the_planted_genes(reported, summ
         entries = summary["datasets"]["synthetic"][task]["importance"]
         assert set(entries) == set(ARCHS)
         for arch, entry in entries.items():
-            assert set(entry) == {"attention_auroc", "permutation_auroc", "rank_correlation", "targets"}
+            assert set(entry) == {"attention_auroc", "permutation_auroc", "rmse_increase_auroc", "rank_correlation",
+                                  "targets"}
             assert entry["targets"] == len(data.target_genes)
             # Permutation importance is the truth itself (1.0); mean's is flat (0.5, chance).
             assert entry["permutation_auroc"] == pytest.approx(0.5 if arch == "mean" else 1.0), arch
@@ -641,6 +644,8 @@ def test_summary_scores_each_importance_against_the_planted_genes(reported, summ
                                         [int(bool(PROGRAMMES[g] & PROGRAMMES[t])) for g in features])
                             for t in data.target_genes])
         assert entries["attention_lstm"]["attention_auroc"] == pytest.approx(expected)
+        for arch, entry in entries.items():  # the RMSE increase, scored beside it, falls along the list too
+            assert entry["rmse_increase_auroc"] == pytest.approx(0.5 if arch == "mean" else expected), arch
         pooled = pd.read_csv(reported.root / "artifacts" / "evaluation" / "synthetic" / task / "attention_lstm"
                              / "permutation_importance.csv").set_index("gene").reindex(features)["importance"]
         rho = stats.spearmanr(-np.arange(len(features)), pooled).statistic
@@ -650,13 +655,13 @@ def test_summary_scores_each_importance_against_the_planted_genes(reported, summ
         pytest.approx(0.4)
     # alpha has no planted truth: AUROCs null; the rank correlation needs none (both fall along the list).
     alpha = summary["datasets"]["alpha"]["multi"]["importance"]
-    assert alpha["attention_lstm"] == {"attention_auroc": None, "permutation_auroc": None, "rank_correlation": 1.0,
-                                       "targets": 0}
+    assert alpha["attention_lstm"] == {"attention_auroc": None, "permutation_auroc": None,
+                                       "rmse_increase_auroc": None, "rank_correlation": 1.0, "targets": 0}
     assert alpha["ridge"]["rank_correlation"] is None
     table = _sub(_section(report, "synthetic", "multi"), "Importance against the planted genes")
-    assert _row(table, "attention_lstm") == ["`attention_lstm`", "0.400", "1.000",
+    assert _row(table, "attention_lstm") == ["`attention_lstm`", "0.400", "1.000", "0.400",
                                              f"{entries['attention_lstm']['rank_correlation']:.3f}"]
-    assert _row(table, "mean")[1:3] == ["–", "0.500"]
+    assert _row(table, "mean")[1:4] == ["–", "0.500", "0.500"]
     assert "mean over 3 targets" in table
     assert "No planted truth" in _sub(_section(report, "alpha", "multi"), "Importance against the planted genes")
 

@@ -115,33 +115,51 @@ def expected_log1p_poisson(log_rate: np.ndarray) -> np.ndarray:
     return np.interp(log_rate, grid, table)
 
 
+def nonlinear_log_rate(Z: np.ndarray, gene: dict) -> np.ndarray:
+    """A nonlinear gene's log-rate from programmes `Z` `(n, 12)`, float64 `(n,)`.
+
+    `gene`: its `nonlinear` entry of `positive_control_latents` (form, pair, linear,
+    base, amplitude)."""
+    i, j = gene["pair"]
+    if gene["form"] == "interaction":
+        interaction = Z[:, i] * Z[:, j]
+    else:  # z_i * relu(z_j) has variance 1/2
+        interaction = np.sqrt(2.0) * Z[:, i] * np.maximum(Z[:, j], 0.0)
+    f = np.sqrt(1.0 - _LINEAR_SHARE) * interaction + np.sqrt(_LINEAR_SHARE) * Z[:, gene["linear"]]
+    return gene["base"] + gene["amplitude"] * _SATURATION * np.tanh(f / _SATURATION)
+
+
 def positive_control(seed: int = CONTROL_SEED) -> Dataset:
     """The bundled `synthetic` dataset: float32 (2,000 samples, 500 genes) with its `truth`.
 
     Values are log1p counts; `truth` is E[value | programmes] in the same units (see the
     module docstring for the model and what ridge, a network and the oracle reach on it).
     """
+    return positive_control_latents(seed)[0]
+
+
+def positive_control_latents(seed: int = CONTROL_SEED) -> tuple[Dataset, dict]:
+    """`positive_control(seed)` and what drew it: `{"Z": (samples, 12) float64 programmes,
+    "nonlinear": {gene id: {"form", "pair", "linear", "base", "amplitude"}}}`, so a script
+    can build predictors that know the generator (scripts/importance_ceiling.py)."""
     rng = np.random.default_rng(seed)
     n, n_genes, n_programs = CONTROL_SAMPLES, CONTROL_GENES, CONTROL_PROGRAMS
     Z = rng.standard_normal((n, n_programs))
     log_rate = np.empty((n, n_genes))
 
     reads: list[dict] = []  # per generator column: which programmes it reads, and how
+    nonlinear: dict[int, dict] = {}  # generator column -> its parameters
     pairs = [(i, j) for i in range(n_programs) for j in range(i + 1, n_programs)]
     for col, p in enumerate(rng.permutation(len(pairs))[:CONTROL_NONLINEAR]):
         i, j = pairs[p] if rng.random() < 0.5 else pairs[p][::-1]
         form = "interaction" if rng.random() < 0.5 else "gate"
-        if form == "interaction":
-            interaction = Z[:, i] * Z[:, j]
-        else:  # z_i * relu(z_j) has variance 1/2
-            interaction = np.sqrt(2.0) * Z[:, i] * np.maximum(Z[:, j], 0.0)
         k = int(rng.integers(n_programs))
-        linear = Z[:, k]
         reads.append({"kind": "nonlinear", "form": form, "pair": [int(i), int(j)], "linear": k,
                       "programmes": sorted({int(i), int(j), k})})
-        f = np.sqrt(1.0 - _LINEAR_SHARE) * interaction + np.sqrt(_LINEAR_SHARE) * linear
         base, amplitude = rng.uniform(*_NONLINEAR_BASE), rng.uniform(*_NONLINEAR_AMPLITUDE)
-        log_rate[:, col] = base + amplitude * _SATURATION * np.tanh(f / _SATURATION)
+        nonlinear[col] = {"form": form, "pair": [int(i), int(j)], "linear": k, "base": float(base),
+                          "amplitude": float(amplitude)}
+        log_rate[:, col] = nonlinear_log_rate(Z, nonlinear[col])
 
     for col in range(CONTROL_NONLINEAR, n_genes):
         programs = rng.choice(n_programs, size=rng.integers(_READOUT_PROGRAMS[0], _READOUT_PROGRAMS[1] + 1),
@@ -160,7 +178,7 @@ def positive_control(seed: int = CONTROL_SEED) -> Dataset:
     truth = expected_log1p_poisson(log_rate)
     order = rng.permutation(n_genes)
     genes = [f"g{g + 1:0{len(str(n_genes))}d}" for g in range(n_genes)]
-    return Dataset(
+    dataset = Dataset(
         X=np.ascontiguousarray(values[:, order], dtype=np.float32),
         genes=genes,
         samples=[f"c{s + 1:0{len(str(n))}d}" for s in range(n)],
@@ -169,3 +187,5 @@ def positive_control(seed: int = CONTROL_SEED) -> Dataset:
         programmes={"genes": {gene: reads[col] for gene, col in zip(genes, order.tolist())},
                     "note": PROGRAMMES_NOTE},
     )
+    return dataset, {"Z": Z, "nonlinear": {gene: nonlinear[col] for gene, col in zip(genes, order.tolist())
+                                           if col in nonlinear}}

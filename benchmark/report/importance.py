@@ -9,9 +9,11 @@ importance) with `permutation_importance_targets.csv` (gene, target, importance)
 Truth: for a target gene, the feature genes that share a programme with it drive it
 (positives); the others do not. Per architecture:
 
-- `attention_auroc`, `permutation_auroc`: `sklearn.metrics.roc_auc_score` of the importance
+- `attention_auroc`, `permutation_auroc`, `rmse_increase_auroc`: `sklearn.metrics.roc_auc_score`
+  of the importance (permutation: the prediction's change, `importance`; and the loss-based
+  `rmse_increase` beside it, null where the table has no such column)
   against that truth, over the genes the importance covers; for several targets, the mean
-  over targets of the per-target AUROC (permutation: each target's own RMSE increase;
+  over targets of the per-target AUROC (permutation: each target's own columns;
   attention, shared by all targets: the same gene weights against each target's truth),
   over the targets whose truth has both classes. Pooling targets ("shares a programme
   with any target") would make every feature gene a positive on `synthetic`'s 50 targets.
@@ -37,7 +39,7 @@ from benchmark.importance import IMPORTANCE_FILE, PERMUTATION_FILE, PERMUTATION_
 from benchmark.paths import evaluation_dir
 from benchmark.report.results import TaskResults, read_table, relative
 
-KEYS = ("attention_auroc", "permutation_auroc", "rank_correlation")
+KEYS = ("attention_auroc", "permutation_auroc", "rmse_increase_auroc", "rank_correlation")
 
 
 def programmes(config: Config) -> Optional[dict[str, set[int]]]:
@@ -110,7 +112,7 @@ def arch_importance(config: Config, task: str, arch: str, targets: list[str],
     if reads is None:
         return entry
     source = relative(config, config.data_dir / PROGRAMMES_FILE)
-    attention_scores, permutation_scores = [], []
+    attention_scores, permutation_scores, increase_scores = [], [], []
     for target in targets:
         if attention is not None:
             genes = list(attention["gene"])
@@ -120,9 +122,17 @@ def arch_importance(config: Config, task: str, arch: str, targets: list[str],
             own = pooled  # one target: the pooled importance is its own
         if own is not None and not own.empty:
             genes = list(own["gene"])
-            permutation_scores.append(auroc(own["importance"], truth(reads, target, genes, source)))
+            labels = truth(reads, target, genes, source)
+            permutation_scores.append(auroc(own["importance"], labels))
+            if "rmse_increase" in own.columns:
+                if not pd.api.types.is_numeric_dtype(own["rmse_increase"]) or own["rmse_increase"].isna().any():
+                    table = PERMUTATION_TARGETS_FILE if own is not pooled else PERMUTATION_FILE
+                    raise UserError(f"{relative(config, edir / table)}: column 'rmse_increase': "
+                                    "expected a number in every row")
+                increase_scores.append(auroc(own["rmse_increase"], labels))
     entry["attention_auroc"] = _mean(attention_scores)
     entry["permutation_auroc"] = _mean(permutation_scores)
+    entry["rmse_increase_auroc"] = _mean(increase_scores)
     entry["targets"] = max(sum(v is not None for v in attention_scores), sum(v is not None for v in permutation_scores))
     return entry
 

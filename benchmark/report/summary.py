@@ -21,7 +21,7 @@ and writes
 - `reports/summary.json`: the same numbers, sorted keys, byte-identical on rerun:
   `{"leaderboard": {task: [row, ...]}, "friedman": {task: {...}}, "datasets": {dataset:
   {task: {..., "verdicts": {arch: {...}}, "versus_ridge": {arch: {...}}, "importance": {arch:
-  {"attention_auroc", "permutation_auroc", "rank_correlation", "targets"}}, "budget": {arch:
+  {"attention_auroc", "permutation_auroc", "rmse_increase_auroc", "rank_correlation", "targets"}}, "budget": {arch:
   {"trials", "best_values", "last_improvement"}} (`benchmark.report.budget`)}}},
   "seed_reported": {task: {...}}}`; `verdicts` leaves out the reference (the best
   baseline) itself: it has nothing to be compared with;

@@ -100,8 +100,13 @@ def main() -> int:
         out.write_text("# `dvc repro` wall times (scripts/bench_pipeline.py)\n\n"
                        "| date | params | machine | load average at start | bootstrap | first repro | fitting "
                        "(share outside it) | no-op repro |\n|---|---|---|---|---|---|---|---|\n")
-    with out.open("a") as fh:
-        fh.write(line)
+    # The new row goes at the end of the file's first table (notes follow it), not of the file.
+    lines = out.read_text().splitlines(keepends=True)
+    first = next((i for i, text in enumerate(lines) if text.startswith("|")), len(lines))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    if end == len(lines) and lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    out.write_text("".join(lines[:end] + [line] + lines[end:]))
     stem = Path(args.params or "params.yaml").stem
     out.with_name(f"{out.stem}-stages-{stem}.csv").write_text(
         "stage,seconds\n" + "".join(f"{k},{v:.1f}\n" for k, v in timings.items()))

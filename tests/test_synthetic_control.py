@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from benchmark.data.canonical import TRUTH_FILE, canonical_bytes, load_dataset, write_dataset
-from benchmark.data.positive_control import expected_log1p_poisson, positive_control
+from benchmark.data.positive_control import (expected_log1p_poisson, nonlinear_log_rate, positive_control,
+                                             positive_control_latents)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,19 @@ def test_same_seed_same_bytes_other_seed_other_bytes(control):
                           "programmes.json"}
     other = canonical_bytes(positive_control(seed=1))
     assert other["expression.npy"] != again["expression.npy"] and other[TRUTH_FILE] != again[TRUTH_FILE]
+
+
+def test_the_latents_redraw_each_nonlinear_gene_and_belong_to_the_same_bytes(control):
+    """`positive_control_latents` (what scripts/importance_ceiling.py builds its near-oracle
+    from) gives the dataset itself and the programmes and parameters that drew it."""
+    dataset, latents = positive_control_latents()
+    assert canonical_bytes(dataset) == canonical_bytes(control)
+    assert latents["Z"].shape == (2000, 12) and len(latents["nonlinear"]) == 60
+    for gene, entry in latents["nonlinear"].items():
+        column = control.genes.index(gene)
+        assert control.programmes["genes"][gene]["pair"] == entry["pair"]
+        redrawn = expected_log1p_poisson(nonlinear_log_rate(latents["Z"], entry)).astype(np.float32)
+        np.testing.assert_allclose(redrawn, control.truth[:, column], rtol=0, atol=1e-6)
 
 
 def test_shape_ids_and_values(control):

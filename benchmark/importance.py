@@ -35,9 +35,10 @@ scikit-learn) is kept beside it, but genes are not ranked by it: it is the mean 
 that squared change plus twice the product of the change with the residual, a term of
 mean zero whose noise swamps a gene's own small effect where many genes carry the same
 signal. On `synthetic` single, a near-oracle predictor (the generator's own function of
-programmes decoded from the features) ranks the planted genes at AUROC 0.91 by the
-squared change with 100 held-out samples, and at 0.56-0.74 by the RMSE increase with
-100-400 samples and 1-3 repeats (scripts/importance_ceiling.py, results/importance.md).
+programmes decoded from the features) ranks the planted genes at AUROC 0.89-0.91 by the
+squared change with this budget's 100 held-out samples, and at 0.46-0.65 by the RMSE
+increase (0.66-0.80 with all 400 samples and 3 repeats; four splits,
+scripts/importance_ceiling.py, results/importance.md).
 The cost is the permuted rows the model predicts,
 genes x samples per repeat, so it is bounded (`budget`): every gene up to `MAX_GENES`,
 held-out samples (a seeded subset) until `MAX_ROWS` rows, but at least `MIN_SAMPLES`;

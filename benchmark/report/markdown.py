@@ -233,7 +233,7 @@ def _importance_table(task: dict) -> list[str]:
                 f"{'s' * (scored != 1)}. A model's permutation importance shows what that model uses: a linear "
                 "model cannot use the genes of an interaction. Genes are ranked by how far permuting one moves "
                 "the prediction; the RMSE increase under the same permutation is the noisier statistic where "
-                "many genes carry one signal (a near-oracle on `synthetic` single: 0.91 against 0.45-0.65, "
+                "many genes carry one signal (a near-oracle on `synthetic` single: 0.89-0.91 against 0.46-0.65, "
                 "scripts/importance_ceiling.py).")
     else:
         note = f"No planted truth for this dataset: AUROCs are {DASH}; the rank correlation needs no truth."

@@ -58,3 +58,26 @@ def test_gene_tree_of_a_streamed_matrix_is_built_in_place():
     # Five p x p temporaries before the in-place correlation; today ~2.3 p x p arrays.
     assert peak_bytes(lambda: tokens._correlation(view)) < 3 * square
     assert peak_bytes(lambda: tokens._fit_leaf_order(view)) < 3 * square
+
+
+def test_streamed_ridge_chooses_its_penalty_on_a_sample_bounded_in_bytes(monkeypatch):
+    """At 10,000 genes 8,192 sampled rows were 655 MB in float64 and their leave-one-out
+    another four n x n arrays (3.6 GiB peak in results/scale.md's grid): the sample is now as
+    many rows as `ALPHA_BYTES` hold. Here 8 MiB: 1,048 of 6,000 rows of 1,000 genes."""
+    from benchmark.data import rows as rows_module
+    from benchmark.models import baselines, ridge_loo
+
+    rng = np.random.default_rng(3)
+    n, p = 6_000, 1_000
+    view = RowView(rng.standard_normal((n, p)).astype(np.float32), rows=np.arange(n))
+    Y = rng.standard_normal((n, 5))
+    # Small blocks and residual chunks, so that the sample's arrays make the peak.
+    monkeypatch.setattr(rows_module, "BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(ridge_loo, "_ALPHA_CHUNK_BYTES", 1 << 20)
+    monkeypatch.setattr(baselines, "ALPHA_BYTES", 8 << 20)
+    bounded = peak_bytes(lambda: baselines.RidgeBaseline(per_target=True).fit(view, Y))
+    monkeypatch.setattr(baselines, "ALPHA_BYTES", 1 << 40)  # every row, as before
+    whole = peak_bytes(lambda: baselines.RidgeBaseline(per_target=True).fit(view, Y))
+    square = p * p * 8
+    # Measured: ~3.8 p x p arrays (the sample, its X'X, the eigenvectors); every row ~13.6.
+    assert bounded < 6 * square < whole

@@ -182,6 +182,39 @@ def test_streamed_ridge_base_is_out_of_fold_ridge_on_k_folds(monkeypatch):
     np.testing.assert_allclose(base.coef_, RidgeBaseline(base.alpha_).fit(X, Y).coef_, rtol=1e-4, atol=1e-6)
 
 
+
+def test_streamed_ridge_solves_every_penalty_from_one_pass_over_the_rows(monkeypatch):
+    """A streamed ridge with a penalty per target reads the rows once (one X'X for all
+    penalties, each solved in its lower triangle, column block by column block) and gives
+    sklearn's Ridge for every target; the X'X it was given is left as it was."""
+    from sklearn.linear_model import Ridge
+
+    from benchmark.models import blockwise_fit
+    from benchmark.models.baselines import RidgeBaseline
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(120, 23)).astype(np.float32)
+    Y = X[:, :3] @ rng.normal(size=(3, 4)) + 0.5 * rng.normal(size=(120, 4))
+    monkeypatch.setattr(rows_module, "BLOCK_BYTES", 4 * 23 * 16)  # 16-row blocks
+    monkeypatch.setattr(blockwise_fit, "COLUMN_BLOCK_FLOATS", 23 * 5)  # 5-column blocks of X'X
+    passes = []
+    real = blockwise_fit.normal_equations
+    monkeypatch.setattr(blockwise_fit, "normal_equations", lambda *a: passes.append(1) or real(*a))
+    alphas = np.array([0.3, 30.0, 30.0, 3000.0])
+    ridge = RidgeBaseline(alphas).fit(RowView(X, rows=np.arange(120)), Y)
+    assert len(passes) == 1
+    for t, alpha in enumerate(alphas):
+        expected = Ridge(alpha=alpha).fit(X.astype(np.float64), Y[:, t])
+        np.testing.assert_allclose(ridge.coef_[t], expected.coef_, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ridge.intercept_[t], expected.intercept_, rtol=1e-9, atol=1e-12)
+    sums = real(RowView(X, rows=np.arange(120)), Y)
+    upper = np.triu(sums[3]).copy()
+    blockwise_fit.solve_ridge(*sums, alpha=1.0)
+    first = blockwise_fit.solve_ridge(*sums, alpha=7.0)
+    np.testing.assert_array_equal(np.triu(sums[3]), upper)
+    again = blockwise_fit.solve_ridge(*real(RowView(X, rows=np.arange(120)), Y), alpha=7.0)
+    np.testing.assert_array_equal(first[0], again[0])
+
 def test_streamed_stacked_base_blends_the_same_members_as_in_memory(monkeypatch):
     """On a streamed matrix the stack's kNN projects block by block (IncrementalPCA): its
     predictions agree with the base it would fit in memory to the precision of that PCA."""

@@ -23,8 +23,8 @@ from sklearn.neighbors import KNeighborsRegressor, NearestNeighbors
 from benchmark.data.rows import is_row_view
 from benchmark.models.ridge_loo import DEFAULT_GRID, alpha_grid, fit_ridge_loo
 
-ALPHA_ROWS = 8192  # a streamed matrix chooses its ridge penalty on this many of its rows
-COPY_BYTES = 512 << 20  # a streamed fit copies X'X per distinct penalty up to this size
+ALPHA_ROWS = 8192  # a streamed matrix chooses its ridge penalty on this many of its rows,
+ALPHA_BYTES = 256 << 20  # or fewer: as many as fit these bytes in float64 (3,355 at 10,000 genes)
 ALPHA_SEED = 0  # which rows: fixed, so a refit on the same rows chooses the same penalty
 
 
@@ -99,32 +99,27 @@ class RidgeBaseline:
 
     def _fit_streamed(self, X, Y: np.ndarray) -> "RidgeBaseline":
         """What sklearn's Ridge solves, from float64 normal equations summed block by block
-        (`benchmark.models.blockwise_fit`). Memory: one p x p array (two with several penalties, up to
-        `COPY_BYTES`), whatever the number of rows. A
-        penalty left to choose is chosen by leave-one-out on a seeded sample of
-        `ALPHA_ROWS` rows (the whole grid at the cost of one in-memory fit)."""
+        (`benchmark.models.blockwise_fit`) in one pass over the rows, whatever the number of
+        distinct penalties: each is solved in the lower triangle of the one p x p array
+        (`solve_ridge`). A penalty left to choose is chosen by leave-one-out on a seeded
+        sample of `ALPHA_ROWS` rows, or as many as `ALPHA_BYTES` hold at this width (the
+        whole grid at the cost of one in-memory fit)."""
         from benchmark.models.blockwise_fit import normal_equations, solve_ridge
 
         alpha = self.alpha
         if alpha is None:
-            rows = np.sort(np.random.default_rng(ALPHA_SEED).permutation(len(X))[:ALPHA_ROWS])
+            sample = max(1, min(ALPHA_ROWS, ALPHA_BYTES // (8 * X.shape[1])))
+            rows = np.sort(np.random.default_rng(ALPHA_SEED).permutation(len(X))[:sample])
             alpha = fit_ridge_loo(X.read(rows).astype(np.float64), Y[rows], self.alphas, self.per_target,
                                   overwrite_x=True).alpha
         self.alpha_ = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (Y.shape[1],)).copy()
         self.coef_ = np.empty((Y.shape[1], X.shape[1]))
         self.intercept_ = np.empty(Y.shape[1])
-        values = np.unique(self.alpha_)
-        # One pass over the rows gives every target's sums; each penalty's Cholesky works in
-        # place, so it gets a copy of X'X where a second p x p array is small, else its own pass.
-        shared = normal_equations(X, Y) if X.shape[1] ** 2 * 8 <= COPY_BYTES or len(values) == 1 else None
-        for value in values:
+        n, x_sum, y_sum, XtX, XtY = normal_equations(X, Y)
+        for value in np.unique(self.alpha_):
             targets = np.flatnonzero(self.alpha_ == value)
-            if shared is None:
-                sums = normal_equations(X, Y[:, targets])
-            else:
-                n, x_sum, y_sum, XtX, XtY = shared
-                sums = (n, x_sum, y_sum[targets], XtX if len(values) == 1 else XtX.copy(order="F"), XtY[:, targets])
-            self.coef_[targets], self.intercept_[targets] = solve_ridge(*sums, alpha=float(value))
+            self.coef_[targets], self.intercept_[targets] = solve_ridge(n, x_sum, y_sum[targets], XtX,
+                                                                        XtY[:, targets], alpha=float(value))
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

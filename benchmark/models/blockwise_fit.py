@@ -52,6 +52,9 @@ def fit_pca(X: RowView, n_components: int):
     return pca
 
 
+COLUMN_BLOCK_FLOATS = 1 << 23  # solve_ridge's temporary: a column block of X'X (64 MiB)
+
+
 def normal_equations(X: RowView, Y: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """`(n, x_sum, y_sum, XtX, XtY)` over the rows of `X` and `Y` (aligned), all float64.
 
@@ -80,18 +83,33 @@ def solve_ridge(n: int, x_sum: np.ndarray, y_sum: np.ndarray, XtX: np.ndarray, X
                 alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """`(coef (k, p), intercept (k,))` of ridge with an unpenalised intercept, from the sums
     of `normal_equations`: (Xc'Xc + alpha I) W = Xc'Yc for the centred Xc, Yc, where
-    Xc'Xc = X'X - n mx mx' and Xc'Yc = X'Y - n mx my'. Works in place on `XtX` (a Cholesky
-    factorisation of its upper triangle), so memory stays at one p x p array."""
+    Xc'Xc = X'X - n mx mx' and Xc'Yc = X'Y - n mx my'.
+
+    Reads `XtX`'s upper triangle and leaves it as it was: the centred, penalised matrix is
+    written into the lower triangle, a column block at a time, and factorised there in place
+    (LAPACK's lower Cholesky never touches the strict upper triangle); the diagonal, which
+    the two share, is put back after. So one p x p array serves any number of penalties,
+    and `normal_equations` is summed once for all of them."""
     from scipy.linalg import cho_factor, cho_solve
 
     x_mean, y_mean = x_sum / n, y_sum / n
-    step = max(1, (1 << 23) // max(len(x_mean), 1))
-    for j in range(0, len(x_mean), step):  # column blocks of the Fortran-ordered matrix
-        XtX[:, j:j + step] -= n * np.outer(x_mean, x_mean[j:j + step])
+    p = len(x_mean)
+    diagonal = XtX.diagonal().copy()
+    step = max(1, COLUMN_BLOCK_FLOATS // max(p, 1))
+    for j in range(0, p, step):  # column blocks of the Fortran-ordered matrix
+        stop = min(p, j + step)
+        # Columns j:stop of the lower triangle: rows j:stop of the upper one, transposed, centred.
+        block = XtX[j:stop, j:].T - n * np.outer(x_mean[j:], x_mean[j:stop])
+        XtX[stop:, j:stop] = block[stop - j:]
+        lower = np.tril_indices(stop - j)  # the diagonal block: its lower half only
+        XtX[j:stop, j:stop][lower] = block[:stop - j][lower]
     XtX[np.diag_indices_from(XtX)] += alpha
     cross = XtY - n * np.outer(x_mean, y_mean)
-    factor = cho_factor(XtX, lower=False, overwrite_a=True, check_finite=False)
-    coef = cho_solve(factor, cross, overwrite_b=True, check_finite=False).T
+    try:
+        factor = cho_factor(XtX, lower=True, overwrite_a=True, check_finite=False)
+        coef = cho_solve(factor, cross, overwrite_b=True, check_finite=False).T
+    finally:
+        XtX[np.diag_indices_from(XtX)] = diagonal
     return coef, y_mean - coef @ x_mean
 
 

@@ -2,6 +2,7 @@
 
     python scripts/bench_scale.py --pipeline [--samples 100000 --genes 4000] [--limit-gb 2] [--out DIR]
     python scripts/bench_scale.py --gpu-probe [--out DIR]      # samples/s per deep architecture
+    python scripts/bench_scale.py --fit-grid [--grid-samples 1000,10000,100000 --grid-genes 1000,10000] [--out DIR]
 
 `--pipeline` makes a fresh project in `--workdir` (git + DVC, the repository's params.yaml
 with `split.folds: 3` (1 tuning fold, 2 scored: the issue's 2 CV fits; genebench refuses
@@ -16,6 +17,19 @@ which the kernel reclaims at the limit), the peak anonymous memory (`rss` of mem
 sampled every 0.2 s), memory.failcnt (times the charge met the limit: cache reclaim, not
 failure) and the OOM kills (memory.oom_control). Writes `scale-<samples>x<genes>.json`.
 Needs root and a cgroup v1 memory controller (`mount | grep cgroup`).
+
+`--fit-grid` measures how one fit's time and peak memory grow with samples and genes: for each
+`--grid-samples` x `--grid-genes` shape it writes a seeded low-rank-plus-noise float32 matrix
+(`expression.npy` of that shape: 20 latent programmes read by every gene, plus noise), then,
+for each `--archs` architecture (dnn and attention_lstm by default), runs one child process
+(`--fit-one`) in its own cgroup v1 memory group (`--limit-gb`) that fits
+`make_regressor(arch, None, params)` with params.yaml's defaults and `training.max_epochs: 1`
+on every row: the targets are the first `task.top_k` columns, the features the rest, a
+`RowView` of the memory-mapped file (read in blocks) above `data.stream_above_mb`, as
+`load_task` gives them, else an array. The child times the phases of that fit (the in-fold
+preprocessing, the base, the tokens' gene tree, the epoch with its early-stopping RMSE) by
+wrapping those functions; the parent records its wall time, peak anonymous memory and OOM
+kills. Writes `scale-grid.json` under `--out`.
 
 `--gpu-probe` builds each deep architecture with genebench's own Keras builders
 (`benchmark.models.architectures.build_model`, hyperparameters `models.<arch>.defaults`
@@ -276,11 +290,183 @@ def pipeline(args) -> dict:
     }
 
 
+GRID_LATENTS = 20
+
+
+def write_matrix(path: Path, samples: int, genes: int, seed: int = 0) -> None:
+    """A seeded (samples, genes) float32 `.npy`: `GRID_LATENTS` programmes read by every gene, plus noise.
+
+    Written block by block through a memory map, so a 4 GB matrix never sits in memory."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    loadings = rng.standard_normal((GRID_LATENTS, genes)).astype(np.float32) / np.sqrt(GRID_LATENTS)
+    out = np.lib.format.open_memmap(path.with_suffix(".partial.npy"), mode="w+", dtype=np.float32,
+                                    shape=(samples, genes))
+    block = max(1, (64 * 2**20) // (4 * genes))
+    for start in range(0, samples, block):
+        stop = min(samples, start + block)
+        latents = rng.standard_normal((stop - start, GRID_LATENTS)).astype(np.float32)
+        out[start:stop] = latents @ loadings + rng.standard_normal((stop - start, genes), dtype=np.float32)
+    out.flush()
+    del out
+    path.with_suffix(".partial.npy").rename(path)
+
+
+def fit_one(args) -> dict:
+    """One fit of `--arch` on the matrix `--matrix`, every phase timed (the `--fit-grid` child)."""
+    import resource
+
+    import numpy as np
+
+    from benchmark.config import load_config
+    from benchmark.data.rows import RowView
+    from benchmark.models import assembly, baselines, fit_loop, preprocessing, residual
+    from benchmark.training import make_regressor
+
+    phases: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            started = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                phases[name] = phases.get(name, 0.0) + time.perf_counter() - started
+        return wrapper
+
+    original_stopping = fit_loop.stopping_rmse
+    patches = [(fit_loop, "fit_base", timed("base", fit_loop.fit_base)),
+               (fit_loop, "fit_token_assignment", timed("tokens", fit_loop.fit_token_assignment)),
+               (fit_loop, "run_fit_loop", timed("epochs", fit_loop.run_fit_loop)),
+               (fit_loop, "stopping_rmse", lambda *a, **k: timed("early_stopping_rmse", original_stopping(*a, **k))),
+               (preprocessing.FoldPreprocessor, "fit", timed("preprocessing", preprocessing.FoldPreprocessor.fit)),
+               (assembly.NetworkAssembly, "ready", timed("network_build", assembly.NetworkAssembly.ready)),
+               # inside the base (training.base: stack): the ridge with its out-of-fold
+               # predictions, the kNN's fit (PCA, neighbours, k by leave-one-out), its out-of-fold
+               (residual, "fit_ridge_base", timed("base_ridge", residual.fit_ridge_base)),
+               (baselines.KnnBaseline, "fit", timed("base_knn_fit", baselines.KnnBaseline.fit)),
+               (residual, "leave_one_out_predictions",
+                timed("base_knn_oof", residual.leave_one_out_predictions))]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    params = load_config(REPO / "params.yaml", root=REPO).params
+    training = params.training.model_copy(update={"max_epochs": 1, "patience": 2})
+    params = params.model_copy(update={"training": training})
+    top_k = int(params.task.top_k)
+    matrix = np.load(args.matrix, mmap_mode="r")
+    n, genes = matrix.shape
+    rows = np.arange(n, dtype=np.int64)
+    Y = np.ascontiguousarray(matrix[:, :top_k])
+    streamed = n * (genes - top_k) * 4 > params.data.stream_above_mb * 2**20
+    X = RowView(matrix, rows, np.arange(top_k, genes)) if streamed else np.ascontiguousarray(matrix[:, top_k:])
+    regressor = make_regressor(args.arch, None, params)
+    from benchmark.models.tensorflow_setup import import_keras
+
+    started = time.perf_counter()
+    import_keras()  # timed apart: a process pays it once, not once per fit
+    import_s = time.perf_counter() - started
+    started = time.perf_counter()
+    try:
+        for owner, name, wrapper in patches:
+            setattr(owner, name, wrapper)
+        regressor.fit(X, Y)
+    finally:  # the functions as they were (a test calls this in its own process)
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    fit_s = time.perf_counter() - started
+    n_stop = min(max(int(round(training.validation_fraction * n)), 1), n - 1)
+    epoch_s = phases["epochs"] - phases.get("early_stopping_rmse", 0.0)
+    phases["other"] = fit_s - sum(phases[k] for k in ("preprocessing", "base", "tokens", "network_build", "epochs")
+                                  if k in phases)  # seeding, the tf.data pipeline, the standardised view
+    return {
+        "arch": args.arch, "samples": n, "genes": genes, "features": genes - top_k, "targets": top_k,
+        "streamed": bool(streamed), "fit_s": round(fit_s, 2), "import_tensorflow_s": round(import_s, 2),
+        "phases_s": {k: round(v, 2) for k, v in phases.items()},
+        "epochs_trained": int(regressor.epochs_trained), "training_rows": n - n_stop,
+        "epoch_samples_per_s": round((n - n_stop) * max(regressor.epochs_trained, 1) / epoch_s, 1),
+        "maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "batch_size": regressor.batch_size, "base": training.base,
+        "hp": {k: v for k, v in regressor.hp.items() if k in ("layers", "units", "steps", "token_units", "tokens")},
+    }
+
+
+def fit_grid(args) -> dict:
+    import subprocess
+
+    load_start = os.getloadavg()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    venv_bin = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+    limit = int(args.limit_gb * 2**30)
+    partial = args.out / "scale-grid.partial.json"
+    cells = []
+    for genes in args.grid_genes:
+        for samples in args.grid_samples:
+            matrix = args.workdir / f"grid-{samples}x{genes}.npy"
+            started = time.perf_counter()
+            write_matrix(matrix, samples, genes)
+            print(f"{samples} x {genes}: matrix written in {time.perf_counter() - started:.1f} s", flush=True)
+            for arch in args.archs:
+                name = f"fit-{arch}-{samples}x{genes}"
+                result_path = args.workdir / f"{name}.json"
+                result_path.unlink(missing_ok=True)
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--fit-one", "--arch", arch,
+                       "--matrix", str(matrix), "--result", str(result_path)]
+                run = run_limited(name, cmd, REPO, env, limit, args.workdir / f"{name}.log")
+                cell = {**(json.loads(result_path.read_text()) if result_path.exists() else
+                           {"arch": arch, "samples": samples, "genes": genes}), "process": run}
+                if run["rc"] != 0:
+                    print((args.workdir / f"{name}.log").read_text()[-3000:])
+                cells.append(cell)
+                partial.write_text(json.dumps(cells, indent=2) + "\n")
+            matrix.unlink()
+    partial.unlink(missing_ok=True)
+    return {
+        "what": "one fit (training.max_epochs 1) of each architecture at its params.yaml defaults on every row of "
+                "a low-rank-plus-noise matrix, each process in a cgroup v1 memory group",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(), "cpu": _cpu_name(), "cores": os.cpu_count(),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
+        "limit_gib": args.limit_gb,
+        "cells": cells,
+        "steps": [cell["process"] for cell in cells],
+    }
+
+
+def grid_table(result: dict) -> str:
+    """`--fit-grid`'s cells as a markdown table: time per phase, samples/s, peak memory."""
+    lines = ["| samples x genes | arch | streamed | fit | base (ridge / kNN fit / kNN out-of-fold) | tokens "
+             "| epoch (samples/s) | early-stopping RMSE | peak anonymous memory | exit |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for cell in result["cells"]:
+        run, ph = cell["process"], cell.get("phases_s", {})
+        if "fit_s" not in cell:
+            lines.append(f"| {cell['samples']:,} x {cell['genes']:,} | {cell['arch']} | | | | | | | "
+                         f"{run['peak_rss_mib']:,} MiB | {run['rc']} (OOM kills {run['oom_kills']}) |")
+            continue
+        base = (f"{ph['base']:.1f} s ({ph.get('base_ridge', 0):.1f} / {ph.get('base_knn_fit', 0):.1f} / "
+                f"{ph.get('base_knn_oof', 0):.1f})")
+        tokens = f"{ph['tokens']:.1f} s" if "tokens" in ph else "-"
+        epoch = ph["epochs"] - ph.get("early_stopping_rmse", 0.0)
+        lines.append(f"| {cell['samples']:,} x {cell['genes']:,} | {cell['arch']} | {'yes' if cell['streamed'] else 'no'} "
+                     f"| {cell['fit_s']:.1f} s | {base} | {tokens} | {epoch:.1f} s ({cell['epoch_samples_per_s']:,.0f}) "
+                     f"| {ph.get('early_stopping_rmse', 0):.1f} s | {run['peak_rss_mib']:,} MiB | {run['rc']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--gpu-probe", action="store_true", help="samples/s per deep architecture (any backend)")
     mode.add_argument("--pipeline", action="store_true", help="synth, import, prepare, evaluate under a memory limit")
+    mode.add_argument("--fit-grid", action="store_true", help="one fit per shape and architecture under a memory limit")
+    mode.add_argument("--fit-one", action="store_true", help=argparse.SUPPRESS)  # --fit-grid's child
+    parser.add_argument("--grid-samples", type=lambda s: [int(v) for v in s.split(",")], default=[1000, 10000, 100000])
+    parser.add_argument("--grid-genes", type=lambda s: [int(v) for v in s.split(",")], default=[1000, 10000])
+    parser.add_argument("--arch", help="--fit-one: the architecture")
+    parser.add_argument("--matrix", type=Path, help="--fit-one: the .npy matrix")
+    parser.add_argument("--result", type=Path, help="--fit-one: where to write its JSON")
     parser.add_argument("--limit-gb", type=float, default=2.0, help="--pipeline: memory limit of each step's cgroup")
     parser.add_argument("--evaluate", type=lambda s: s.split(","), default=["ridge", "dnn"])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/genebench-scale"))
@@ -293,12 +479,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="--pipeline: data.stream_above_mb (default params.yaml's; lower streams a small matrix)")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--genes", type=int, default=4_000)
-    parser.add_argument("--archs", type=lambda s: s.split(","), default=list(DEEP_ARCHS))
+    parser.add_argument("--archs", type=lambda s: s.split(","), default=None,
+                        help="--gpu-probe: every deep architecture by default; --fit-grid: dnn,attention_lstm")
     parser.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[64, 512])
     parser.add_argument("--budget-s", type=float, default=8.0, help="about this many seconds per timed fit x 2")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "results")))
     args = parser.parse_args(argv)
-    if args.gpu_probe:
+    if args.fit_one:
+        args.result.write_text(json.dumps(fit_one(args), indent=2) + "\n")
+        return 0
+    if args.fit_grid:
+        args.archs = args.archs or ["dnn", "attention_lstm"]
+        result = fit_grid(args)
+        name = "scale-grid.json"
+        print(grid_table(result))
+    elif args.gpu_probe:
+        args.archs = args.archs or list(DEEP_ARCHS)
         result = gpu_probe(args)
         name = f"throughput-{result['backend']}.json"
     else:

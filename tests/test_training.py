@@ -138,6 +138,23 @@ def test_knn_leave_one_out_predictions_are_each_sample_predicted_by_the_others(w
                       .predict(X[i:i + 1])[0] for i in range(len(X))])
     np.testing.assert_allclose(leave_one_out_predictions(model), brute, rtol=1e-10, atol=1e-12)
 
+
+def test_knn_leave_one_out_predictions_with_a_chosen_k_reuse_the_search_that_chose_it():
+    """With k chosen by leave-one-out, the out-of-fold predictions come from that search's
+    neighbours (no second search) and are still each sample predicted by all the others."""
+    from sklearn.neighbors import KNeighborsRegressor
+
+    from benchmark.models.baselines import KnnBaseline, leave_one_out_predictions
+
+    X, Y = (a.astype(np.float64) for a in linear_data(n=300, n_features=4, n_targets=3, noise=0.5))
+    model = KnnBaseline(k_max=30).fit(X, Y)
+    assert model.loo_search_[1].shape == (len(X), model.k_)
+    brute = np.array([KNeighborsRegressor(n_neighbors=model.k_, weights=model.weights_)
+                      .fit(np.delete(X, i, 0), np.delete(Y, i, 0)).predict(X[i:i + 1])[0] for i in range(len(X))])
+    np.testing.assert_allclose(leave_one_out_predictions(model), brute, rtol=1e-10, atol=1e-12)
+    assert model.loo_search_ is None  # handed over, not kept with the model
+    np.testing.assert_allclose(leave_one_out_predictions(model), brute, rtol=1e-10, atol=1e-12)  # searched again
+
 @pytest.mark.parametrize("arch", ["mean", "ridge", "knn", "dnn"])
 def test_nothing_is_fitted_on_rows_outside_the_training_part(arch):
     X, Y = linear_data(n=80)

@@ -172,9 +172,14 @@ class KnnBaseline:
         self.pca_mean_: np.ndarray | None = None  # projected fits only: X -> (X - mean) @ components.T
         self.pca_components_: np.ndarray | None = None
         self._knn: KNeighborsRegressor | None = None
+        # After a fit that chose k: each training sample's k_ nearest other samples (distances,
+        # indices), from the search that chose k, kept for `leave_one_out_predictions`, which
+        # takes them instead of searching again (at 85,000 rows that search was 43% of the
+        # stacked base's time, results/scale.md).
+        self.loo_search_: tuple[np.ndarray, np.ndarray] | None = None
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "KnnBaseline":
-        self.pca_mean_ = self.pca_components_ = None
+        self.pca_mean_ = self.pca_components_ = self.loo_search_ = None
         if is_row_view(X):
             from benchmark.models.blockwise_fit import blockwise, fit_pca
 
@@ -189,7 +194,9 @@ class KnnBaseline:
         self.X_ = np.asarray(X, dtype=np.float64)
         self.Y_ = np.asarray(Y, dtype=np.float64).reshape(len(self.X_), -1)
         if self.k is None:
-            self.k_, self.weights_ = leave_one_out_neighbours(self.X_, self.Y_, self.k_max)
+            search = other_neighbours(self.X_, self.k_max)
+            self.k_, self.weights_ = leave_one_out_neighbours(self.X_, self.Y_, self.k_max, search)
+            self.loo_search_ = tuple(np.ascontiguousarray(a[:, :self.k_]) for a in search)
         else:
             self.k_, self.weights_ = min(self.k, len(self.X_)), self.weights
         self._knn = KNeighborsRegressor(n_neighbors=self.k_, weights=self.weights_).fit(self.X_, self.Y_)
@@ -220,13 +227,20 @@ class KnnBaseline:
         return model
 
 
-def leave_one_out_neighbours(X: np.ndarray, Y: np.ndarray, k_max: int) -> tuple[int, str]:
+def other_neighbours(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(distances, indices)`, (n, min(k, n - 1)): each sample's nearest *other* samples in
+    increasing distance (sklearn's `kneighbors()` without a query leaves the sample out)."""
+    return NearestNeighbors(n_neighbors=min(int(k), len(X) - 1)).fit(X).kneighbors()
+
+
+def leave_one_out_neighbours(X: np.ndarray, Y: np.ndarray, k_max: int,
+                             search: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[int, str]:
     """`(k, weights)` with the lowest leave-one-out mean squared error over k = 1..k_max
     (clipped to n - 1) and both weightings; ties go to the smaller k, then `uniform`.
 
-    One search of the k_max nearest *other* samples of each training sample (sklearn's
-    `kneighbors()` without a query leaves the sample itself out); the prediction for every
-    k is then a running (weighted) sum over the sorted neighbours. A zero distance is
+    One search of the k_max nearest *other* samples of each training sample
+    (`other_neighbours`, or `search` if it was made already); the prediction for every k is
+    then a running (weighted) sum over the sorted neighbours. A zero distance is
     weighted as the smallest positive double's inverse, where sklearn would use only the
     zero-distance neighbours: the same prediction up to that limit.
     """
@@ -234,7 +248,8 @@ def leave_one_out_neighbours(X: np.ndarray, Y: np.ndarray, k_max: int) -> tuple[
     if n < 2:
         return 1, "uniform"
     k_max = min(int(k_max), n - 1)
-    distances, neighbours = NearestNeighbors(n_neighbors=k_max).fit(X).kneighbors()
+    distances, neighbours = other_neighbours(X, k_max) if search is None else search
+    distances, neighbours = distances[:, :k_max], neighbours[:, :k_max]
     inverse = 1.0 / np.maximum(distances, np.finfo(np.float64).tiny)
     best = (np.inf, 1, "uniform")
     for weights in KnnBaseline.WEIGHTS:
@@ -252,11 +267,17 @@ def leave_one_out_neighbours(X: np.ndarray, Y: np.ndarray, k_max: int) -> tuple[
 
 def leave_one_out_predictions(knn: KnnBaseline) -> np.ndarray:
     """(n, n_targets): each of a fitted `knn`'s training samples predicted from its `k_`
-    nearest *other* training samples, with its weighting (the fit's leave-one-out)."""
+    nearest *other* training samples, with its weighting (the fit's leave-one-out).
+
+    A fit that chose k hands over the neighbours of that search (`loo_search_`, released
+    here): no second search. With a fixed k they are searched now."""
     X, Y = knn.X_, knn.Y_
     if len(X) < 2:
         return Y.copy()
-    distances, neighbours = NearestNeighbors(n_neighbors=min(knn.k_, len(X) - 1)).fit(X).kneighbors()
+    if knn.loo_search_ is not None:
+        (distances, neighbours), knn.loo_search_ = knn.loo_search_, None
+    else:
+        distances, neighbours = other_neighbours(X, knn.k_)
     weights = (np.ones_like(distances) if knn.weights_ == "uniform"
                else 1.0 / np.maximum(distances, np.finfo(np.float64).tiny))
     # One neighbour rank at a time, as leave_one_out_neighbours scores k: memory stays at a

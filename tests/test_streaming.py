@@ -163,11 +163,15 @@ def test_streamed_knn_searches_a_pca_space_close_to_the_exact_search(prepared, m
     np.testing.assert_allclose(rmse_str, rmse_mem, rtol=0.02)
 
 
-def test_streamed_ridge_base_is_out_of_fold_ridge_on_k_folds(monkeypatch):
+@pytest.mark.parametrize("subtract", [True, False])
+def test_streamed_ridge_base_is_out_of_fold_ridge_on_k_folds(monkeypatch, subtract):
     """A streamed matrix's ridge base: K seeded folds of ridge (normal equations block by
-    block), each row predicted by the ridge of the folds without it."""
+    block), each row predicted by the ridge of the folds without it. Where a second X'X
+    fits FOLD_GRAM_BYTES, a fold's sums are all rows' less the fold's: the rows are summed
+    twice in all (and read once more to predict), not K times."""
     from sklearn.model_selection import KFold
 
+    from benchmark.models import residual
     from benchmark.models.baselines import RidgeBaseline
     from benchmark.models.residual import BASE_FOLDS, fit_ridge_base
 
@@ -175,7 +179,12 @@ def test_streamed_ridge_base_is_out_of_fold_ridge_on_k_folds(monkeypatch):
     X = rng.normal(size=(90, 12)).astype(np.float32)
     Y = X[:, :2] @ rng.normal(size=(2, 3)) + 0.3 * rng.normal(size=(90, 3))
     monkeypatch.setattr(rows_module, "BLOCK_BYTES", 4 * 12 * 16)  # 16-row blocks
+    monkeypatch.setattr(residual, "FOLD_GRAM_BYTES", residual.FOLD_GRAM_BYTES if subtract else 0)
+    read = []
+    blocks = RowView.blocks
+    monkeypatch.setattr(RowView, "blocks", lambda self: (read.append(len(self)), blocks(self))[1])
     base, oof = fit_ridge_base(RowView(X, rows=np.arange(90)), Y, seed=4)
+    assert sum(read) == (3 if subtract else BASE_FOLDS + 1) * 90
     for train, held in KFold(BASE_FOLDS, shuffle=True, random_state=4).split(X):
         expected = RidgeBaseline(base.alpha_).fit(X[train], Y[train]).predict(X[held])
         np.testing.assert_allclose(oof[held], expected, rtol=1e-4, atol=1e-6)  # float32 X in sklearn

@@ -104,18 +104,32 @@ class RidgeBaseline:
         (`solve_ridge`). A penalty left to choose is chosen by leave-one-out on a seeded
         sample of `ALPHA_ROWS` rows, or as many as `ALPHA_BYTES` hold at this width (the
         whole grid at the cost of one in-memory fit)."""
-        from benchmark.models.blockwise_fit import normal_equations, solve_ridge
+        from benchmark.models.blockwise_fit import normal_equations
 
-        alpha = self.alpha
-        if alpha is None:
-            sample = max(1, min(ALPHA_ROWS, ALPHA_BYTES // (8 * X.shape[1])))
-            rows = np.sort(np.random.default_rng(ALPHA_SEED).permutation(len(X))[:sample])
-            alpha = fit_ridge_loo(X.read(rows).astype(np.float64), Y[rows], self.alphas, self.per_target,
-                                  overwrite_x=True).alpha
-        self.alpha_ = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (Y.shape[1],)).copy()
-        self.coef_ = np.empty((Y.shape[1], X.shape[1]))
-        self.intercept_ = np.empty(Y.shape[1])
-        n, x_sum, y_sum, XtX, XtY = normal_equations(X, Y)
+        alpha = self.streamed_alpha(X, Y)
+        return self.fit_normal_equations(normal_equations(X, Y), alpha)
+
+    def streamed_alpha(self, X, Y: np.ndarray):
+        """The penalty a streamed fit uses: `alpha` if fixed, else chosen by leave-one-out on
+        the seeded row sample (see `_fit_streamed`)."""
+        if self.alpha is not None:
+            return self.alpha
+        sample = max(1, min(ALPHA_ROWS, ALPHA_BYTES // (8 * X.shape[1])))
+        rows = np.sort(np.random.default_rng(ALPHA_SEED).permutation(len(X))[:sample])
+        return fit_ridge_loo(X.read(rows).astype(np.float64), np.asarray(Y)[rows], self.alphas, self.per_target,
+                             overwrite_x=True).alpha
+
+    def fit_normal_equations(self, equations, alpha=None) -> "RidgeBaseline":
+        """Ridge with penalty `alpha` (default: the fixed `alpha`) from the float64 sums of
+        `blockwise_fit.normal_equations` (or `without_rows`), each distinct penalty solved
+        in the lower triangle of their X'X, whose upper triangle is left as it was."""
+        from benchmark.models.blockwise_fit import solve_ridge
+
+        n, x_sum, y_sum, XtX, XtY = equations
+        alpha = self.alpha if alpha is None else alpha
+        self.alpha_ = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (len(y_sum),)).copy()
+        self.coef_ = np.empty((len(y_sum), len(x_sum)))
+        self.intercept_ = np.empty(len(y_sum))
         for value in np.unique(self.alpha_):
             targets = np.flatnonzero(self.alpha_ == value)
             self.coef_[targets], self.intercept_[targets] = solve_ridge(n, x_sum, y_sum[targets], XtX,

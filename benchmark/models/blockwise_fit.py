@@ -7,8 +7,8 @@ stays bounded by a block and the model, never by the matrix:
 
 - `fit_scaler`, `fit_pca`: a StandardScaler and an IncrementalPCA fitted block by block
   (sklearn's own `partial_fit`), the streamed forms of the in-fold preprocessing;
-- `normal_equations`, `solve_ridge`: float64 sums of X'X, X'Y, X and Y, and ridge in closed
-  form from them, in place;
+- `normal_equations`, `without_rows`, `solve_ridge`: float64 sums of X'X, X'Y, X and Y
+  (of all rows, or all less a subset's), and ridge in closed form from them, in place;
 - `blockwise`: apply a function to every block and stack the results (predictions);
 - `row_batches`: a tf.data pipeline of shuffled (features, targets) batches, each read
   from the file when the step needs it; shuffling is of row indices, so a fold is only
@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmark.data.rows import RowView, is_row_view
 
-__all__ = ["RowView", "is_row_view", "fit_scaler", "fit_pca", "normal_equations", "solve_ridge", "blockwise", "row_batches"]
+__all__ = ["RowView", "is_row_view", "fit_scaler", "fit_pca", "normal_equations", "without_rows", "solve_ridge", "blockwise", "row_batches"]
 
 
 def fit_scaler(X: RowView):
@@ -77,6 +77,29 @@ def normal_equations(X: RowView, Y: np.ndarray) -> tuple[int, np.ndarray, np.nda
         XtX = dsyrk(1.0, xb.T, beta=1.0, c=XtX, trans=0, lower=0, overwrite_c=1)
         XtY += xb.T @ yb
     return len(X), x_sum, y_sum, XtX, XtY
+
+
+def without_rows(equations, X: RowView, Y: np.ndarray, out: np.ndarray):
+    """`normal_equations` of all rows less those of `X` and `Y` (a subset of them, aligned):
+    the counts, sums and cross-products with that subset's own subtracted. The X'X
+    difference is written into `out` (p x p, Fortran order; upper triangle, as
+    `normal_equations` makes it): a copy of the whole X'X less BLAS `syrk` of the subset's
+    blocks, so the sums of a K-fold's training parts cost one pass over the rows in all,
+    not K - 1, at the price of that second p x p array."""
+    from scipy.linalg.blas import dsyrk
+
+    n, x_sum, y_sum, XtX, XtY = equations
+    Y = np.asarray(Y, dtype=np.float64)
+    x_sum, y_sum, XtY = x_sum.copy(), y_sum.copy(), XtY.copy()
+    np.copyto(out, XtX)
+    for start, block in X.blocks():
+        xb = block.astype(np.float64)
+        yb = Y[start:start + len(xb)]
+        x_sum -= xb.sum(axis=0)
+        y_sum -= yb.sum(axis=0)
+        out = dsyrk(-1.0, xb.T, beta=1.0, c=out, trans=0, lower=0, overwrite_c=1)
+        XtY -= xb.T @ yb
+    return n - len(X), x_sum, y_sum, out, XtY
 
 
 def solve_ridge(n: int, x_sum: np.ndarray, y_sum: np.ndarray, XtX: np.ndarray, XtY: np.ndarray,

@@ -9,8 +9,9 @@ little. The base is the `ridge` baseline's own model and solver
 (`benchmark.models.ridge_loo`): penalties chosen per target by efficient leave-one-out over
 the default grid (1e-3..1e7, 161 values), whose leave-one-out predictions are the
 out-of-fold predictions. On a streamed matrix (a `RowView`) they come from `BASE_FOLDS`
-seeded folds of ridge on normal equations summed block by block, with the penalties chosen
-on a seeded sample of rows (`RidgeBaseline`'s streamed fit). Every deep architecture gets
+seeded folds of ridge on normal equations summed block by block (each fold's as all rows'
+less the fold's, up to `FOLD_GRAM_BYTES` of X'X), with the penalties chosen on a seeded
+sample of rows (`RidgeBaseline`'s streamed fit). Every deep architecture gets
 the same base; the evaluate stage scores it alone too (the ablation).
 
 `training.base: stack` adds the `knn` baseline's model beside the ridge (in-fold PCA to
@@ -32,12 +33,13 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from benchmark.models.baselines import KnnBaseline, RidgeBaseline, leave_one_out_predictions
-from benchmark.models.blockwise_fit import blockwise, is_row_view
+from benchmark.models.blockwise_fit import blockwise, is_row_view, normal_equations, without_rows
 from benchmark.models.fit_cache import FIT_CACHE
 from benchmark.models.ridge_loo import DEFAULT_GRID, alpha_grid, fit_ridge_loo
 
 BASES = ("none", "ridge", "stack")
 BASE_FOLDS = 5
+FOLD_GRAM_BYTES = 256 << 20  # a streamed base's folds subtract from all rows' X'X up to this size (5,792 features)
 PER_TARGET = True  # one penalty per target gene: lower leave-one-out and held-out error on the bundled data
 KNN_COMPONENTS = 10  # the knn baseline's default space (params.yaml models.knn.defaults.components)
 
@@ -104,10 +106,22 @@ def fit_ridge_base(Xs, Ys: np.ndarray, seed: int) -> tuple[RidgeBaseline, np.nda
         fit = fit_ridge_loo(np.asarray(Xs, dtype=np.float64), Y, alpha_grid(*DEFAULT_GRID), PER_TARGET)
         base = RidgeBaseline.from_state({"alpha": fit.alpha, "coef": fit.coef, "intercept": fit.intercept})
         return base, fit.loo
-    base = RidgeBaseline(per_target=PER_TARGET).fit(Xs, Y)
+    base = RidgeBaseline(per_target=PER_TARGET)
+    alpha = base.streamed_alpha(Xs, Y)
+    equations = normal_equations(Xs, Y)
+    base.fit_normal_equations(equations, alpha)
+    # A fold's training sums are all rows' less the fold's (`without_rows`: one pass over
+    # the rows for all folds, not K - 1) where a second X'X fits FOLD_GRAM_BYTES; else
+    # each fold's are summed over its training rows, one X'X alive at a time.
+    work = np.empty_like(equations[3]) if equations[3].nbytes <= FOLD_GRAM_BYTES else None
+    if work is None:
+        del equations
     oof = np.empty_like(Y)
     folds = KFold(n_splits=min(BASE_FOLDS, len(Y)), shuffle=True, random_state=int(seed))
     for train, held in folds.split(np.zeros((len(Y), 1))):
-        ridge = RidgeBaseline(base.alpha_).fit(Xs[train], Y[train])
+        if work is None:
+            ridge = RidgeBaseline(base.alpha_).fit(Xs[train], Y[train])
+        else:
+            ridge = RidgeBaseline(base.alpha_).fit_normal_equations(without_rows(equations, Xs[held], Y[held], work))
         oof[held] = blockwise(ridge.predict, Xs[held])
     return base, oof

@@ -101,18 +101,17 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    """Tune and evaluate one architecture on both tasks of one dataset, in one process.
+    """Tune and evaluate one architecture on both tasks of one dataset, in one command.
 
     A DVC stage runs this rather than four `tune`/`evaluate` processes because each
-    process pays several seconds of imports (TensorFlow, MLflow, Optuna, scikit-learn).
+    process pays several seconds of imports (TensorFlow, MLflow, Optuna, scikit-learn);
+    the tasks run side by side in forked processes (`benchmark.run_stage`).
     """
-    from benchmark.evaluation import evaluate
-    from benchmark.tuning import tune
+    from benchmark.run_stage import default_jobs, run
 
     config = _dataset_config(args)
-    for task in args.tasks or TASKS:
-        tune(config, task, args.arch)
-        evaluate(config, task, args.arch)
+    tasks = args.tasks or TASKS
+    run(config, args.arch, tasks, args.jobs if args.jobs is not None else default_jobs(config, len(tasks)))
     return 0
 
 
@@ -255,6 +254,8 @@ def _add_stage_commands(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.add_argument("--tasks", choices=TASKS, nargs="+", default=None, help="default: both tasks")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="tasks run side by side (default: as many as the cores give training.threads each)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("compare", parents=[common], help="stage: comparison tables, statistics, plots")
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         set_verbose()
     _quiet_libraries()
     args = build_parser().parse_args(argv)
-    for flag in ("trials", "workers", "samples", "genes"):
+    for flag in ("trials", "workers", "jobs", "samples", "genes"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             print(f"genebench: error: --{flag} must be at least 1, got {value}", file=sys.stderr)

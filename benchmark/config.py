@@ -82,6 +82,9 @@ class TrainingParams(_Section):
     # many networks an ensemble averages (1: a single network).
     base: Literal["none", "ridge", "stack"] = "stack"
     ensemble: int = Field(1, ge=1)
+    # Threads of TensorFlow and BLAS in each fitting process. Results depend on it in their
+    # last digits, so it is a parameter; `genebench run` runs cores // threads tasks at once.
+    threads: int = Field(1, ge=1)
 
 
 class TuningParams(_Section):

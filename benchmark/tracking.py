@@ -50,7 +50,7 @@ INPUT_EXAMPLE_ROWS = 5
 # training.* keys every run kind (study, trial, evaluation) logs as `training.<key>`, so the
 # MLflow UI's compare view lines them up.
 TRAINING_PARAMS = ("max_epochs", "batch_size", "learning_rate", "patience", "validation_fraction", "seed",
-                   "base", "ensemble")
+                   "base", "ensemble", "threads")
 
 # What the pyfunc needs besides the `benchmark` package (shipped as code_paths); pinned to
 # the versions that logged it. TensorFlow/Keras only for the deep models.

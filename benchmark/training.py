@@ -45,7 +45,7 @@ from benchmark.models.blockwise_fit import blockwise, is_row_view
 from benchmark.models.fit_loop import EpochCallback, ensemble_mean, fit_network, predict_keras
 from benchmark.models.persistence import read_fitted, read_state, write_regressor
 from benchmark.models.preprocessing import FoldPreprocessor
-from benchmark.models.tensorflow_setup import seed_everything
+from benchmark.models.tensorflow_setup import limit_threads, seed_everything
 from benchmark.models.tokens import n_tokens, token_members
 from benchmark.verbosity import quiet_environment
 
@@ -115,6 +115,12 @@ class Regressor:
         return float(self.hp.get("learning_rate", self.training["learning_rate"]))
 
     @property
+    def threads(self) -> int:
+        """Threads of TensorFlow and BLAS while it fits and predicts (`training.threads`; 1
+        before it existed): results depend on it in their last digits."""
+        return int(self.training.get("threads", 1))
+
+    @property
     def members(self) -> int:
         """Networks in the ensemble (`training.ensemble`; 1 before it existed)."""
         return int(self.training.get("ensemble", 1))
@@ -132,6 +138,7 @@ class Regressor:
     def fit(self, X: np.ndarray, Y: np.ndarray, epoch_callback: Optional[EpochCallback] = None) -> "Regressor":
         """Fit preprocessing and model on these rows only. X (n, n_features), Y (n, n_targets)."""
         started = time.perf_counter()
+        limit_threads(self.threads)
         try:
             Y = _as_targets(Y)
             X = _check_xy(X, Y)
@@ -165,6 +172,7 @@ class Regressor:
         """Predictions (n, n_targets) in the original target units (float64). `X` may be a
         `RowView`: predicted block by block."""
         self._check_fitted()
+        limit_threads(self.threads)
         if is_row_view(X):
             return blockwise(self.predict, X)
         Xs = self._inputs(X)
@@ -208,6 +216,7 @@ def load_regressor(directory: str | os.PathLike) -> Regressor:
     """A fitted `Regressor` from a directory written by `Regressor.save`."""
     state = read_state(directory)
     regressor = Regressor(state["arch"], state["hp"], state["training"], state["pca_components"])
+    limit_threads(regressor.threads)  # before its Keras model loads: TensorFlow takes it once
     read_fitted(regressor, directory, state)
     return regressor
 

@@ -2,6 +2,7 @@
 
 Baselines never come here, so a baseline run never imports TensorFlow:
 
+    limit_threads(1)             # TensorFlow's and BLAS's threads (`training.threads`)
     tf, keras = import_keras()   # the first call imports and sets up TensorFlow
     seed_everything(seed)        # Python, NumPy and TensorFlow seeds; deterministic ops
 """
@@ -17,6 +18,7 @@ import tempfile
 from benchmark.verbosity import quiet_environment, verbose
 
 _TF_READY = False
+_THREADS: int | None = None  # the threads `limit_threads` set, once it has
 # Lines TensorFlow 2.21's C++ side writes to fd 2 while it loads and first probes devices,
 # before any setting is read (TF_CPP_MIN_LOG_LEVEL does not reach absl's pre-init log):
 # absl's "All log messages before absl::InitializeLog()" notice, oneDNN's and the CUDA
@@ -60,6 +62,8 @@ def import_keras():
         import tensorflow as tf
         import keras
 
+        if _THREADS is not None:
+            _limit_tensorflow(_THREADS)
         gpus = tf.config.list_physical_devices("GPU")
     if not _TF_READY:
         # Every new model traces new tf.functions; across a study that warning is noise.
@@ -72,6 +76,43 @@ def import_keras():
             tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
         _TF_READY = True
     return tf, keras
+
+
+def limit_threads(threads: int) -> None:
+    """Run TensorFlow's ops and the BLAS and OpenMP libraries' on `threads` threads here.
+
+    Results depend on the thread count in their last digits: a dense layer's products and
+    the ridge base's BLAS calls sum in another order on one thread than on two (seen in
+    the 9th-10th significant digit of a fit's predictions). So it is a parameter,
+    `training.threads`, and a task gives the same bits alone or beside another
+    (`benchmark.run_stage`). Does not import TensorFlow; where it is imported it takes the
+    count now, else when `import_keras` first sets it up. Its runtime keeps the pools it
+    started with, so a model built before any fit or load (none of genebench's commands
+    does that) keeps TensorFlow's default.
+    """
+    global _THREADS
+    threads = int(threads)
+    if threads < 1:
+        raise ValueError(f"training.threads: expected at least 1, got {threads}")
+    if _THREADS == threads:
+        return
+    import scipy.linalg  # noqa: F401  (its own OpenBLAS: loaded, so that the limit reaches it)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+    _THREADS = threads
+    if "tensorflow" in sys.modules:
+        _limit_tensorflow(threads)
+
+
+def _limit_tensorflow(threads: int) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # the runtime has started: its thread pools stay as they are
+        pass
 
 
 def seed_everything(seed: int) -> None:

@@ -36,6 +36,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
     storage URL or journal path (default `tuning.storage`, or `OPTUNA_STORAGE`);
     `timeout`: seconds after which no new trial starts (default `tuning.timeout`).
     """
+    started = time.monotonic()
     tuning = config.params.tuning
     n_trials = trials if trials is not None else tuning.n_trials
     timeout = timeout if timeout is not None else tuning.timeout
@@ -81,6 +82,7 @@ def tune(config: Config, task: str, arch: str, trials: Optional[int] = None, wor
         why = "before the timeout" if deadline is not None else "(every trial was pruned or failed)"
         raise UserError(f"study {name}: no trial completed {why}; see the trials' errors in MLflow")
     result = _result(study, best, n_trials, name, storage_url, task_data)
+    result["seconds"] = round(time.monotonic() - started, 1)  # the stage's wall time, fits and all
     write_json(out, result)
     finish_parent(spec, study, result)
     print(f"best value {result['best_value']:.4f} (trial {best.number}) "

@@ -13,7 +13,7 @@ which includes a deep model's tf.function tracing on its first fit. A `run` stag
 its two tasks side by side (benchmark/run_stage.py), so its fits can add up to more
 than its wall time: the share outside fitting is taken of process time, each stage's
 wall time plus, for a `run` stage, the time its second task ran beside the first (the
-tasks' tune and evaluate `seconds`, less the longer task's). Everything else (imports,
+tasks' tuning `trial_seconds` and evaluate `seconds`, less the longer task's). Everything else (imports,
 data loading, predictions, MLflow logging, DVC) is "outside fitting".
 Appends the times, date, machine and load average to the results file and writes the
 per-stage times beside it (`<out stem>-stages-<params stem>.csv`).
@@ -65,11 +65,11 @@ def repro_by_stage(clone: Path, env: dict) -> dict[str, float]:
 
 def side_by_side_seconds(clone: Path) -> float:
     """Seconds the tasks of `run` stages ran beside one another: per (dataset, arch), the
-    tasks' tune + evaluate wall times summed, less the longest."""
+    tasks' tuning and evaluate wall times summed, less the longest."""
     per_task: dict[tuple[str, str], list[float]] = {}
     for path in (clone / "artifacts" / "tuning").glob("*/*/*.json"):  # <dataset>/<task>/<arch>.json
         dataset, task, arch = path.parent.parent.name, path.parent.name, path.stem
-        seconds = json.loads(path.read_text()).get("seconds") or 0.0
+        seconds = json.loads(path.read_text()).get("trial_seconds") or 0.0
         record = clone / "artifacts" / "evaluation" / dataset / task / arch / "run.json"
         if record.exists():
             seconds += json.loads(record.read_text()).get("seconds") or 0.0

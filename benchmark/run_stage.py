@@ -7,10 +7,10 @@ so with `jobs` > 1 they run side by side, a process per task, forked before anyt
 this process opens a store or starts TensorFlow's runtime (the point the stage worker
 forks at). Every fit runs on `training.threads` threads however many tasks run at once,
 so a task's metrics are the same bits side by side as one after the other
-(tests/test_run_stage.py). On a 2-core CPU, one-thread fits side by side did a stage's
-work in 354 s that two-thread fits one after the other did in 497 s (cbmc,
-attention_lstm, 12 trials a study; results/parallel-tasks.md): a small recurrent
-network's fit leaves much of a second core idle.
+(tests/test_run_stage.py). On this project's 2-core CPU, with 12 trials a study, a stage
+took 72.9 s side by side against 101.4 s one after the other on two threads a fit
+(pbmc68k, attention_lstm), and 189.2 s against 236.9 s (cbmc, lstm;
+results/parallel-tasks.md): a small network's fit leaves much of a second core idle.
 
 With several tasks at once:
 - each task's output lines start with `[<task>] `;

@@ -123,7 +123,7 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
         f"indicative only); Python {platform.python_version()}, TensorFlow {tf.__version__}, "
         f"Optuna {optuna.__version__}",
         f"- Study: task `{args.task}`, arch `{args.arch}` (search space `models.{args.arch}.search_space` of "
-        f"params.yaml), bundled pbmc68k_reduced data as prepared, TPE with "
+        f"params.yaml), the bundled `{args.dataset}` data as prepared, TPE with "
         f"`n_startup_trials={args.startup}`, `tuning.folds={args.folds}`, `max_epochs={args.max_epochs}` "
         f"with early stopping (`training.patience={args.patience}`); median pruner with "
         f"{args.pruner}; objective = mean "

@@ -143,7 +143,7 @@ def _task_process(config: Config, task: str, arch: str, parent: int, message: in
     except KeyboardInterrupt:
         code = 130
     except SystemExit as exc:
-        code = exc.code or 0 if exc.code is None or isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # an internal error: its traceback, as the command would show it
         traceback.print_exc()
     finally:

@@ -224,6 +224,36 @@ def test_streamed_ridge_solves_every_penalty_from_one_pass_over_the_rows(monkeyp
     again = blockwise_fit.solve_ridge(*real(RowView(X, rows=np.arange(120)), Y), alpha=7.0)
     np.testing.assert_array_equal(first[0], again[0])
 
+
+@pytest.mark.parametrize("max_iter", [200, 0])
+def test_streamed_ridge_shares_one_factor_among_close_penalties(monkeypatch, max_iter):
+    """Close penalties (within PCG_GROUP_RATIO) share one Cholesky factor, which
+    preconditions conjugate gradients for each: every target still gets sklearn's Ridge at
+    its own penalty, and the factorisations are one per group, not one per penalty (a
+    per-target search at 10,413 features picks 17). A penalty whose iterations run out is
+    solved directly: the same answer."""
+    import scipy.linalg
+    from sklearn.linear_model import Ridge
+
+    from benchmark.models import blockwise_fit
+    from benchmark.models.baselines import RidgeBaseline
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(150, 40)).astype(np.float32) * rng.uniform(0.2, 5.0, size=40).astype(np.float32)
+    alphas = np.array([0.3, 30.0, 45.0, 45.0, 90.0, 200.0, 3000.0])
+    Y = X[:, :6] @ rng.normal(size=(6, len(alphas))) + rng.normal(size=(150, len(alphas)))
+    monkeypatch.setattr(blockwise_fit, "PCG_MAX_ITER", max_iter)
+    factors = []
+    real = scipy.linalg.cho_factor
+    monkeypatch.setattr(scipy.linalg, "cho_factor", lambda *a, **k: factors.append(1) or real(*a, **k))
+    ridge = RidgeBaseline(alphas).fit(RowView(X, rows=np.arange(150)), Y)
+    # groups {0.3}, {30, 45, 90, 200} (one factor), {3000}; out of iterations: + 4 direct solves
+    assert len(factors) == (3 if max_iter else 7)
+    for t, alpha in enumerate(alphas):
+        expected = Ridge(alpha=alpha).fit(X.astype(np.float64), Y[:, t])
+        np.testing.assert_allclose(ridge.coef_[t], expected.coef_, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(ridge.intercept_[t], expected.intercept_, rtol=1e-9, atol=1e-11)
+
 def test_streamed_stacked_base_blends_the_same_members_as_in_memory(monkeypatch):
     """On a streamed matrix the stack's kNN projects block by block (IncrementalPCA): its
     predictions agree with the base it would fit in memory to the precision of that PCA."""

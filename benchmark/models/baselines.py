@@ -123,17 +123,12 @@ class RidgeBaseline:
         """Ridge with penalty `alpha` (default: the fixed `alpha`) from the float64 sums of
         `blockwise_fit.normal_equations` (or `without_rows`), each distinct penalty solved
         in the lower triangle of their X'X, whose upper triangle is left as it was."""
-        from benchmark.models.blockwise_fit import solve_ridge
+        from benchmark.models.blockwise_fit import solve_ridge_penalties
 
         n, x_sum, y_sum, XtX, XtY = equations
         alpha = self.alpha if alpha is None else alpha
         self.alpha_ = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (len(y_sum),)).copy()
-        self.coef_ = np.empty((len(y_sum), len(x_sum)))
-        self.intercept_ = np.empty(len(y_sum))
-        for value in np.unique(self.alpha_):
-            targets = np.flatnonzero(self.alpha_ == value)
-            self.coef_[targets], self.intercept_[targets] = solve_ridge(n, x_sum, y_sum[targets], XtX,
-                                                                        XtY[:, targets], alpha=float(value))
+        self.coef_, self.intercept_ = solve_ridge_penalties(n, x_sum, y_sum, XtX, XtY, self.alpha_)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

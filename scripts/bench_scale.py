@@ -16,6 +16,8 @@ it records the wall time, the exit code, the group's peak charge
 which the kernel reclaims at the limit), the peak anonymous memory (`rss` of memory.stat,
 sampled every 0.2 s), memory.failcnt (times the charge met the limit: cache reclaim, not
 failure) and the OOM kills (memory.oom_control). Writes `scale-<samples>x<genes>.json`.
+`--peaks` runs each evaluate under scripts/memory_peaks.py, which writes every new RSS peak
+and its genebench frames to the step's log as it happens (a step killed at the limit included).
 Needs root and a cgroup v1 memory controller (`mount | grep cgroup`).
 
 `--fit-grid` measures how one fit's time and peak memory grow with samples and genes: for each
@@ -238,12 +240,17 @@ def pipeline(args) -> dict:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     matrix = args.workdir / f"synthetic-{args.samples}x{args.genes}.{args.format}"
     genebench = [sys.executable, "-m", "benchmark"]
+    # --peaks: each evaluate under scripts/memory_peaks.py, its climb in the step's log as it happens
+    peaks = [sys.executable, str(REPO / "scripts" / "memory_peaks.py")]
+    if args.peaks:
+        env.update(MEMORY_PEAKS_LIVE="1", MEMORY_PEAKS_ALL="1")
     steps = [
         ("synth", [*genebench, "data", "synth", str(matrix), "--samples", str(args.samples),
                    "--genes", str(args.genes), "--seed", "0"]),
         ("import", [*genebench, "data", "import", str(matrix), "--name", "scale"]),
         ("prepare", [*genebench, "prepare", "--dataset", "scale"]),
-        *[(f"evaluate-{arch}", [*genebench, "evaluate", "--dataset", "scale", "--task", "multi", "--arch", arch])
+        *[(f"evaluate-{arch}", [*(peaks if args.peaks else genebench), "evaluate", "--dataset", "scale", "--task",
+                                "multi", "--arch", arch])
           for arch in args.evaluate],
     ]
     limit = int(args.limit_gb * 2**30)
@@ -473,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="parquet", choices=["parquet", "h5ad", "csv", "tsv"],
                         help="--pipeline: the file data synth writes and data import reads")
     parser.add_argument("--keep", action="store_true", help="--pipeline: keep the project and the matrix")
+    parser.add_argument("--peaks", action="store_true",
+                        help="--pipeline: run each evaluate under scripts/memory_peaks.py (its log: the RSS climb)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="--pipeline: split.repeats (1: the 2 scored CV fits; memory does not depend on it)")
     parser.add_argument("--stream-above-mb", type=float, default=None,

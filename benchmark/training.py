@@ -151,6 +151,8 @@ class Regressor:
                 Xs = self.preprocessor.transform_X(X)
             self._attention_model = None
             self.base, self.assignment = None, None
+            if self.is_deep and is_row_view(X) and self.model is not None:
+                self._release_network()
             if self.is_deep:
                 fit_network(self, Xs, Ys, epoch_callback)
             else:
@@ -159,6 +161,19 @@ class Regressor:
             return self
         finally:
             self.fit_seconds += time.perf_counter() - started
+
+    def _release_network(self) -> None:
+        """Drop the previous fit's network (weights, optimizer slots, their initial copies, the
+        traced functions) before a streamed fit's base, which is built new after it, from the
+        same seeds, so to the same bits (tests/test_training.py). At 10,413 features the base's
+        float64 X'X (867 MB) and that network (some 700 MB with TensorFlow's state) took
+        evaluate's second CV fit past a 2 GiB limit (results/scale.md); a streamed fit lasts
+        minutes, so building again (seconds) costs little. In-memory fits keep reusing it."""
+        from benchmark.models.blockwise_fit import release_memory
+
+        self.model = None
+        self.assembly = NetworkAssembly()
+        release_memory()
 
     def _check_fitted(self) -> None:
         if self.model is None:

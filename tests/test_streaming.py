@@ -182,7 +182,7 @@ def test_streamed_ridge_base_is_out_of_fold_ridge_on_k_folds(monkeypatch, subtra
     monkeypatch.setattr(residual, "FOLD_GRAM_BYTES", residual.FOLD_GRAM_BYTES if subtract else 0)
     read = []
     blocks = RowView.blocks
-    monkeypatch.setattr(RowView, "blocks", lambda self: (read.append(len(self)), blocks(self))[1])
+    monkeypatch.setattr(RowView, "blocks", lambda self, *size: (read.append(len(self)), blocks(self, *size))[1])
     base, oof = fit_ridge_base(RowView(X, rows=np.arange(90)), Y, seed=4)
     assert sum(read) == (3 if subtract else BASE_FOLDS + 1) * 90
     for train, held in KFold(BASE_FOLDS, shuffle=True, random_state=4).split(X):

@@ -116,8 +116,9 @@ class RowView:
             block = self.fn(block)
         return block
 
-    def block_rows(self) -> int:
-        return rows_per_block(self.matrix.shape[1])
+    def block_rows(self, block_bytes: int | None = None) -> int:
+        """Whole matrix rows in a block of `block_bytes` (default `BLOCK_BYTES`)."""
+        return rows_per_block(self.matrix.shape[1], block_bytes)
 
     def blocks(self, block_rows: Optional[int] = None) -> Iterator[tuple[int, np.ndarray]]:
         """`(start, block)` over all rows in order; block is rows start..start+len(block)-1."""

@@ -25,7 +25,7 @@ import numpy as np
 from benchmark.data.rows import RowView, is_row_view
 
 __all__ = ["RowView", "is_row_view", "fit_scaler", "fit_pca", "normal_equations", "without_rows", "solve_ridge",
-           "solve_ridge_penalties", "blockwise", "row_batches"]
+           "solve_ridge_penalties", "release_memory", "blockwise", "row_batches"]
 
 
 def fit_scaler(X: RowView):
@@ -54,7 +54,11 @@ def fit_pca(X: RowView, n_components: int):
     return pca
 
 
-COLUMN_BLOCK_FLOATS = 1 << 23  # solve_ridge's temporary: a column block of X'X (64 MiB)
+COLUMN_BLOCK_FLOATS = 1 << 21  # solve_ridge's temporaries: a column block of X'X (16 MiB), twice
+# The normal equations' blocks: float32 bytes of whole matrix rows. Their float64 copies
+# (the preprocessing's, syrk's) sit beside X'X, so a quarter of a read block: 200 rows at
+# 10,463 genes, 30 MB of temporaries rather than about 200 MB (results/scale.md).
+SUMS_BLOCK_BYTES = 8 << 20
 
 
 def normal_equations(X: RowView, Y: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -74,14 +78,16 @@ def _add_rows(X: RowView, Y: np.ndarray, x_sum, y_sum, XtX, XtY, sign: float):
     """The sums with `sign` times those of the rows of `X` and `Y` added, in place."""
     from scipy.linalg.blas import dsyrk
 
-    for start, block in X.blocks():
+    for start, block in X.blocks(X.block_rows(SUMS_BLOCK_BYTES)):
         xb = block.astype(np.float64)
+        del block  # not kept alive (nor `xb`, below) while the next block is read
         yb = Y[start:start + len(xb)]
         x_sum += sign * xb.sum(axis=0)
         y_sum += sign * yb.sum(axis=0)
         # xb.T is Fortran-ordered (p, rows): syrk computes xb.T @ xb into XtX's upper triangle.
         XtX = dsyrk(sign, xb.T, beta=1.0, c=XtX, trans=0, lower=0, overwrite_c=1)
         XtY += sign * (xb.T @ yb)
+        del xb
     return x_sum, y_sum, XtX, XtY
 
 
@@ -228,6 +234,24 @@ def _factorised(n: int, x_mean: np.ndarray, XtX: np.ndarray, alpha: float):
         yield cho_factor(XtX, lower=True, overwrite_a=True, check_finite=False), diagonal
     finally:
         XtX[np.diag_indices_from(XtX)] = diagonal
+
+
+def release_memory() -> None:
+    """Collect garbage, then hand the C heap's free pages back to the system (glibc's
+    `malloc_trim`; nothing elsewhere): what a long streamed fit frees, another process, or
+    this one's next X'X, can then use."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 def blockwise(fn: Callable[[np.ndarray], np.ndarray], X) -> np.ndarray:

@@ -67,7 +67,11 @@ class FoldPreprocessor:
         return len(self.pca_components_) if self.pca_components_ is not None else len(self.x_mean_)
 
     def transform_X(self, X: np.ndarray) -> np.ndarray:
-        Z = (np.asarray(X, dtype=np.float64) - self.x_mean_) / self.x_scale_
+        # One float64 copy, centred and scaled in place: the same values as (X - mean) / scale
+        # with two fewer (rows, genes) temporaries (134 MB a 32 MiB block at 10,413 genes).
+        Z = np.array(X, dtype=np.float64)
+        Z -= self.x_mean_
+        Z /= self.x_scale_
         if self.pca_components_ is not None:
             Z = (Z - self.pca_mean_) @ self.pca_components_.T
         return Z.astype(np.float32)

@@ -166,9 +166,10 @@ class Regressor:
         """Drop the previous fit's network (weights, optimizer slots, their initial copies, the
         traced functions) before a streamed fit's base, which is built new after it, from the
         same seeds, so to the same bits (tests/test_training.py). At 10,413 features the base's
-        float64 X'X (867 MB) and that network (some 700 MB with TensorFlow's state) took
-        evaluate's second CV fit past a 2 GiB limit (results/scale.md); a streamed fit lasts
-        minutes, so building again (seconds) costs little. In-memory fits keep reusing it."""
+        float64 X'X (867 MB) beside what the first fit left (770 MB, of it this network and,
+        mostly, TensorFlow's own memory with oneDNN: results/onednn.md) took evaluate's second
+        CV fit past a 2 GiB limit (results/scale.md). A streamed fit lasts minutes, so building
+        again (seconds) costs little. In-memory fits keep reusing it."""
         from benchmark.models.blockwise_fit import release_memory
 
         self.model = None

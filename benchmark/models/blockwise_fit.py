@@ -7,8 +7,9 @@ stays bounded by a block and the model, never by the matrix:
 
 - `fit_scaler`, `fit_pca`: a StandardScaler and an IncrementalPCA fitted block by block
   (sklearn's own `partial_fit`), the streamed forms of the in-fold preprocessing;
-- `normal_equations`, `without_rows`, `solve_ridge`, `solve_ridge_penalties`: float64 sums of X'X, X'Y, X and Y
-  (of all rows, or all less a subset's), and ridge in closed form from them, in place;
+- `normal_equations`, `without_rows`, `solve_ridge`, `solve_ridge_penalties`: float64
+  sums of X'X, X'Y, X and Y (of all rows, or all less a subset's), and ridge in closed
+  form from them, in place;
 - `blockwise`: apply a function to every block and stack the results (predictions);
 - `row_batches`: a tf.data pipeline of shuffled (features, targets) batches, each read
   from the file when the step needs it; shuffling is of row indices, so a fold is only
@@ -56,8 +57,9 @@ def fit_pca(X: RowView, n_components: int):
 
 COLUMN_BLOCK_FLOATS = 1 << 21  # solve_ridge's temporaries: a column block of X'X (16 MiB), twice
 # The normal equations' blocks: float32 bytes of whole matrix rows. Their float64 copies
-# (the preprocessing's, syrk's) sit beside X'X, so a quarter of a read block: 200 rows at
-# 10,463 genes, 30 MB of temporaries rather than about 200 MB (results/scale.md).
+# (the preprocessing's, syrk's) sit beside X'X, so a quarter of a read block (200 rows at
+# 10,463 genes): 3.0 such blocks beside it, against 18.9 of 8 MiB before with 32 MiB
+# blocks (tests/test_memory_bounds.py).
 SUMS_BLOCK_BYTES = 8 << 20
 
 
@@ -144,8 +146,6 @@ def solve_ridge_penalties(n: int, x_sum: np.ndarray, y_sum: np.ndarray, XtX: np.
     agree with the direct solve to about 1e-12 relative; a penalty that has not converged
     after `PCG_MAX_ITER` iterations is solved directly. A group of one penalty is one
     direct solve, as before."""
-    from scipy.linalg import cho_solve
-
     alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
     x_mean, y_mean = x_sum / n, y_sum / n
     coef = np.empty((len(alphas), len(x_mean)))
@@ -157,17 +157,16 @@ def solve_ridge_penalties(n: int, x_sum: np.ndarray, y_sum: np.ndarray, XtX: np.
             first = i
     for group in groups:
         targets = np.flatnonzero(np.isin(alphas, group))
-        cross = XtY[:, targets] - n * np.outer(x_mean, y_mean[targets])
-        reference = float(np.sqrt(group[0] * group[-1])) if len(group) > 1 else float(group[0])
-        with _factorised(n, x_mean, XtX, reference) as (factor, diagonal):
-            if len(group) == 1:
-                coef[targets] = cho_solve(factor, cross, overwrite_b=True, check_finite=False).T
-                continue
-            solution, converged = _pcg(factor, diagonal, n, x_mean, XtX, cross, alphas[targets])
-        coef[targets] = solution.T
-        for alpha in np.unique(alphas[targets][~converged]):  # directly, as a group of one
-            late = targets[alphas[targets] == alpha]
-            coef[late] = solve_ridge(n, x_sum, y_sum[late], XtX, XtY[:, late], alpha=float(alpha))[0]
+        late = [] if len(group) > 1 else [group[0]]  # penalties solved directly
+        if not late:
+            cross = XtY[:, targets] - n * np.outer(x_mean, y_mean[targets])
+            with _factorised(n, x_mean, XtX, float(np.sqrt(group[0] * group[-1]))) as (factor, diagonal):
+                solution, converged = _pcg(factor, diagonal, n, x_mean, XtX, cross, alphas[targets])
+            coef[targets] = solution.T
+            late = np.unique(alphas[targets][~converged])
+        for alpha in late:
+            direct = targets[alphas[targets] == alpha]
+            coef[direct] = solve_ridge(n, x_sum, y_sum[direct], XtX, XtY[:, direct], alpha=float(alpha))[0]
     return coef, y_mean - coef @ x_mean
 
 

@@ -24,13 +24,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from memory_peaks import anonymous_rss  # noqa: E402  (scripts/ is on sys.path: it holds this file)
+
 
 def anonymous_mib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) >> 10
-    raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
+    return anonymous_rss() >> 20
 
 
 def main() -> None:

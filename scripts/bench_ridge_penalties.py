@@ -3,8 +3,9 @@ one per group of close penalties (`blockwise_fit.solve_ridge_penalties`).
 
     python scripts/bench_ridge_penalties.py [--features 10413] [--rows 12000] [--out results/ridge-penalties.json]
 
-Builds float64 normal equations of a seeded low-rank-plus-noise matrix (`--rows` x
-`--features`, 50 targets read from 20 programmes) and solves them, on one thread, for 50
+Sums the float64 normal equations (`blockwise_fit.normal_equations`, block by block) of a
+seeded low-rank-plus-noise float32 matrix (`--rows` x `--features`, 50 targets read from
+the same 20 programmes) and solves them, on one thread, for 50
 targets whose penalties are the 17 distinct values a per-target leave-one-out search chose
 on `data synth`'s 12,000 x 10,463 multi task (865.96 to 11,547.8, spread over the targets in
 turn): first one `solve_ridge` per distinct penalty (what `fit_normal_equations` did before),
@@ -38,26 +39,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    from scipy.linalg.blas import dsyrk
     from threadpoolctl import threadpool_limits
 
+    from benchmark.data.rows import RowView
     from benchmark.models import blockwise_fit
 
     rng = np.random.default_rng(0)
     p, k = args.features, args.targets
-    loadings = rng.normal(size=(20, p + k))
-    XtX = np.zeros((p, p), order="F")
-    XtY, x_sum, y_sum = np.zeros((p, k)), np.zeros(p), np.zeros(k)
+    block = rng.normal(size=(args.rows, 20)) @ rng.normal(size=(20, p + k)) + rng.normal(size=(args.rows, p + k))
+    X, Y = block[:, :p].astype(np.float32), block[:, p:].copy()
+    del block
     with threadpool_limits(1):
-        started = time.perf_counter()
-        for start in range(0, args.rows, 1000):  # the sums a block of rows at a time, as a streamed fit makes them
-            rows = min(1000, args.rows - start)
-            block = rng.normal(size=(rows, 20)) @ loadings + rng.normal(size=(rows, p + k))
-            X, Y = block[:, :p], block[:, p:]
-            XtX = dsyrk(1.0, X.T, beta=1.0, c=XtX, trans=0, lower=0, overwrite_c=1)
-            XtY += X.T @ Y
-            x_sum += X.sum(axis=0)
-            y_sum += Y.sum(axis=0)
+        started = time.perf_counter()  # the sums block by block, as a streamed fit makes them
+        n, x_sum, y_sum, XtX, XtY = blockwise_fit.normal_equations(RowView(X, rows=np.arange(args.rows)), Y)
         sums_seconds = time.perf_counter() - started
         alphas = np.array([MEASURED[t % len(MEASURED)] for t in range(k)])
 
@@ -65,12 +59,12 @@ def main() -> None:
         direct = np.empty((k, p))
         for alpha in np.unique(alphas):
             targets = np.flatnonzero(alphas == alpha)
-            direct[targets] = blockwise_fit.solve_ridge(args.rows, x_sum, y_sum[targets], XtX, XtY[:, targets],
+            direct[targets] = blockwise_fit.solve_ridge(n, x_sum, y_sum[targets], XtX, XtY[:, targets],
                                                         alpha=float(alpha))[0]
         direct_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        grouped, _ = blockwise_fit.solve_ridge_penalties(args.rows, x_sum, y_sum, XtX, XtY, alphas)
+        grouped, _ = blockwise_fit.solve_ridge_penalties(n, x_sum, y_sum, XtX, XtY, alphas)
         grouped_seconds = time.perf_counter() - started
 
     result = {

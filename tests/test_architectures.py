@@ -100,3 +100,20 @@ def test_missing_hyperparameter_is_named():
 
     with pytest.raises(ValueError, match="'steps'"):
         build_model("lstm", {"units": 4, "layers": 1, "dropout": 0.0, "learning_rate": 0.01}, 6, 1)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "attention_lstm"])
+def test_a_head_sits_between_the_pooled_state_and_the_targets(arch):
+    from benchmark.models.architectures import build_model
+
+    plain = build_model(arch, TINY_HP, 10, 3)
+    assert "head" not in [layer.name for layer in plain.layers]
+    assert plain.get_layer("targets").kernel.shape == (8, 3)  # reads the 8 recurrent units
+
+    headed = build_model(arch, {**TINY_HP, "head_units": 12, "activation": "tanh"}, 10, 3)
+    head = headed.get_layer("head")
+    assert head.kernel.shape == (8, 12) and head.activation.__name__ == "tanh"
+    assert headed.get_layer("targets").kernel.shape == (12, 3)
+    assert headed.count_params() == plain.count_params() + 8 * 12 + 12 + (12 - 8) * 3
+    x = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
+    assert headed.predict(x, verbose=0).shape == (4, 3)

@@ -22,6 +22,13 @@ values):
   dropout after each; padded tokens are masked; `learning_rate`.
 - `attention_lstm`, `attention_gru`: the same stack returning every hidden state,
   pooled by `AdditiveAttention(attention_units)`; `attention_model` exposes its weights.
+- Every sequence model: `head_units` > 0 puts a Dense(`head_units`, `activation`, relu by
+  default) + Dropout(`dropout`) head between the pooled state (the attention's context, or
+  the last hidden state) and the output layer; 0 or absent: the output layer reads the
+  pooled state directly. (The output layer is linear, so without a head a target is a
+  weighted sum of hidden units: on `synthetic` top 50, whose targets are products of
+  programme pairs, a 1,024-unit head took attention_lstm's CV RMSE at its defaults from
+  0.5194 to 0.4868, level with the dnn's 0.4858.)
 
 `zero_init=True` (a model that corrects a ridge base) starts the output layers at zero, so
 the untrained model predicts exactly the base.
@@ -117,6 +124,9 @@ def _recurrent_stack(arch: str, hp: dict, features, n_features: int, name):
         x = keras.layers.Dropout(float(hp["dropout"]), name=name(f"dropout_{i}"))(x)
     if attention:
         x, _weights = AdditiveAttention(int(hp["attention_units"]), name=name(ATTENTION_LAYER))(x, mask=mask)
+    if int(hp.get("head_units", 0)) > 0:
+        x = keras.layers.Dense(int(hp["head_units"]), activation=str(hp.get("activation", "relu")), name=name("head"))(x)
+        x = keras.layers.Dropout(float(hp["dropout"]), name=name("head_dropout"))(x)
     return x
 
 

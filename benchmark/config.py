@@ -137,6 +137,38 @@ class ModelParams(_Section):
     search_space: dict[str, SearchParam] = Field(default_factory=dict)
 
 
+# A deep model's sizes, dropout and learning rate, wherever params.yaml gives them (defaults,
+# search-space bounds and choices): a value out of range stops here with one line, not with
+# Keras's traceback when the first network is built.
+_SIZE_HP = ("units", "layers", "steps", "token_units", "attention_units")
+
+
+def _hp_problem(key: str, value: Any) -> Optional[str]:
+    """What is wrong with deep-model hyperparameter `key` = `value`, or None."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if key in _SIZE_HP or key == "head_units":
+        least = 0 if key == "head_units" else 1
+        if not number or value != int(value) or value < least:
+            return f"expected an integer >= {least}, got {value!r}"
+    elif key == "dropout" and not (number and 0 <= value < 1):
+        return f"expected a rate in [0, 1), got {value!r}"
+    elif key == "learning_rate" and not (number and value > 0):
+        return f"expected a value > 0, got {value!r}"
+    return None
+
+
+def _check_deep_hyperparameters(arch: str, model: ModelParams) -> None:
+    for key, value in model.defaults.items():
+        problem = _hp_problem(key, value)
+        if problem:
+            raise ValueError(f"models.{arch}.defaults.{key}: {problem}")
+    for key, spec in model.search_space.items():
+        for value in spec.choices if spec.type == "categorical" else (spec.low, spec.high):
+            problem = _hp_problem(key, value)
+            if problem:
+                raise ValueError(f"models.{arch}.search_space.{key}: {problem}")
+
+
 class CompareParams(_Section):
     """The verdicts (Bayesian correlated t-test over the scored CV resamples)."""
 
@@ -191,6 +223,9 @@ class Params(_Section):
         unknown = sorted(set(self.models) - set(ARCHS))
         if unknown:
             raise ValueError(f"unknown architecture {unknown[0]!r}; expected one of {', '.join(ARCHS)}")
+        for arch in DEEP_ARCHS:
+            if arch in self.models:
+                _check_deep_hyperparameters(arch, self.models[arch])
         if self.split.folds - self.tuning.folds < 2:
             # Tuning's folds are never scored, so the reported CV and the paired tests need
             # at least two folds besides them.

@@ -140,16 +140,16 @@ class ModelParams(_Section):
 # A deep model's sizes, dropout and learning rate, wherever params.yaml gives them (defaults,
 # search-space bounds and choices): a value out of range stops here with one line, not with
 # Keras's traceback when the first network is built.
-_SIZE_HP = ("units", "layers", "steps", "token_units", "attention_units")
+# The sizes, each an integer at least this (`head_units: 0` is no head).
+_SIZE_HP = {"units": 1, "layers": 1, "steps": 1, "token_units": 1, "attention_units": 1, "head_units": 0}
 
 
 def _hp_problem(key: str, value: Any) -> Optional[str]:
     """What is wrong with deep-model hyperparameter `key` = `value`, or None."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if key in _SIZE_HP or key == "head_units":
-        least = 0 if key == "head_units" else 1
-        if not number or value != int(value) or value < least:
-            return f"expected an integer >= {least}, got {value!r}"
+    if key in _SIZE_HP:
+        if not number or not float(value).is_integer() or value < _SIZE_HP[key]:
+            return f"expected an integer >= {_SIZE_HP[key]}, got {value!r}"
     elif key == "dropout" and not (number and 0 <= value < 1):
         return f"expected a rate in [0, 1), got {value!r}"
     elif key == "learning_rate" and not (number and value > 0):

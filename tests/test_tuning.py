@@ -515,6 +515,32 @@ def test_every_study_starts_from_the_defaults_and_new_studies_propose_differentl
     assert all(0.01 <= a <= 100.0 for values in proposals.values() for a in values)
 
 
+def test_an_edit_of_the_training_code_starts_a_new_study_that_proposes_the_same_values(project, monkeypatch):
+    """The study name carries the training code's digest, so trials of old code are never
+    mixed into a new study; the sampler's seed leaves it out, so the new study draws what
+    the old one drew, and a before/after comparison of a code change is not one of luck."""
+    from benchmark.tuning import study as study_module
+
+    db = project / "code.db"
+    argv = ["tune", "--task", "multi", "--arch", "ridge", "--storage", f"sqlite:///{db.name}", "--trials", "4"]
+    assert run_cli(project, *argv, monkeypatch=monkeypatch) == 0
+    before = result_of(project, "ridge")["study_name"]
+    real = study_module.code_digest()
+    monkeypatch.setattr(study_module, "code_digest", lambda: "f" * 64 if real[0] != "f" else "0" * 64)
+    assert run_cli(project, *argv, monkeypatch=monkeypatch) == 0
+    after = result_of(project, "ridge")["study_name"]
+    assert before != after and before.rsplit("-c", 1)[0] == after.rsplit("-c", 1)[0]
+
+    import optuna
+
+    def proposals(name):
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+        return [t.params["alpha"] for t in sorted(study.trials, key=lambda t: t.number)]
+
+    assert len(proposals(before)) == 4 and proposals(before) == proposals(after)
+    assert len(set(proposals(before))) == 4  # trial 0 the defaults, then three distinct draws
+
+
 def test_a_baseline_with_only_choices_tries_every_point_once_defaults_first(project, monkeypatch):
     """kNN's components are a list of choices: the study tries all of them whatever
     tuning.n_trials says (3 here), the defaults first, so its result rests on no luck."""

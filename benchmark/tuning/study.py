@@ -1,15 +1,18 @@
 """A study's identity and storage: its name, where it lives, and how a process opens it.
 
-- Study name: `<dataset>-<task>-<arch>-d<data version>-s<hash>`, the hash covering what
-  changes a trial's meaning (search space, untuned defaults, prepared folds and genes,
-  `features`, `training` for deep models, and the source of the code that trains and
-  scores a model). A rerun resumes the study and tops it up to `n_trials` COMPLETE
+- Study name: `<dataset>-<task>-<arch>-d<data version>-s<hash>-c<code>`, the hash covering
+  what changes a trial's meaning through params and data (search space, untuned defaults,
+  prepared folds and genes, `features`, `training` for deep models), the code part the
+  source of the code that trains and scores a model. A rerun resumes the study and tops it up to `n_trials` COMPLETE
   trials; the result is the best of its first `n_trials` complete trials (by number).
 - Storage: an SQLAlchemy URL is RDB storage with Optuna's heartbeat; a bare path is a
   journal file. The same study name in two storages is two studies: each carries a
   random id (`study_uid`) that its MLflow parent run repeats.
 - Sampler: TPE with `tuning.n_startup_trials`, seeded from (`tuning.seed`, the study's
-  identity, worker, trials already in the study); pruner: `tuning.pruner`.
+  identity, worker, trials already in the study); pruner: `tuning.pruner`. The identity
+  leaves out the dataset's own name and the code part: a new version of the training code
+  starts a new study that proposes the same configurations as the old one did, so a
+  before/after comparison of a code change is not also a comparison of two searches' luck.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +55,8 @@ def code_digest() -> str:
 
 
 def study_name(config: Config, task: str, arch: str, space: dict[str, SearchParam], data_version: str) -> str:
-    """`<dataset>-<task>-<arch>-d<data version[:8]>-s<hash[:8]>`: equal names mean comparable trials."""
+    """`<dataset>-<task>-<arch>-d<data version[:8]>-s<hash[:8]>-c<code digest[:8]>`: equal names
+    mean comparable trials."""
     model = config.params.model(arch)
     prepared = prepared_dir(config)
     meaning = {
@@ -63,10 +68,14 @@ def study_name(config: Config, task: str, arch: str, space: dict[str, SearchPara
         # Folds, held-out split, targets and features as prepared.
         "prepared": {name: hashlib.md5((prepared / name).read_bytes()).hexdigest()
                      for name in ("split.json", f"{task}.json") if (prepared / name).exists()},
-        "code": code_digest(),
     }
     digest = hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{config.dataset}-{task}-{arch}-d{data_version[:8]}-s{digest[:8]}"
+    return f"{config.dataset}-{task}-{arch}-d{data_version[:8]}-s{digest[:8]}-c{code_digest()[:8]}"
+
+
+def sampler_identity(study_name: str, dataset: str) -> str:
+    """What seeds a study's sampler: its name less the dataset's own name and the code part."""
+    return re.sub(r"-c[0-9a-f]{8}$", "", study_name.removeprefix(f"{dataset}-"))
 
 
 def is_journal(url: str) -> bool:
@@ -212,9 +221,10 @@ def load_study(spec: StudySpec, worker: int = 0, create: bool = False):
         trials_so_far = 0
     # Seeded from the study's identity too: every new study with the same tuning.seed would
     # otherwise propose the same values in the same order, whatever its data. The identity
-    # is the name less the dataset's own name (task, arch, data version, what the trials
-    # mean): the same matrix imported under two names is searched alike.
-    identity = spec.study_name.removeprefix(f"{config.dataset}-")
+    # is the name less the dataset's own name and the code part (task, arch, data version,
+    # what the params make the trials mean): the same matrix imported under two names is
+    # searched alike, and so is the same study after an edit of the training code.
+    identity = sampler_identity(spec.study_name, config.dataset)
     identity = int(hashlib.sha256(identity.encode()).hexdigest()[:8], 16)
     seed = np.random.SeedSequence([tuning.seed, identity, worker, trials_so_far]).generate_state(1)[0]
     sampler = optuna.samplers.TPESampler(n_startup_trials=tuning.n_startup_trials, seed=int(seed))

@@ -3,8 +3,9 @@
 - Study name: `<dataset>-<task>-<arch>-d<data version>-s<hash>-c<code>`, the hash covering
   what changes a trial's meaning through params and data (search space, untuned defaults,
   prepared folds and genes, `features`, `training` for deep models), the code part the
-  source of the code that trains and scores a model. A rerun resumes the study and tops it up to `n_trials` COMPLETE
-  trials; the result is the best of its first `n_trials` complete trials (by number).
+  source of the code that trains and scores a model. A rerun resumes the study and tops
+  it up to `n_trials` COMPLETE trials; the result is the best of its first `n_trials`
+  complete trials (by number).
 - Storage: an SQLAlchemy URL is RDB storage with Optuna's heartbeat; a bare path is a
   journal file. The same study name in two storages is two studies: each carries a
   random id (`study_uid`) that its MLflow parent run repeats.

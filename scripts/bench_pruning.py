@@ -1,8 +1,9 @@
-"""Median pruner vs no pruning on the bundled data: epochs trained and best value.
+"""A pruner (median, or Hyperband) vs no pruning on the bundled data: epochs trained and best value.
 
     .venv/bin/python scripts/bench_pruning.py [--dataset pbmc68k] [--task single] [--arch dnn] [--trials 16]
                                               [--max-epochs 30] [--to-complete]
-                                              [--warmup N] [--out results/pruning.md]
+                                              [--pruner median|hyperband] [--warmup N]
+                                              [--out results/pruning.md]
 
 Both studies use the tune stage's own pieces (search space, TPE seeding, objective,
 per-epoch reporting at `fold * max_epochs + epoch`, pruner) on in-memory storage, with
@@ -11,7 +12,7 @@ Epochs are summed over every trial and fold, pruned ones included.
 
 The stage itself counts COMPLETE trials (`tuning.n_trials` = complete trials wanted), so
 a pruned study keeps asking until it has that many complete ones. `--to-complete`
-continues the median study to `--trials` complete trials and reports that cost too
+continues the pruned study to `--trials` complete trials and reports that cost too
 (it roughly doubles the script's run time).
 
 Needs `genebench prepare` to have run in the project (the bundled pbmc68k data).
@@ -115,7 +116,7 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
     import tensorflow as tf
 
     lines = [
-        "# Pruning benchmark: median pruner vs none",
+        f"# Pruning benchmark: {args.pruner_name} pruner vs none",
         "",
         f"- Command: `{command}`",
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -125,7 +126,7 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
         f"- Study: task `{args.task}`, arch `{args.arch}` (search space `models.{args.arch}.search_space` of "
         f"params.yaml), the bundled `{args.dataset}` data as prepared, TPE with "
         f"`n_startup_trials={args.startup}`, `tuning.folds={args.folds}`, `max_epochs={args.max_epochs}` "
-        f"with early stopping (`training.patience={args.patience}`); median pruner with "
+        f"with early stopping (`training.patience={args.patience}`); {args.pruner_name} pruner with "
         f"{args.pruner}; objective = mean "
         f"validation RMSE over the folds; epochs summed over all trials and folds.",
         f"- Total wall time of the script: {seconds / 60:.1f} min",
@@ -133,9 +134,9 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
         "| run | trials | complete | pruned | failed | epochs trained | best value (RMSE) | wall time |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rows = [(f"no pruning, {args.trials} trials", a), (f"median pruner, {args.trials} trials", b)]
+    rows = [(f"no pruning, {args.trials} trials", a), (f"{args.pruner_name} pruner, {args.trials} trials", b)]
     if "same_complete" in median:
-        rows.append((f"median pruner, continued to {args.trials} complete (time includes the row above)",
+        rows.append((f"{args.pruner_name} pruner, continued to {args.trials} complete (time includes the row above)",
                      median["same_complete"]))
     for name, row in rows:
         lines.append(f"| {name} | {row['trials']} | {row['complete']} | {row['pruned']} | {row['failed']} | "
@@ -143,7 +144,7 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
     aim = "meets" if saved >= 0.40 and gap <= 0.02 else "misses"
     lines += [
         "",
-        f"Same number of trials ({args.trials}): the median pruner trained **{saved:.0%} fewer epochs** "
+        f"Same number of trials ({args.trials}): the {args.pruner_name} pruner trained **{saved:.0%} fewer epochs** "
         f"({b['epochs']} vs {a['epochs']}) with a best value **{gap:+.2%}** relative to no pruning "
         f"({_fmt(b['best_value'])} vs {_fmt(a['best_value'])}). This {aim} the aim "
         f"(at least 40% fewer epochs, best value within 2%).",
@@ -154,7 +155,7 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
         change = c["epochs"] / a["epochs"] - 1
         lines += [
             f"The tune stage counts complete trials (`tuning.n_trials` = complete trials wanted; pruned ones "
-            f"do not count), so with the median pruner `genebench tune` goes on to {args.trials} complete "
+            f"do not count), so with the {args.pruner_name} pruner `genebench tune` goes on to {args.trials} complete "
             f"trials: {c['trials']} trials, {c['epochs']} epochs ({abs(change):.0%} "
             f"{'more' if change > 0 else 'fewer'} than no pruning), best value "
             f"{(c['best_value'] - a['best_value']) / a['best_value']:+.2%} ({_fmt(c['best_value'])}). "
@@ -162,7 +163,7 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
             f"fewer epochs.",
             "",
         ]
-    lines += [f"Best parameters without pruning: `{a['best_params']}`; with the median pruner: "
+    lines += [f"Best parameters without pruning: `{a['best_params']}`; with the {args.pruner_name} pruner: "
               f"`{b['best_params']}`.", ""]
     return "\n".join(lines)
 
@@ -177,11 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=2, help="tuning.folds")
     parser.add_argument("--params", type=Path, default=None)
     parser.add_argument("--to-complete", action="store_true",
-                        help="continue the median study to --trials complete trials (the stage's rule)")
+                        help="continue the pruned study to --trials complete trials (the stage's rule)")
+    parser.add_argument("--pruner", default="median", choices=["median", "hyperband"],
+                        help="the pruner measured, built as `tuning.pruner` builds it")
     parser.add_argument("--warmup", type=int, default=None,
                         help="the median pruner's n_warmup_steps instead of the stage's (a what-if)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "pruning.md")
     args = parser.parse_args(argv)
+    if args.warmup is not None and args.pruner != "median":
+        parser.error("--warmup is the median pruner's")
+    args.pruner_name = "Hyperband" if args.pruner == "hyperband" else "median"
     os.chdir(ROOT)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
@@ -191,21 +197,22 @@ def main(argv: list[str] | None = None) -> int:
     args.patience = none_config.params.training.patience
     print(f"no pruning: {args.trials} trials of {args.arch} on {args.task}", flush=True)
     none = run_study(none_config, args.task, args.arch, args.trials)
-    print(f"median pruner: {args.trials} trials" + (" then on to as many complete" if args.to_complete else ""),
+    print(f"{args.pruner} pruner: {args.trials} trials" + (" then on to as many complete" if args.to_complete else ""),
           flush=True)
     from benchmark import tuning
 
-    median_config = _config(args.params, args.dataset, "median", args.max_epochs, args.folds)
+    median_config = _config(args.params, args.dataset, args.pruner, args.max_epochs, args.folds)
     pruner = tuning.make_pruner(median_config)  # what `genebench tune` builds; its settings go in the report
     median_pruner = getattr(pruner, "pruner", pruner)  # inside the stage's bound (pruned < complete)
-    if args.warmup is not None:  # the same pruner judged from an earlier epoch
+    if args.warmup is not None and args.pruner == "median":  # the same pruner judged from an earlier epoch
         import optuna
 
         median_pruner = optuna.pruners.MedianPruner(n_startup_trials=median_pruner._n_startup_trials,
                                                     n_warmup_steps=args.warmup, n_min_trials=median_pruner._n_min_trials)
         pruner = tuning.study.BoundedPruner(median_pruner)
     args.pruner = ", ".join(f"`{name.strip('_')}={getattr(median_pruner, name)}`"
-                            for name in ("_n_startup_trials", "_n_warmup_steps", "_n_min_trials")
+                            for name in ("_n_startup_trials", "_n_warmup_steps", "_n_min_trials", "_min_resource",
+                                         "_max_resource", "_reduction_factor")
                             if hasattr(median_pruner, name))
     if median_pruner is not pruner:
         args.pruner += ", pruning only while the study holds fewer pruned trials than complete ones"

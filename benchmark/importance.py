@@ -36,21 +36,15 @@ that squared change plus twice the product of the change with the residual, a te
 mean zero whose noise swamps a gene's own small effect where many genes carry the same
 signal. On `synthetic` single, a near-oracle predictor (the generator's own function of
 programmes decoded from the features) ranks the planted genes at AUROC 0.89-0.91 by the
-squared change with 100 held-out samples, and at 0.46-0.65 by the RMSE increase
-(0.66-0.80 with all 400 samples and 3 repeats; four splits,
+squared change with this budget's 100 held-out samples, and at 0.46-0.65 by the RMSE
+increase (0.66-0.80 with all 400 samples and 3 repeats; four splits,
 scripts/importance_ceiling.py, results/importance.md).
 The cost is the permuted rows the model predicts,
 genes x samples per repeat, so it is bounded (`budget`): every gene up to `MAX_GENES`,
 held-out samples (a seeded subset) until `MAX_ROWS` rows, but at least `MIN_SAMPLES`;
-past that the most variable genes only. `MAX_ROWS` is 200,000 because a fitted model's
-ranking needs the samples where a near-oracle's does not: on `synthetic` single the
-tuned dnn's AUROC is 0.680 with 100 of the 400 held-out samples (the earlier budget of
-50,000 rows), 0.746 with 200 and 0.773 with all 400, attention_lstm's 0.665 and 0.727
-(results/importance.md). On the bundled data that is every held-out sample of pbmc68k
-(140 x 715 genes) and `synthetic` (400 x 499), 400 of cbmc's (x 500) and 200 of
-zeisel's (x 1,000). `REPEATS` repeats (more repeats of the same samples moved the
-AUROC less than more samples); the permuted copies go to the model `BATCH_ROWS` rows at
-a time. Measured cost: results/importance.md.
+past that the most variable genes only (on pbmc68k's multi task, 140 held-out x 715
+genes: 100 samples x the 500 most variable genes). `REPEATS` repeats; the permuted copies
+go to the model `BATCH_ROWS` rows at a time. Measured cost: results/importance.md.
 `permutation_importance.csv`: gene, importance, rmse_increase, rank (1 = the largest
 importance); `permutation_importance_targets.csv`: gene, target, importance,
 rmse_increase (long, one row per pair).
@@ -70,7 +64,7 @@ IMPORTANCE_FILE = "gene_importance.csv"
 PERMUTATION_FILE = "permutation_importance.csv"
 PERMUTATION_TARGETS_FILE = "permutation_importance_targets.csv"
 MAX_GENES = 1000
-MAX_ROWS = 200_000  # permuted rows predicted per repeat: genes x samples
+MAX_ROWS = 50_000   # permuted rows predicted per repeat: genes x samples
 MIN_SAMPLES = 100   # held-out rows kept before genes are cut to fit MAX_ROWS
 REPEATS = 1
 BATCH_ROWS = 16384

@@ -108,8 +108,8 @@ def _fmt(value, digits=5) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
-    a, b = none["same_trials"], median["same_trials"]
+def report(args, none: dict, pruned: dict, command: str, seconds: float) -> str:
+    a, b = none["same_trials"], pruned["same_trials"]
     saved = 1 - b["epochs"] / a["epochs"]
     gap = (b["best_value"] - a["best_value"]) / a["best_value"]
     import optuna
@@ -127,7 +127,7 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
         f"params.yaml), the bundled `{args.dataset}` data as prepared, TPE with "
         f"`n_startup_trials={args.startup}`, `tuning.folds={args.folds}`, `max_epochs={args.max_epochs}` "
         f"with early stopping (`training.patience={args.patience}`); {args.pruner_name} pruner with "
-        f"{args.pruner}; objective = mean "
+        f"{args.pruner_settings}; objective = mean "
         f"validation RMSE over the folds; epochs summed over all trials and folds.",
         f"- Total wall time of the script: {seconds / 60:.1f} min",
         "",
@@ -135,9 +135,9 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [(f"no pruning, {args.trials} trials", a), (f"{args.pruner_name} pruner, {args.trials} trials", b)]
-    if "same_complete" in median:
+    if "same_complete" in pruned:
         rows.append((f"{args.pruner_name} pruner, continued to {args.trials} complete (time includes the row above)",
-                     median["same_complete"]))
+                     pruned["same_complete"]))
     for name, row in rows:
         lines.append(f"| {name} | {row['trials']} | {row['complete']} | {row['pruned']} | {row['failed']} | "
                      f"{row['epochs']} | {_fmt(row['best_value'])} | {row['seconds']:.0f} s |")
@@ -150,8 +150,8 @@ def report(args, none: dict, median: dict, command: str, seconds: float) -> str:
         f"(at least 40% fewer epochs, best value within 2%).",
         "",
     ]
-    if "same_complete" in median:
-        c = median["same_complete"]
+    if "same_complete" in pruned:
+        c = pruned["same_complete"]
         change = c["epochs"] / a["epochs"] - 1
         lines += [
             f"The tune stage counts complete trials (`tuning.n_trials` = complete trials wanted; pruned ones "
@@ -201,25 +201,25 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     from benchmark import tuning
 
-    median_config = _config(args.params, args.dataset, args.pruner, args.max_epochs, args.folds)
-    pruner = tuning.make_pruner(median_config)  # what `genebench tune` builds; its settings go in the report
-    median_pruner = getattr(pruner, "pruner", pruner)  # inside the stage's bound (pruned < complete)
+    pruned_config = _config(args.params, args.dataset, args.pruner, args.max_epochs, args.folds)
+    pruner = tuning.make_pruner(pruned_config)  # what `genebench tune` builds; its settings go in the report
+    inner = getattr(pruner, "pruner", pruner)  # inside the stage's bound (pruned < complete)
     if args.warmup is not None and args.pruner == "median":  # the same pruner judged from an earlier epoch
         import optuna
 
-        median_pruner = optuna.pruners.MedianPruner(n_startup_trials=median_pruner._n_startup_trials,
-                                                    n_warmup_steps=args.warmup, n_min_trials=median_pruner._n_min_trials)
-        pruner = tuning.study.BoundedPruner(median_pruner)
-    args.pruner = ", ".join(f"`{name.strip('_')}={getattr(median_pruner, name)}`"
-                            for name in ("_n_startup_trials", "_n_warmup_steps", "_n_min_trials", "_min_resource",
-                                         "_max_resource", "_reduction_factor")
-                            if hasattr(median_pruner, name))
-    if median_pruner is not pruner:
-        args.pruner += ", pruning only while the study holds fewer pruned trials than complete ones"
-    median = run_study(median_config, args.task, args.arch,
+        inner = optuna.pruners.MedianPruner(n_startup_trials=inner._n_startup_trials,
+                                            n_warmup_steps=args.warmup, n_min_trials=inner._n_min_trials)
+        pruner = tuning.study.BoundedPruner(inner)
+    args.pruner_settings = ", ".join(f"`{name.strip('_')}={getattr(inner, name)}`"
+                                     for name in ("_n_startup_trials", "_n_warmup_steps", "_n_min_trials",
+                                                  "_min_resource", "_max_resource", "_reduction_factor")
+                                     if hasattr(inner, name))
+    if inner is not pruner:
+        args.pruner_settings += ", pruning only while the study holds fewer pruned trials than complete ones"
+    pruned = run_study(pruned_config, args.task, args.arch,
                        args.trials, complete_wanted=args.trials if args.to_complete else None, pruner=pruner)
     command = " ".join([".venv/bin/python", "scripts/bench_pruning.py", *map(shlex.quote, argv or sys.argv[1:])])
-    text = report(args, none, median, command.strip(), time.monotonic() - started)
+    text = report(args, none, pruned, command.strip(), time.monotonic() - started)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     pruned_config = _config(args.params, args.dataset, args.pruner, args.max_epochs, args.folds)
     pruner = tuning.make_pruner(pruned_config)  # what `genebench tune` builds; its settings go in the report
     inner = getattr(pruner, "pruner", pruner)  # inside the stage's bound (pruned < complete)
-    if args.warmup is not None and args.pruner == "median":  # the same pruner judged from an earlier epoch
+    if args.warmup is not None:  # the same (median) pruner judged from an earlier epoch
         import optuna
 
         inner = optuna.pruners.MedianPruner(n_startup_trials=inner._n_startup_trials,

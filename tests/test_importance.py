@@ -128,14 +128,23 @@ def test_a_streamed_held_out_split_gives_the_permutation_importance_of_the_same_
     pd.testing.assert_frame_equal(got_targets, expected_targets, check_exact=False, rtol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def attention_model():
+def _fit_attention_model(seed: int = 42):
+    """The attention-LSTM as params.yaml builds it (a dense head between the attention's context
+    and the target), small: one gene per token, 16 units, a 64-unit head, 30 epochs, no base.
+    Without the head its attention found the planted genes at 1 training seed of 9 (AUROC
+    0.52-0.82); with it at 9 of 9 (0.82-0.93); `python scripts/attention_faithfulness.py seeds`,
+    results/importance.md."""
     X, y, X_test, y_test = _planted(nonlinear=True)
     params = _params()
     hp = {**params.model("attention_lstm").defaults, "tokens": "genes", "units": 16, "attention_units": 8,
-          "token_units": 8, "dropout": 0.0, "learning_rate": 0.01}
-    training = {**params.training.model_dump(), "base": "none", "max_epochs": 30, "patience": 5}
+          "token_units": 8, "head_units": 64, "dropout": 0.0, "learning_rate": 0.01}
+    training = {**params.training.model_dump(), "base": "none", "max_epochs": 30, "patience": 5, "seed": seed}
     return Regressor("attention_lstm", hp, training).fit(X, y), X_test, y_test
+
+
+@pytest.fixture(scope="module")
+def attention_model():
+    return _fit_attention_model()
 
 
 class _Held:
@@ -145,8 +154,11 @@ class _Held:
         self.X_test, self.feature_genes = X_test, GENES
 
 
-def test_attention_times_contribution_finds_the_planted_genes_and_shuffled_attention_does_not(attention_model):
-    model, X_test, y_test = attention_model
+@pytest.mark.parametrize("seed", [42, 1, 7])
+def test_attention_times_contribution_finds_the_planted_genes_and_shuffled_attention_does_not(attention_model, seed):
+    # Three training seeds, so that the map's pointing is not one draw's luck (1 and 7 are
+    # where the model without a head did worst: AUROC 0.63 and 0.52).
+    model, X_test, y_test = attention_model if seed == 42 else _fit_attention_model(seed)
     tables = attention_tables(model, model.attention(X_test), _Held(X_test), pca=False)
     genes = tables["gene_importance.csv"]
     assert {"gene", "module", "module_size", "weight", "std", "rank", "token_weight", "share"} <= set(genes.columns)

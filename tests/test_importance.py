@@ -131,8 +131,10 @@ def test_a_streamed_held_out_split_gives_the_permutation_importance_of_the_same_
 def _fit_attention_model(seed: int = 42):
     """The attention-LSTM as params.yaml builds it (a dense head between the attention's context
     and the target), small: one gene per token, 16 units, a 64-unit head, 30 epochs, no base.
-    Without the head its attention found the planted genes at 1 training seed of 9 (AUROC
-    0.52-0.82); with it at 9 of 9 (0.82-0.93); `python scripts/attention_faithfulness.py seeds`,
+    Without the head (and with value embeddings drawn at stddev 1, before 5003701) its
+    attention found the planted genes at 1 training seed of 9 (AUROC 0.52-0.82); with it,
+    at 9 of 9 (0.82-0.93 at stddev 1, 0.78-1.00 at today's 0.3); `python
+    scripts/attention_faithfulness.py seeds --params tests/fixtures/params.yaml --head 64`,
     results/importance.md."""
     X, y, X_test, y_test = _planted(nonlinear=True)
     params = _params()

@@ -32,21 +32,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-N, N_GENES, PLANTED = 500, 12, (2, 5, 9)
 
 
-def planted_problem():
-    """tests/test_importance.py's `_planted(nonlinear=True)`: (X, y, X_test, y_test)."""
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((N, N_GENES)).astype(np.float32)
-    a, b, c = PLANTED
-    y = (X[:, a] * X[:, b] + X[:, c] + 0.1 * rng.standard_normal(N)).reshape(-1, 1)
-    return X[:400], y[:400], X[400:], y[400:]
+def _test_module():
+    """tests/test_importance.py, whose planted problem (`_planted`, `GENES`, `LABELS`,
+    `PLANTED`) and held-out stand-in (`_Held`) this script measures on."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_importance
 
-
-class _Held:
-    def __init__(self, X_test, genes):
-        self.X_test, self.feature_genes = X_test, genes
+    return test_importance
 
 
 def seeds(seed_list: list[int], params_file: Path, head: int | None) -> None:
@@ -56,9 +50,9 @@ def seeds(seed_list: list[int], params_file: Path, head: int | None) -> None:
     from benchmark.importance import _members, attention_tables, contribution_shares, gene_attention, permutation_importance
     from benchmark.training import Regressor
 
-    X, y, X_test, y_test = planted_problem()
-    genes = [f"g{i:02d}" for i in range(N_GENES)]
-    labels = np.isin(np.arange(N_GENES), PLANTED).astype(int)
+    tests = _test_module()
+    X, y, X_test, y_test = tests._planted(nonlinear=True)
+    genes, labels, planted = tests.GENES, tests.LABELS, tests.PLANTED
     params = load_config(params_file, root=ROOT).params
     hp = {**params.model("attention_lstm").defaults, "tokens": "genes", "units": 16, "attention_units": 8,
           "token_units": 8, "dropout": 0.0, "learning_rate": 0.01}
@@ -69,7 +63,7 @@ def seeds(seed_list: list[int], params_file: Path, head: int | None) -> None:
     for seed in seed_list:
         training = {**params.training.model_dump(), "base": "none", "max_epochs": 30, "patience": 5, "seed": seed}
         model = Regressor("attention_lstm", hp, training).fit(X, y)
-        table = attention_tables(model, model.attention(X_test), _Held(X_test, genes), pca=False)["gene_importance.csv"]
+        table = attention_tables(model, model.attention(X_test), tests._Held(X_test), pca=False)["gene_importance.csv"]
         found = roc_auc_score(labels, table.set_index("gene")["weight"].reindex(genes))
         Xs = model.preprocessor.transform_X(X_test)
         (attention, norms), = _members(model, Xs)
@@ -79,7 +73,7 @@ def seeds(seed_list: list[int], params_file: Path, head: int | None) -> None:
             for s in range(8)])
         pooled, _ = permutation_importance(model.predict, X_test, y_test, genes, ["t"], seed=0)
         permuted = roc_auc_score(labels, pooled.set_index("gene")["importance"].reindex(genes))
-        tokens = [int(model.assignment[p]) for p in PLANTED]
+        tokens = [int(model.assignment[p]) for p in planted]
         print(f"{seed:>4}  {found:15.3f}  {shuffled:20.3f}  {permuted:17.3f}  {tokens}", flush=True)
 
 

@@ -53,7 +53,8 @@ class GeneTokens(keras.layers.Layer):
         # it reads rather than starting from a random projection of all of them at full scale.
         # Measured at params.yaml's defaults, no tuning (results/importance.md, 2026-12-07):
         # stddev 1 -> 0.3 took attention_lstm's held-out RMSE on `synthetic` from 0.4831 to
-        # 0.4642 (single) and 0.4564 to 0.4358 (top 50); 0.1 went further (0.4253 top 50) but
+        # 0.4642 (single, seed 42) and 0.4532/0.4572 to 0.4325/0.4307 (top 50, seeds 41/43);
+        # 0.1 went further (0.4253 top 50, seed 42, against 0.4564 from a patched copy) but
         # flattened the attention of the planted test's model at one training seed of nine,
         # where 0.3 and 1 point at the planted genes at nine of nine.
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer or keras.initializers.RandomNormal(stddev=0.3))

@@ -221,7 +221,9 @@ def test_best_picks_the_lowest_cv_rmse_never_the_held_out_one(evaluated, client)
         entry = _promote(evaluated, candidate="best")
     finally:
         path.write_text(saved)
-    assert entry["candidate_arch"] == min(cv, key=cv.get) == "ridge" and entry["decision"] == "promoted"
+    # The lowest CV RMSE, whichever model that is (ridge until 5003701, attention_lstm since
+    # its gene tokens start small), and never `mean`, the best held-out figure on file.
+    assert entry["candidate_arch"] == min(cv, key=cv.get) != "mean" and entry["decision"] == "promoted"
     assert _alias(client, "champion") == entry["version"] == "2"
 
 

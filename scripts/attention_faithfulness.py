@@ -83,6 +83,7 @@ def ceiling(steps_list: list[int]) -> None:
     from benchmark.config import load_config
     from benchmark.data.prepare import load_task
     from benchmark.errors import UserError
+    from benchmark.models.preprocessing import FoldPreprocessor
     from benchmark.models.tokens import fit_token_assignment
     from benchmark.report.importance import programmes, truth
 
@@ -93,8 +94,7 @@ def ceiling(steps_list: list[int]) -> None:
     print("task    steps  modules  token-level ceiling AUROC")
     for task in ("single", "multi"):
         data = load_task(config, task, held_out=True, arch="attention_lstm")
-        X = np.asarray(data.X_dev, dtype=np.float64)
-        Xs = (X - X.mean(axis=0)) / X.std(axis=0)
+        Xs = FoldPreprocessor().fit(data.X_dev, data.Y_dev).transform_X(data.X_dev)  # as a refit standardises
         genes = list(data.feature_genes)
         for steps in steps_list:
             assignment = fit_token_assignment(Xs, steps, "modules")

@@ -30,10 +30,9 @@ import numpy as np
 
 
 def main() -> None:
-    from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import train_test_split
 
-    from benchmark.data.positive_control import expected_log1p_poisson, nonlinear_log_rate, positive_control_latents
+    from benchmark.data.positive_control import near_oracle, positive_control_latents
     from benchmark.importance import permutation_importance
     from benchmark.report.importance import auroc, truth
 
@@ -52,13 +51,8 @@ def main() -> None:
     t = ds.genes.index(target)
     features = [g for g in range(X.shape[1]) if g != t]
     genes = [ds.genes[g] for g in features]
-    mean, sd = X[train][:, features].mean(axis=0), X[train][:, features].std(axis=0)
-    decoder = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit((X[train][:, features] - mean) / sd, Z[train])
     gene = latents["nonlinear"][target]
-
-    def predict(raw: np.ndarray) -> np.ndarray:
-        z_hat = decoder.predict((np.asarray(raw, dtype=np.float64) - mean) / sd)
-        return expected_log1p_poisson(np.clip(nonlinear_log_rate(z_hat, gene), -4.0, 8.0))[:, None]
+    predict, decoder = near_oracle(X[train][:, features], Z[train], [gene])
 
     X_test, y_test = X[test][:, features].astype(np.float32), X[test][:, [t]]
     reads = {g: set(entry["programmes"]) for g, entry in ds.programmes["genes"].items()}

@@ -105,6 +105,24 @@ def test_repro_writes_the_leaderboard_and_a_champion_per_dataset_and_task(clone)
 VERDICTS = {"better", "equivalent", "worse", "undecided"}
 
 
+def test_repro_scores_importance_beside_its_ceilings(clone):
+    """On the positive control, each attention model's AUROC has its tokens' ceiling beside it,
+    and the task the near-oracle's permutation AUROC (every feature gene); pbmc68k has no
+    planted truth, so neither."""
+    summary = json.loads((clone / "reports" / "summary.json").read_text())
+    for task in TASKS:
+        synthetic = summary["datasets"]["synthetic"][task]
+        assert synthetic["importance_ceiling"]["permutation_auroc"] > 0.85
+        assert synthetic["importance_ceiling"]["targets"] == synthetic["targets"]
+        for arch in ("attention_lstm", "attention_gru"):
+            assert 0.5 <= synthetic["importance"][arch]["token_ceiling_auroc"] <= 1.0
+        assert synthetic["importance"]["dnn"]["token_ceiling_auroc"] is None
+        assert summary["datasets"]["pbmc68k"][task]["importance_ceiling"] is None
+        assert summary["datasets"]["pbmc68k"][task]["importance"]["attention_lstm"]["token_ceiling_auroc"] is None
+    report = (clone / "reports" / "benchmark.md").read_text()
+    assert "a near-oracle that knows the generator's formula" in report
+
+
 def test_repro_report_speaks_the_verdicts_with_their_numbers(clone):
     """summary.json's verdicts: every architecture against the best baseline by CV, each deep
     model against its own base too, with probabilities that add up, the rope relative to the

@@ -629,14 +629,18 @@ def test_summary_scores_each_importance_against_the_planted_genes(reported, summ
         entries = summary["datasets"]["synthetic"][task]["importance"]
         assert set(entries) == set(ARCHS)
         for arch, entry in entries.items():
-            assert set(entry) == {"attention_auroc", "permutation_auroc", "rmse_increase_auroc", "rank_correlation",
-                                  "targets"}
+            assert set(entry) == {"attention_auroc", "token_ceiling_auroc", "permutation_auroc",
+                                  "rmse_increase_auroc", "rank_correlation", "targets"}
             assert entry["targets"] == len(data.target_genes)
             # Permutation importance is the truth itself (1.0); mean's is flat (0.5, chance).
             assert entry["permutation_auroc"] == pytest.approx(0.5 if arch == "mean" else 1.0), arch
             # Only attention_lstm has a gene table (attention_gru's tokens are modules without one).
             assert (entry["attention_auroc"] is None) == (arch != "attention_lstm"), arch
             assert (entry["rank_correlation"] is None) == (arch != "attention_lstm"), arch
+            # One gene per token: a perfect attention could rank every driving gene first.
+            assert entry["token_ceiling_auroc"] == (1.0 if arch == "attention_lstm" else None), arch
+        # This synthetic is not the bundled positive control: no near-oracle knows its formula.
+        assert summary["datasets"]["synthetic"][task]["importance_ceiling"] is None
         # attention_lstm's weights fall along the feature list; per target, against the genes that
         # share a programme with it, then the mean over targets.
         features = data.feature_genes
@@ -655,15 +659,33 @@ def test_summary_scores_each_importance_against_the_planted_genes(reported, summ
         pytest.approx(0.4)
     # alpha has no planted truth: AUROCs null; the rank correlation needs none (both fall along the list).
     alpha = summary["datasets"]["alpha"]["multi"]["importance"]
-    assert alpha["attention_lstm"] == {"attention_auroc": None, "permutation_auroc": None,
+    assert alpha["attention_lstm"] == {"attention_auroc": None, "token_ceiling_auroc": None, "permutation_auroc": None,
                                        "rmse_increase_auroc": None, "rank_correlation": 1.0, "targets": 0}
     assert alpha["ridge"]["rank_correlation"] is None
     table = _sub(_section(report, "synthetic", "multi"), "Importance against the planted genes")
-    assert _row(table, "attention_lstm") == ["`attention_lstm`", "0.400", "1.000", "0.400",
+    assert _row(table, "attention_lstm") == ["`attention_lstm`", "0.400", "1.000", "1.000", "0.400",
                                              f"{entries['attention_lstm']['rank_correlation']:.3f}"]
-    assert _row(table, "mean")[1:4] == ["–", "0.500", "0.500"]
+    assert _row(table, "mean")[1:5] == ["–", "–", "0.500", "0.500"]
     assert "mean over 3 targets" in table
     assert "No planted truth" in _sub(_section(report, "alpha", "multi"), "Importance against the planted genes")
+
+
+def test_the_token_ceiling_is_the_best_map_constant_within_tokens():
+    """Scoring genes by their token's share of driving genes beats or ties every other map that
+    gives a token's genes one weight (all orderings of three tokens, ties included)."""
+    import itertools
+
+    from benchmark.report.importance import auroc, token_ceiling
+
+    tokens = pd.Series([0, 0, 1, 1, 1, 2, 2])
+    labels = np.array([1, 1, 1, 0, 0, 1, 0])
+    # Token shares 1, 1/3, 1/2: positives g0 g1 beat all 3 negatives; g5 beats g3 g4, ties g6;
+    # g2 ties g3 g4, loses to g6: (6 + 2.5 + 1) / 12.
+    assert token_ceiling(tokens, labels) == pytest.approx(9.5 / 12)
+    best = max(auroc(pd.Series(np.array(scores, dtype=float)[tokens]), labels)
+               for scores in itertools.product(range(3), repeat=3))
+    assert token_ceiling(tokens, labels) == pytest.approx(best)
+    assert token_ceiling(pd.Series([0, 1, 2]), np.array([1, 0, 1])) == 1.0  # one gene per token
 
 
 def test_a_malformed_importance_file_names_the_file_and_column(tmp_path):

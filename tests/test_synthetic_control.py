@@ -120,3 +120,53 @@ def test_programmes_record_what_each_gene_reads(control, tmp_path):
     # Written as programmes.json and read back unchanged.
     write_dataset(control, tmp_path / "synthetic")
     assert load_dataset(tmp_path / "synthetic").programmes == control.programmes
+
+
+@pytest.fixture(scope="module")
+def control_project(tmp_path_factory, control):
+    """A project whose `synthetic` is the bundled control, prepared with params.yaml's split."""
+    import shutil
+    from pathlib import Path
+
+    from benchmark.config import load_config
+    from benchmark.data.prepare import prepare
+
+    root = tmp_path_factory.mktemp("control")
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", root / "params.yaml")
+    write_dataset(control, root / "data" / "synthetic")
+    config = load_config(root / "params.yaml", root=root).for_dataset("synthetic")
+    prepare(config)
+    return config
+
+
+@pytest.mark.parametrize("task", ["single", "multi"])
+def test_the_near_oracle_sets_the_permutation_importance_ceiling(control_project, task):
+    """The summary's `importance_ceiling`: a predictor that knows the generator's formula is
+    nearly the oracle, and its permutation importance, scored as evaluate scores a model,
+    ranks the genes sharing a programme with the target far above chance."""
+    from benchmark.data.prepare import load_task
+    from benchmark.report.importance import near_oracle_importance
+
+    data = load_task(control_project, task, held_out=True)
+    ceiling = near_oracle_importance(control_project, data)
+    assert ceiling["targets"] == len(data.target_genes) == (1 if task == "single" else 50)
+    stored = load_dataset(control_project.data_dir)
+    rows = [stored.samples.index(s) for s in data.test_samples]
+    truth = stored.truth[np.ix_(rows, [stored.genes.index(g) for g in data.target_genes])]
+    oracle = float(np.sqrt(np.mean(np.square(truth - data.Y_test))))
+    assert oracle < ceiling["rmse"] < 1.15 * oracle, (ceiling["rmse"], oracle)
+    assert ceiling["permutation_auroc"] > 0.85, ceiling
+
+
+def test_no_ceiling_for_values_that_are_not_the_controls(control_project):
+    """Other values under the control's ids (here its held-out features log1p'd once more)
+    get null, not a near-oracle that knows the formula of other values."""
+    import dataclasses
+
+    from benchmark.data.prepare import load_task
+    from benchmark.report.importance import near_oracle_importance
+
+    data = load_task(control_project, "single", held_out=True)
+    assert near_oracle_importance(control_project, data) is not None
+    shifted = dataclasses.replace(data, X_test=np.log1p(np.asarray(data.X_test)))
+    assert near_oracle_importance(control_project, shifted) is None

@@ -219,12 +219,15 @@ def _versus(task: dict) -> list[str]:
 
 
 def _importance_table(task: dict) -> list[str]:
-    """AUROC of each importance against the genes that share a programme with the target, and
-    Spearman's rho between the attention and the permutation importance."""
-    header = ["architecture", "attention x contribution AUROC", "permutation AUROC (prediction change)",
-              "permutation AUROC (RMSE increase)", "rank correlation (attention, permutation)"]
-    rows = [[f"`{arch}`", _num(e.get("attention_auroc"), ".3f"), _num(e.get("permutation_auroc"), ".3f"),
-             _num(e.get("rmse_increase_auroc"), ".3f"), _num(e.get("rank_correlation"), ".3f")]
+    """AUROC of each importance against the genes that share a programme with the target, what
+    the attention's tokens and a near-oracle reach at best, and Spearman's rho between the
+    attention and the permutation importance."""
+    header = ["architecture", "attention x contribution AUROC", "its tokens' ceiling",
+              "permutation AUROC (prediction change)", "permutation AUROC (RMSE increase)",
+              "rank correlation (attention, permutation)"]
+    rows = [[f"`{arch}`", _num(e.get("attention_auroc"), ".3f"), _num(e.get("token_ceiling_auroc"), ".3f"),
+             _num(e.get("permutation_auroc"), ".3f"), _num(e.get("rmse_increase_auroc"), ".3f"),
+             _num(e.get("rank_correlation"), ".3f")]
             for arch in ARCHS if (e := task["importance"].get(arch)) is not None]
     scored = max((e.get("targets", 0) for e in task["importance"].values()), default=0)
     if scored:
@@ -233,8 +236,14 @@ def _importance_table(task: dict) -> list[str]:
                 f"{'s' * (scored != 1)}. A model's permutation importance shows what that model uses: a linear "
                 "model cannot use the genes of an interaction. Genes are ranked by how far permuting one moves "
                 "the prediction; the RMSE increase under the same permutation is the noisier statistic where "
-                "many genes carry one signal (a near-oracle on `synthetic` single: 0.89-0.91 against 0.46-0.65, "
-                "scripts/importance_ceiling.py).")
+                "many genes carry one signal. The tokens' ceiling is the best any attention over that model's "
+                "tokens reaches when a token's genes share its weight: the share of driving genes in each token, "
+                "as a score.")
+        ceiling = task.get("importance_ceiling")
+        if ceiling:
+            note += (f" The ceiling of the permutation AUROC: a near-oracle that knows the generator's formula "
+                     f"and decodes the programmes from the features by ridge (held-out RMSE "
+                     f"{ceiling['rmse']:.4f}), scored the same way, reaches {_num(ceiling['permutation_auroc'], '.3f')}.")
     else:
         note = f"No planted truth for this dataset: AUROCs are {DASH}; the rank correlation needs no truth."
     return [note, "", *_table(header, rows)]

@@ -21,7 +21,8 @@ and writes
 - `reports/summary.json`: the same numbers, sorted keys, byte-identical on rerun:
   `{"leaderboard": {task: [row, ...]}, "friedman": {task: {...}}, "datasets": {dataset:
   {task: {..., "verdicts": {arch: {...}}, "versus_ridge": {arch: {...}}, "importance": {arch:
-  {"attention_auroc", "permutation_auroc", "rmse_increase_auroc", "rank_correlation", "targets"}}, "budget": {arch:
+  {"attention_auroc", "token_ceiling_auroc", "permutation_auroc", "rmse_increase_auroc", "rank_correlation",
+  "targets"}}, "importance_ceiling": {"permutation_auroc", "rmse", "targets"} or null, "budget": {arch:
   {"trials", "best_values", "last_improvement"}} (`benchmark.report.budget`)}}},
   "seed_reported": {task: {...}}}`; `verdicts` leaves out the reference (the best
   baseline) itself: it has nothing to be compared with;
@@ -127,7 +128,7 @@ def _task_section(config: Config, results: TaskResults) -> tuple[dict, dict[str,
     from benchmark.data.prepare import load_task
     from benchmark.report import plots, verdicts
     from benchmark.report.budget import budget_figure, task_budget
-    from benchmark.report.importance import task_importance
+    from benchmark.report.importance import near_oracle_importance, task_importance
 
     task, suffix = results.task, f"{results.dataset}_{results.task}"
     held_out_data = functools.cache(lambda: load_task(config, task, held_out=True))
@@ -179,6 +180,7 @@ def _task_section(config: Config, results: TaskResults) -> tuple[dict, dict[str,
         "versus_best_baseline": verdicts.frequentist(config, results),
         "controls": controls, "scaled": scaled,
         "importance": task_importance(config, results),
+        "importance_ceiling": near_oracle_importance(config, held_out_data()),
         "budget": budget,
         "figures": {title: f"{FIGURES_DIR}/{name}" for title, name in titles.items()},
     }

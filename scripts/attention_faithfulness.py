@@ -110,7 +110,6 @@ def ceiling(steps_list: list[int]) -> None:
         genes = list(data.feature_genes)
         for steps in steps_list:
             assignment = fit_token_assignment(Xs, steps, "modules")
-            sizes = np.bincount(assignment)
             aucs = []
             for target in data.target_genes:
                 labels = truth(reads, target, genes)
